@@ -1,0 +1,1 @@
+"""Lightning training modules that the domains subclass."""

@@ -1,0 +1,23 @@
+"""Shared fixtures: seeded RNG and the location of the real sample data in ../shared/data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """Root of ../shared/data; tests using it skip with a reason in a clone that has no ../shared."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real sample data not found at {SHARED_DATA} (CI provides ../shared next to the clone)")
+    return SHARED_DATA
