@@ -160,7 +160,7 @@ class ScaleSchedule:
     def level_ids(self, device: torch.device | str | None = None) -> torch.Tensor:
         """Scale index of every token in the flattened sequence, shape ``(L,)``."""
         counts = torch.tensor(self.tokens_per_scale, device=device)
-        return torch.repeat_interleave(torch.arange(self.num_scales, device=device), counts)
+        return torch.repeat_interleave(torch.arange(self.num_scales, device=device), counts, output_size=self.total_tokens)
 
     def token_shape(self, k: int) -> tuple[int, ...]:
         """Shape of scale ``k``'s token map as a tensor (triplanes: ``(3, h, w)``)."""
