@@ -212,6 +212,7 @@ class MultiScaleVQ(nn.Module):
             f_hat = torch.zeros_like(f)
             loss = f.new_zeros(())
             indices, pool = [], []
+            calls = int(self.record_hit) if self.training else 0  # one host sync per step
             for k, shape in enumerate(self.schedule.shapes):
                 z_BnC = map_to_tokens(resize(f_rest, shape, self.kind, up=False))
                 idx = self.lookup(z_BnC.reshape(-1, self.dim)).view(z_BnC.shape[:2])
@@ -221,24 +222,24 @@ class MultiScaleVQ(nn.Module):
                 loss = loss + F.mse_loss(f_hat.data, f).mul(self.beta) + F.mse_loss(f_hat, f_no_grad)
                 indices.append(idx)
                 if self.training:
-                    self._record_hits(k, idx)
+                    self._record_hits(k, idx, calls)
                     pool.append(z_BnC.reshape(-1, self.dim))
             loss = loss / self.schedule.num_scales
             f_hat = (f_hat.data - f_no_grad) + f  # straight-through estimator
             if self.training:
                 self.record_hit += 1
-                if self.restart_every and int(self.record_hit) % self.restart_every == 0:
+                if self.restart_every and (calls + 1) % self.restart_every == 0:
                     self.restart_dead_codes(torch.cat(pool))
         return QuantOutput(f_hat.to(dtype), loss, self.usage_percent(), indices)
 
     # ------------------------------------------------------------------ usage and restarts
     @torch.no_grad()
-    def _record_hits(self, k: int, idx: torch.Tensor) -> None:
+    def _record_hits(self, k: int, idx: torch.Tensor, calls: int) -> None:
         hits = torch.bincount(idx.flatten(), minlength=self.vocab_size).float()
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(hits)
-        first = int(self.record_hit) == 0
-        m = 0.9 if int(self.record_hit) < 100 else 0.99  # VAR's schedule
+        first = calls == 0
+        m = 0.9 if calls < 100 else 0.99  # VAR's schedule
         self.ema_vocab_hit_SV[k] = hits if first else self.ema_vocab_hit_SV[k] * m + hits * (1 - m)
         if k == 0:
             self._step_hits = hits.clone()
@@ -248,9 +249,12 @@ class MultiScaleVQ(nn.Module):
             self.code_ema_hits_V.copy_(self._step_hits if first else self.code_ema_hits_V * 0.9 + self._step_hits * 0.1)
 
     def usage_percent(self) -> list[float]:
-        """Per scale, the % of codes hit at least 8% as often as under uniform use (VAR's margin)."""
+        """Per scale, the % of codes hit at least 8% as often as under uniform use of that scale's tokens.
+
+        VAR's margin uses the full-resolution token count at every scale, which makes small scales look
+        collapsed by construction; relative to each scale's own count, collapse there is visible for real."""
         out = []
-        for k, n in enumerate(self.schedule.tokens_per_scale):
+        for k in range(self.schedule.num_scales):
             hits = self.ema_vocab_hit_SV[k]
             margin = hits.sum() / self.vocab_size * 0.08
             out.append(float((hits >= margin).float().mean() * 100) if hits.sum() > 0 else 0.0)

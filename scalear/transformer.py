@@ -260,6 +260,8 @@ class NextScaleTransformer(nn.Module):
         torch.Size([3, 21, 64])
     """
 
+    scalear_kind = "transformer"
+
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
         self.cfg = cfg

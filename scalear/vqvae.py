@@ -309,7 +309,9 @@ class VQVAEConfig:
             raise ValueError("ch_mult needs at least one level")
         bad = [self.ch * m for m in self.ch_mult if (self.ch * m) % self.norm_groups]
         if bad:
-            raise ValueError(f"widths {bad} (ch={self.ch} x ch_mult) are not divisible by norm_groups={self.norm_groups}")
+            raise ValueError(
+                f"widths {bad} (ch={self.ch} x ch_mult) are not divisible by norm_groups={self.norm_groups}"
+            )
         sched = self.scale_schedule()
         want = {2: "2d", 3: "3d"}[self.dims]
         if sched.kind != want:
@@ -353,6 +355,8 @@ class VQVAE(nn.Module):
     ``quant_conv``, ``post_quant_conv``. Inputs are in ``[-1, 1]`` with spatial size
     ``schedule.final_shape * downsample_ratio`` (e.g. 256x256 for VAR's f16 tokenizer with a 16x16 last scale).
     """
+
+    scalear_kind = "vqvae"  #: registered kind for scalear.io.save_pretrained / from_pretrained
 
     def __init__(self, config: VQVAEConfig | None = None, **overrides: Any):
         super().__init__()
@@ -467,7 +471,11 @@ class VQVAE(nn.Module):
 #: Named configurations (data, not code paths). Spatial input size = last scale x 2**(len(ch_mult) - 1).
 VQVAE_PRESETS: dict[str, dict[str, Any]] = {
     # VAR's released tokenizer vae_ch160v4096z32.pth: 256 px RGB, f16, 16x16x32 latent, 10 scales (L = 680).
-    "var-f16": dict(),
+    "var-f16": dict(
+        vocab_size=4096, z_channels=32, ch=160, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2, dropout=0.0,
+        using_sa=True, using_mid_sa=True, in_channels=3, dims=2, beta=0.25, use_cosine=False, quant_resi=0.5,
+        share_quant_resi=4, patch_nums=VAR_PATCH_NUMS[256],
+    ),
     # ~5M params, 64 px RGB, f8 -> 8x8x16 latent, 6 scales (L = 130).
     "small": dict(
         vocab_size=1024, z_channels=16, ch=64, ch_mult=(1, 1, 2, 2), num_res_blocks=2, norm_groups=32,

@@ -1,0 +1,190 @@
+"""The ``scalear`` command.
+
+``scalear <domain> fit --config configs/<domain>/<preset>.yaml`` trains through Lightning's ``LightningCLI``:
+the YAML's keys are exactly the constructor arguments of the Trainer, the LightningModule and the
+LightningDataModule (``class_path`` / ``init_args``), and an unknown or mistyped key is an error. Domains
+add their verbs through the ``scalear.domains`` entry-point group (``name = "module:main"``, where
+``main(argv) -> int``); the core never imports a domain directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib.metadata import entry_points
+from typing import Callable, Sequence
+
+CORE_HELP = """\
+usage: scalear core {fit,validate} --config CONFIG.yaml [--section.key value ...]
+       scalear core sample --model EXPORT_DIR [--tokenizer DIR] [--classes 0,1,..] [--out grid.png] ...
+       scalear core export --ckpt LIGHTNING.ckpt --out DIR
+
+Train, sample and export the core models (tokenizer and next-scale transformer).
+
+  fit / validate   LightningCLI; e.g. scalear core fit --config configs/core/digits_tokenizer.yaml
+                   (add --print_config to see every key; --ckpt_path last resumes)
+  sample           class-conditional samples from an exported transformer as a PNG grid
+  export           write the weights of a Lightning checkpoint as safetensors + config.json
+"""
+
+
+def domain_entry_points() -> dict[str, Callable[[list[str]], int]]:
+    """Installed domains: name -> lazily loaded ``main(argv)``."""
+    found = {}
+    for ep in entry_points(group="scalear.domains"):
+        found[ep.name] = lambda argv, ep=ep: ep.load()(argv)
+    return found
+
+
+def run_lightning(argv: Sequence[str], run: bool = True):
+    """Run ``LightningCLI`` on ``argv`` (e.g. ``["fit", "--config", path]``) and return the CLI object."""
+    import torch
+    from lightning.pytorch import LightningDataModule
+    from lightning.pytorch.cli import LightningCLI
+
+    from scalear.training.base import ScalearModule
+
+    class ScalearCLI(LightningCLI):
+        def add_arguments_to_parser(self, parser) -> None:
+            # bf16 autocast on GPU unless the config says otherwise; full precision on CPU.
+            parser.set_defaults({"trainer.precision": "bf16-mixed" if torch.cuda.is_available() else "32-true"})
+
+    return ScalearCLI(
+        ScalearModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=list(argv),
+        run=run,
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"parser_mode": "omegaconf"} if _has_omegaconf() else None,
+    )
+
+
+def _has_omegaconf() -> bool:
+    try:
+        import omegaconf  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def core_main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(CORE_HELP)
+        return 0
+    verb, rest = argv[0], argv[1:]
+    if verb in ("fit", "validate"):
+        run_lightning([verb, *rest])
+        return 0
+    if verb == "sample":
+        return _core_sample(rest)
+    if verb == "export":
+        return _core_export(rest)
+    print(f"scalear core: unknown command {verb!r}\n\n{CORE_HELP}", file=sys.stderr)
+    return 2
+
+
+def _core_sample(argv: list[str]) -> int:
+    import torch
+
+    from scalear.io import from_pretrained
+    from scalear.sampling import sample
+    from scalear.viz import save_image_grid
+
+    p = argparse.ArgumentParser(prog="scalear core sample", description="class-conditional samples as a PNG grid")
+    p.add_argument("--model", required=True, help="exported transformer folder")
+    p.add_argument("--tokenizer", help="exported tokenizer folder (default: <model>/../tokenizer)")
+    p.add_argument("--classes", default=None, help="comma-separated class ids (default: all)")
+    p.add_argument("--per-class", type=int, default=8)
+    p.add_argument("--cfg", type=float, default=1.5)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=0.0)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="samples.png")
+    a = p.parse_args(argv)
+    from pathlib import Path
+
+    model = from_pretrained(a.model).eval()
+    tok = from_pretrained(a.tokenizer or Path(a.model).parent / "tokenizer").eval()
+    n = model.cfg.num_classes
+    classes = [int(c) for c in a.classes.split(",")] if a.classes else list(range(max(n, 1)))
+    labels = torch.tensor(classes).repeat_interleave(a.per_class)
+    kw = {"label_B": labels} if n else {}
+    out = sample(model, tok.quantize, len(labels), cfg=a.cfg, top_k=a.top_k, top_p=a.top_p,
+                 temperature=a.temperature, generator=torch.Generator().manual_seed(a.seed), **kw)
+    save_image_grid(tok.fhat_to_img(out.f_hat), a.out, nrow=a.per_class)
+    print(f"wrote {a.out}")
+    return 0
+
+
+def _core_export(argv: list[str]) -> int:
+    from scalear.training.export import export_checkpoint
+
+    p = argparse.ArgumentParser(prog="scalear core export", description="Lightning checkpoint -> safetensors")
+    p.add_argument("--ckpt", required=True)
+    p.add_argument("--out", required=True)
+    a = p.parse_args(argv)
+    print(f"exported to {export_checkpoint(a.ckpt, a.out)}")
+    return 0
+
+
+def build_parser(domains: dict[str, Callable]) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="scalear",
+        description="scalear: next-scale prediction (VAR-style coarse-to-fine) for 3D and perception.",
+        epilog="Run 'scalear <command> --help' for the options of a command.",
+    )
+    from scalear import __version__
+
+    p.add_argument("--version", action="version", version=f"scalear {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="<command>", title="commands")
+    qs = sub.add_parser("quickstart", help="train tiny models on built-in data end to end and write a report")
+    qs.add_argument("--out", default="scalear_runs/quickstart", help="output folder (default: %(default)s)")
+    qs.add_argument("--domain", default="all", help="which part to run: core, or an installed domain (default: all)")
+    qs.add_argument("--fast", action="store_true", help="a much shorter run (smoke test; quality is not reached)")
+    sub.add_parser("core", help="train / sample / export the core tokenizer and transformer", add_help=False)
+    for name in sorted(domains):
+        sub.add_parser(name, help=f"the {name} domain (scalear {name} --help)", add_help=False)
+    sub.add_parser("info", help="versions, devices and installed domains")
+    return p
+
+
+def _info(domains: dict) -> int:
+    import lightning
+    import torch
+
+    from scalear import __version__
+
+    dev = f"cuda ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "cpu"
+    print(f"scalear {__version__}  torch {torch.__version__}  lightning {lightning.__version__}  device {dev}")
+    print("domains: " + (", ".join(sorted(domains)) or "none installed"))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    domains = domain_entry_points()
+    parser = build_parser(domains)
+    if not argv:
+        parser.print_help()
+        return 0
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "core":
+        return core_main(rest)
+    if cmd in domains:
+        return int(domains[cmd](rest) or 0)
+    args = parser.parse_args(argv)
+    if args.command == "quickstart":
+        from scalear.quickstart import run_quickstart
+
+        return run_quickstart(args.out, domain=args.domain, fast=args.fast, domains=domains)
+    if args.command == "info":
+        return _info(domains)
+    parser.print_help()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,123 @@
+"""Shared optimisation for every scalear LightningModule (VAR, Sec. 4 / trainer.py recipe).
+
+AdamW with VAR's betas (0.9, 0.95) and no weight decay on biases, norms, embeddings and modulation tokens;
+learning rate with linear warmup then cosine decay, stepped per optimisation step; gradient clipping by the
+Trainer (``gradient_clip_val``; VAR uses 2.0) or, with manual optimisation, by the module itself; weights
+exported as safetensors + JSON config when training ends (after Lightning's ``EMAWeightAveraging`` callback,
+when configured, has swapped the averaged weights in). bf16 autocast on GPU comes from the Trainer's
+``precision="bf16-mixed"``, which the ``scalear`` CLI selects by default when CUDA is available.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch import nn
+
+from scalear.io import save_pretrained
+
+
+def cosine_with_warmup(step: int, warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> float:
+    """LR multiplier: linear from 0 to 1 over ``warmup_steps``, then cosine down to ``min_ratio`` at ``total_steps``.
+
+    >>> [round(cosine_with_warmup(s, 2, 10), 2) for s in (0, 1, 2, 6, 10)]
+    [0.0, 0.5, 1.0, 0.5, 0.0]
+    """
+    if step < warmup_steps:
+        return step / max(warmup_steps, 1)
+    progress = min(1.0, (step - warmup_steps) / max(total_steps - warmup_steps, 1))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def param_groups(module: nn.Module, weight_decay: float, no_decay: set[str] | None = None) -> list[dict]:
+    """Split parameters into decayed weights and undecayed biases/norms/embeddings (1-D or listed names)."""
+    no_decay = no_decay or set()
+    decay, skip = [], []
+    for name, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        (skip if p.ndim <= 1 or name in no_decay else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": skip, "weight_decay": 0.0}]
+
+
+class ScalearModule(L.LightningModule):
+    """Base LightningModule: optimiser, LR schedule and export. Subclasses define the models and steps.
+
+    Args:
+        lr: peak learning rate.
+        weight_decay: AdamW weight decay of matrices (VAR: 0.05).
+        betas: AdamW betas (VAR: (0.9, 0.95)).
+        warmup_steps: linear warmup length in optimiser steps.
+        min_lr_ratio: final LR as a fraction of ``lr`` at the end of the cosine.
+        export_dir: where ``on_train_end`` writes ``<export_dir>/<name>/{model.safetensors,config.json}``; relative
+            paths are resolved against the Trainer's log dir. ``None`` disables export.
+    """
+
+    def __init__(
+        self,
+        lr: float = 1e-4,
+        weight_decay: float = 0.05,
+        betas: tuple[float, float] = (0.9, 0.95),
+        warmup_steps: int = 0,
+        min_lr_ratio: float = 0.0,
+        export_dir: str | None = "export",
+    ):
+        super().__init__()
+        self.lr, self.weight_decay, self.betas = lr, weight_decay, tuple(betas)
+        self.warmup_steps, self.min_lr_ratio, self.export_dir = warmup_steps, min_lr_ratio, export_dir
+
+    # ------------------------------------------------------------------ to override
+    def trainable(self) -> nn.Module:
+        """The module whose parameters the (main) optimiser trains (all of them unless overridden)."""
+        return self
+
+    def exported_models(self) -> dict[str, nn.Module]:
+        """Models written by :meth:`export`, by folder name."""
+        return {}
+
+    def no_weight_decay(self) -> set[str]:
+        return set()
+
+    # ------------------------------------------------------------------ optimisation
+    def make_optimizer(self, module: nn.Module, lr: float | None = None, betas=None, no_decay: set[str] | None = None):
+        groups = param_groups(module, self.weight_decay, no_decay)
+        return torch.optim.AdamW(groups, lr=lr or self.lr, betas=tuple(betas or self.betas))
+
+    def make_scheduler(self, optimizer: torch.optim.Optimizer) -> dict:
+        total = max(int(self.trainer.estimated_stepping_batches), 1) if self._trainer is not None else 1
+        fn = lambda step: cosine_with_warmup(step, self.warmup_steps, total, self.min_lr_ratio)  # noqa: E731
+        return {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, fn), "interval": "step"}
+
+    def configure_optimizers(self):
+        opt = self.make_optimizer(self.trainable(), no_decay=self.no_weight_decay())
+        return {"optimizer": opt, "lr_scheduler": self.make_scheduler(opt)}
+
+    # ------------------------------------------------------------------ export
+    def resolved_export_dir(self) -> Path | None:
+        if self.export_dir is None:
+            return None
+        path = Path(self.export_dir)
+        if not path.is_absolute() and self._trainer is not None:
+            path = Path(self.trainer.log_dir or self.trainer.default_root_dir) / path
+        return path
+
+    def export(self, folder: str | Path | None = None) -> Path | None:
+        """Write every model of :meth:`exported_models` as safetensors + config.json."""
+        root = Path(folder) if folder is not None else self.resolved_export_dir()
+        if root is None:
+            return None
+        for name, model in self.exported_models().items():
+            save_pretrained(model, root / name)
+        return root
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["scalear_module"] = f"{type(self).__module__}.{type(self).__qualname__}"
+
+    def on_train_end(self) -> None:
+        if self.trainer.is_global_zero:
+            root = self.export()
+            if root is not None:
+                self.print(f"exported weights to {root}")
