@@ -1,12 +1,15 @@
-"""Loading VAR's tokenizer checkpoint (scalear.var_checkpoints).
+"""Loading VAR's tokenizer and transformer checkpoints (scalear.var_checkpoints).
 
-Nothing can be downloaded here, so :func:`var_vae_state_dict_layout` rebuilds the (key, shape) list of VAR's
-``vae_ch160v4096z32.pth`` from VAR's own naming rules (FoundationVision/VAR models/basic_vae.py, vqvae.py,
-quant.py), independently of scalear's modules.
+Nothing can be downloaded here, so :func:`var_vae_state_dict_layout` and :func:`var_transformer_state_dict_layout`
+rebuild the (key, shape) lists of VAR's ``vae_ch160v4096z32.pth`` and ``var_d{16,20,24,30}.pth`` from VAR's own
+naming rules (FoundationVision/VAR models/basic_vae.py, vqvae.py, quant.py, var.py, basic_var.py),
+independently of scalear's modules; :func:`var_reference_forward` writes VAR's forward pass out on the raw
+checkpoint tensors.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -14,7 +17,17 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from scalear.var_checkpoints import CheckpointMismatchError, load_var_vqvae, map_var_vae_state_dict
+from scalear.sampling import sample
+from scalear.schedules import ScaleSchedule
+from scalear.transformer import create_transformer
+from scalear.var_checkpoints import (
+    CheckpointMismatchError,
+    load_var,
+    load_var_transformer,
+    load_var_vqvae,
+    map_var_transformer_state_dict,
+    map_var_vae_state_dict,
+)
 from scalear.vqvae import create_vqvae
 
 Layout = list[tuple[str, tuple[int, ...]]]
@@ -221,3 +234,260 @@ def test_mismatches_are_reported_clearly(tmp_path: Path, narrow_ckpt: tuple[Path
         load_var_vqvae(narrow_ckpt[0], ch=32, vocab_size=1024)
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         load_var_vqvae(tmp_path / "missing.pth")
+
+
+# ==================================================================================== transformer (var_d*.pth)
+VAR_PN_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
+VAR_DERIVED_BUFFERS = ("lvl_1L", "attn_bias_for_masking")
+
+
+def var_transformer_state_dict_layout(
+    depth: int,
+    V: int = 4096,
+    Cvae: int = 32,
+    num_classes: int = 1000,
+    patch_nums: tuple[int, ...] = VAR_PN_256,
+    shared_aln: bool = False,
+    attn_l2_norm: bool = True,
+) -> Layout:
+    """(key, shape) of VAR's ``VAR.state_dict()`` as models/__init__.py ``build_vae_var(depth=...)`` builds it:
+    C = 64 * depth, depth heads, mlp 4C (models/var.py, models/basic_var.py)."""
+    C, H = 64 * depth, depth
+    L, K = sum(p * p for p in patch_nums), len(patch_nums)
+    out: Layout = [
+        ("pos_start", (1, patch_nums[0] ** 2, C)),
+        ("pos_1LC", (1, L, C)),
+        ("lvl_1L", (1, L)),
+        ("attn_bias_for_masking", (1, 1, L, L)),
+        ("word_embed.weight", (C, Cvae)),
+        ("word_embed.bias", (C,)),
+        ("class_emb.weight", (num_classes + 1, C)),
+        ("lvl_embed.weight", (K, C)),
+    ]
+    if shared_aln:  # nn.Sequential(SiLU, SharedAdaLin(D, 6C)); else nn.Identity (no keys)
+        out += [("shared_ada_lin.1.weight", (6 * C, C)), ("shared_ada_lin.1.bias", (6 * C,))]
+    for i in range(depth):
+        b = f"blocks.{i}"
+        out += [(f"{b}.ada_gss", (1, 1, 6, C))] if shared_aln else []
+        out += [(f"{b}.attn.scale_mul_1H11", (1, H, 1, 1))] if attn_l2_norm else []
+        out += [
+            (f"{b}.attn.q_bias", (C,)),
+            (f"{b}.attn.v_bias", (C,)),
+            (f"{b}.attn.zero_k_bias", (C,)),
+            (f"{b}.attn.mat_qkv.weight", (3 * C, C)),
+            (f"{b}.attn.proj.weight", (C, C)),
+            (f"{b}.attn.proj.bias", (C,)),
+            (f"{b}.ffn.fc1.weight", (4 * C, C)),
+            (f"{b}.ffn.fc1.bias", (4 * C,)),
+            (f"{b}.ffn.fc2.weight", (C, 4 * C)),
+            (f"{b}.ffn.fc2.bias", (C,)),
+        ]
+        if not shared_aln:  # nn.Sequential(SiLU, Linear(D, 6C)); LayerNorms have no affine parameters
+            out += [(f"{b}.ada_lin.1.weight", (6 * C, C)), (f"{b}.ada_lin.1.bias", (6 * C,))]
+    out += [
+        ("head_nm.ada_lin.1.weight", (2 * C, C)),
+        ("head_nm.ada_lin.1.bias", (2 * C,)),
+        ("head.weight", (V, C)),
+        ("head.bias", (V,)),
+    ]
+    return out
+
+
+def random_var_transformer_state_dict(depth: int, seed: int = 0, **layout_kw) -> dict[str, torch.Tensor]:
+    """Random weights in VAR's layout; the derived buffers exactly as VAR's constructor computes them."""
+    patch_nums = layout_kw.get("patch_nums", VAR_PN_256)
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for key, shape in var_transformer_state_dict_layout(depth, **layout_kw):
+        std = 0.5 if key.endswith(("ada_lin.1.bias", "ada_gss")) else 0.05  # gates/modulation well away from 0
+        sd[key] = torch.randn(shape, generator=g) * std
+    L = sum(p * p for p in patch_nums)
+    d = torch.cat([torch.full((pn * pn,), i) for i, pn in enumerate(patch_nums)]).view(1, L, 1)
+    dT = d.transpose(1, 2)
+    sd["lvl_1L"] = dT[:, 0].contiguous()
+    sd["attn_bias_for_masking"] = torch.where(d >= dT, 0.0, -torch.inf).reshape(1, 1, L, L).contiguous()
+    for key in sd:
+        if key.endswith("zero_k_bias"):
+            sd[key] = torch.zeros_like(sd[key])
+    return sd
+
+
+def var_reference_forward(sd: dict[str, torch.Tensor], label_B: torch.Tensor, x_BlCv: torch.Tensor) -> torch.Tensor:
+    """VAR's teacher-forced ``VAR.forward`` (no label dropout) written out from models/var.py + basic_var.py,
+    on the raw checkpoint tensors: explicit softmax attention with the checkpoint's own mask."""
+    C = sd["word_embed.weight"].shape[0]
+    depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
+    H, B = depth, label_B.shape[0]
+    bias_11LL = sd["attn_bias_for_masking"]
+    L, first_l = bias_11LL.shape[-1], sd["pos_start"].shape[1]
+    ln = lambda x: F.layer_norm(x, (C,), eps=1e-6)  # noqa: E731
+    cond_BD = sd["class_emb.weight"][label_B]
+    sos = cond_BD.unsqueeze(1).expand(B, first_l, -1) + sd["pos_start"]
+    x = torch.cat((sos, F.linear(x_BlCv, sd["word_embed.weight"], sd["word_embed.bias"])), dim=1)
+    x = x + sd["lvl_embed.weight"][sd["lvl_1L"][0]] + sd["pos_1LC"]
+    shared = "shared_ada_lin.1.weight" in sd
+    if shared:
+        gss = F.linear(F.silu(cond_BD), sd["shared_ada_lin.1.weight"], sd["shared_ada_lin.1.bias"]).view(-1, 1, 6, C)
+    for i in range(depth):
+        p = lambda n: sd[f"blocks.{i}.{n}"]  # noqa: E731
+        if shared:
+            mod = p("ada_gss") + gss
+        else:
+            mod = F.linear(F.silu(cond_BD), p("ada_lin.1.weight"), p("ada_lin.1.bias")).view(-1, 1, 6, C)
+        gamma1, gamma2, scale1, scale2, shift1, shift2 = mod.unbind(2)
+        h = ln(x) * (1 + scale1) + shift1
+        qkv_bias = torch.cat((p("attn.q_bias"), p("attn.zero_k_bias"), p("attn.v_bias")))
+        q, k, v = F.linear(h, p("attn.mat_qkv.weight"), qkv_bias).view(B, L, 3, H, C // H).permute(2, 0, 3, 1, 4)
+        q = F.normalize(q, dim=-1) * p("attn.scale_mul_1H11").clamp_max(math.log(100)).exp()
+        k = F.normalize(k, dim=-1)
+        attn = (q @ k.transpose(-2, -1) * 1.0 + bias_11LL).softmax(dim=-1)  # attn_l2_norm: softmax scale 1
+        o = (attn @ v).transpose(1, 2).reshape(B, L, C)
+        x = x + F.linear(o, p("attn.proj.weight"), p("attn.proj.bias")) * gamma1
+        h = ln(x) * (1 + scale2) + shift2
+        f = F.linear(F.gelu(F.linear(h, p("ffn.fc1.weight"), p("ffn.fc1.bias")), approximate="tanh"),
+                     p("ffn.fc2.weight"), p("ffn.fc2.bias"))
+        x = x + f * gamma2
+    scale, shift = F.linear(F.silu(cond_BD), sd["head_nm.ada_lin.1.weight"], sd["head_nm.ada_lin.1.bias"]).view(
+        -1, 1, 2, C
+    ).unbind(2)
+    return F.linear(ln(x) * (1 + scale) + shift, sd["head.weight"], sd["head.bias"])
+
+
+@pytest.fixture(scope="module")
+def tiny_var_ckpt(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, torch.Tensor]]:
+    """VAR's layout at depth 2 (C = 128, 2 heads) with the real L = 680, V = 4096, Cvae = 32, 1000 classes."""
+    sd = random_var_transformer_state_dict(2)
+    path = tmp_path_factory.mktemp("var") / "var_d2.pth"
+    torch.save(sd, path)
+    return path, sd
+
+
+@pytest.mark.parametrize("depth, params", [(16, 310e6), (20, 600e6), (24, 1.0e9), (30, 2.0e9)])
+def test_full_var_layouts_match_the_presets(depth: int, params: float) -> None:
+    layout = var_transformer_state_dict_layout(depth)
+    assert len({k for k, _ in layout}) == len(layout)
+    mapped = map_var_transformer_state_dict({k: torch.empty(s, device="meta") for k, s in layout})
+    with torch.device("meta"):
+        model = create_transformer(f"var-d{depth}")
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert {k: tuple(v.shape) for k, v in mapped.items()} == own
+    assert set(dict(layout)) - set(mapped) == set(VAR_DERIVED_BUFFERS)
+    n_params = sum(torch.Size(s).numel() for k, s in layout if k not in VAR_DERIVED_BUFFERS and "zero_k_bias" not in k)
+    assert n_params == model.num_params()
+    assert n_params == pytest.approx(params, rel=0.05)  # README: 310M, 600M, 1.0B, 2.0B
+
+
+def test_shared_adaln_layout_matches() -> None:
+    layout = var_transformer_state_dict_layout(4, shared_aln=True)
+    mapped = map_var_transformer_state_dict({k: torch.empty(s, device="meta") for k, s in layout})
+    with torch.device("meta"):
+        model = create_transformer("var-d16", depth=4, shared_adaln=True)
+    assert {k: tuple(v.shape) for k, v in mapped.items()} == {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def test_every_var_transformer_tensor_lands_on_its_parameter(
+    tiny_var_ckpt: tuple[Path, dict[str, torch.Tensor]],
+) -> None:
+    path, var_sd = tiny_var_ckpt
+    model = load_var_transformer(path)
+    cfg = model.cfg
+    assert (cfg.depth, cfg.width, cfg.num_heads, cfg.num_classes, cfg.vocab_size, cfg.latent_dim) == (
+        2, 128, 2, 1000, 4096, 32
+    )
+    assert cfg.schedule == ScaleSchedule.var_2d(256) and cfg.attn_l2_norm and not cfg.shared_adaln
+    assert not model.training and all(isinstance(p, torch.nn.Parameter) and p.requires_grad for p in model.parameters())
+    own = model.state_dict()
+    assert set(own) == set(var_sd) - set(VAR_DERIVED_BUFFERS)
+    for key, value in own.items():
+        assert torch.equal(value, var_sd[key]), key
+    assert torch.equal(model.lvl_1L, var_sd["lvl_1L"])
+    mask_LL = model.attn_mask(0, torch.device("cpu"))
+    assert torch.equal(mask_LL, var_sd["attn_bias_for_masking"][0, 0] == 0)
+    frozen = load_var_transformer(path, depth=2, freeze=True)
+    assert not any(p.requires_grad for p in frozen.parameters())
+
+
+@pytest.mark.parametrize("shared_aln", [False, True], ids=["ada_lin", "shared_aln"])
+def test_loaded_transformer_computes_vars_forward(tmp_path: Path, shared_aln: bool) -> None:
+    sd = random_var_transformer_state_dict(2, seed=1, shared_aln=shared_aln)
+    torch.save(sd, tmp_path / "var.pth")
+    model = load_var_transformer(tmp_path / "var.pth")
+    assert model.cfg.shared_adaln == shared_aln
+    label_B = torch.tensor([5, 1000])  # a class and the null class
+    x_BlCv = torch.randn(2, 680 - 1, 32)
+    expected = var_reference_forward(sd, label_B, x_BlCv)
+    got = model(x_BlCv, label_B=label_B, drop_B=torch.zeros(2, dtype=torch.bool))
+    assert expected.std() > 0.1  # the weights shape the logits, not just the head bias
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_loaded_var_samples_and_its_kv_cache_matches_teacher_forcing(
+    tmp_path: Path, tiny_var_ckpt: tuple[Path, dict[str, torch.Tensor]]
+) -> None:
+    vae_path = tmp_path / "vae_ch32v4096z32.pth"
+    torch.save(random_state_dict(var_vae_state_dict_layout(ch=32, vocab=4096)), vae_path)
+    vae, var = load_var(vae_path, tiny_var_ckpt[0], vae_overrides=dict(ch=32))
+    labels = torch.tensor([3, 980])
+    out = sample(var, vae.quantize, 2, label_B=labels, cfg=1.5, top_k=900, top_p=0.96,
+                 generator=torch.Generator().manual_seed(0))  # VAR's README recipe
+    assert [i.shape for i in out.indices] == [(2, p * p) for p in VAR_PN_256]
+    img = vae.fhat_to_img(out.f_hat)
+    assert img.shape == (2, 3, 256, 256) and img.abs().max() <= 1
+    # the cached scale-by-scale path and one teacher-forced pass use the loaded weights identically
+    cached = sample(var, vae.quantize, 2, label_B=labels, forced_indices=out.indices, return_logits=True)
+    full = var(vae.quantize.teacher_forcing_input(out.indices), label_B=labels, drop_B=torch.zeros(2, dtype=torch.bool))
+    torch.testing.assert_close(torch.cat(cached.logits, 1), full, atol=1e-4, rtol=1e-4)
+
+
+def test_schedule_derived_buffers_are_checked(
+    tmp_path: Path, tiny_var_ckpt: tuple[Path, dict[str, torch.Tensor]]
+) -> None:
+    small = random_var_transformer_state_dict(2, patch_nums=(1, 2, 3, 4))
+    torch.save(small, tmp_path / "var_pn4.pth")
+    with pytest.raises(CheckpointMismatchError, match=r"var_pn4\.pth' was trained on 30 tokens with \[1, 4, 9, 16\]"):
+        load_var_transformer(tmp_path / "var_pn4.pth")
+    model = load_var_transformer(tmp_path / "var_pn4.pth", schedule=ScaleSchedule.square((1, 2, 3, 4)))
+    assert torch.equal(model.pos_1LC, small["pos_1LC"])
+
+    _, var_sd = tiny_var_ckpt
+    lvl = var_sd["lvl_1L"].clone()
+    lvl[0, 1] = 0  # scale 1 claims a token of scale 0: same L, another layout
+    torch.save({**var_sd, "lvl_1L": lvl}, tmp_path / "lvl.pth")
+    with pytest.raises(CheckpointMismatchError, match=r"\[2, 3, 9, 16"):
+        load_var_transformer(tmp_path / "lvl.pth")
+    bias = var_sd["attn_bias_for_masking"].clone()
+    bias[0, 0, 0, 5] = 0.0  # the first token sees a finer scale
+    torch.save({**var_sd, "attn_bias_for_masking": bias}, tmp_path / "bias.pth")
+    with pytest.raises(CheckpointMismatchError, match="not the block-causal mask"):
+        load_var_transformer(tmp_path / "bias.pth")
+    no_lvl = {k: v for k, v in small.items() if k != "lvl_1L"}
+    with pytest.raises(CheckpointMismatchError, match=r"shape \(1, 1, 30, 30\).*needs \(1, 1, 680, 680\)"):
+        map_var_transformer_state_dict(no_lvl, ScaleSchedule.var_2d(256), source="x.pth")
+
+
+def test_transformer_mismatches_are_reported_clearly(
+    tmp_path: Path,
+    tiny_var_ckpt: tuple[Path, dict[str, torch.Tensor]],
+    narrow_ckpt: tuple[Path, dict[str, torch.Tensor]],
+) -> None:
+    path, var_sd = tiny_var_ckpt
+    with pytest.raises(CheckpointMismatchError, match=r"var_d2\.pth' holds a depth-2 VAR \(width 128\), not depth 16"):
+        load_var_transformer(path, depth=16)
+    broken = {k: v for k, v in var_sd.items() if k != "blocks.1.ffn.fc2.bias"}
+    broken["blocks.1.extra"] = torch.zeros(1)
+    broken["blocks.0.ffn.fc1.weight"] = torch.zeros(500, 128)
+    torch.save(broken, tmp_path / "broken.pth")
+    with pytest.raises(CheckpointMismatchError, match=r"broken\.pth") as err:
+        load_var_transformer(tmp_path / "broken.pth")
+    msg = str(err.value)
+    assert "1 missing keys: blocks.1.ffn.fc2.bias" in msg
+    assert "1 unexpected keys: blocks.1.extra" in msg
+    assert "blocks.0.ffn.fc1.weight: checkpoint (500, 128) vs model (512, 128)" in msg
+    data = path.read_bytes()
+    (tmp_path / "truncated.pth").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointMismatchError, match=r"could not read checkpoint .*truncated\.pth"):
+        load_var_transformer(tmp_path / "truncated.pth")
+    with pytest.raises(CheckpointMismatchError, match="is not a VAR transformer state dict"):
+        load_var_transformer(narrow_ckpt[0])  # the tokenizer's file
+    with pytest.raises(CheckpointMismatchError, match=r"does not fit tokenizer"):
+        load_var(narrow_ckpt[0], path, vae_overrides=NARROW)  # vocabulary 512 vs 4096
