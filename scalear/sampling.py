@@ -6,6 +6,10 @@ the cache, which reproduces the block-causal mask of training exactly. Classifie
 the batch is doubled into conditional and null-conditioned halves and the guidance weight rises linearly over
 the scales, ``t_k = cfg * k / (K - 1)``, ``logits = (1 + t_k) * cond - t_k * uncond``. Tokens are drawn after
 temperature scaling, top-k then top-p filtering, with an optional seeded :class:`torch.Generator`.
+
+``use_cache=False`` instead reruns the transformer over all tokens of scales ``0..k`` (and the prefix condition
+tokens) under the block-causal mask at every scale: the same samples for more compute, the baseline the cache
+is measured against (``benchmarks/bench_sampling.py``).
 """
 
 from __future__ import annotations
@@ -89,8 +93,9 @@ def sample(
     generator: torch.Generator | None = None,
     forced_indices: list[torch.Tensor] | None = None,
     return_logits: bool = False,
+    use_cache: bool = True,
 ) -> SampleOutput:
-    """Generate all scales coarse to fine with a KV cache.
+    """Generate all scales coarse to fine, with a KV cache unless ``use_cache=False``.
 
     Args:
         model, quantizer: the transformer and the tokenizer's quantizer (same schedule and vocabulary).
@@ -104,6 +109,8 @@ def sample(
         forced_indices: use these tokens instead of sampling (teacher forcing through the cached path, e.g.
             to score given tokens or to check the cache against :meth:`NextScaleTransformer.forward`).
         return_logits: also return the (guided) logits of every scale.
+        use_cache: False recomputes all coarser scales at every scale (:meth:`NextScaleTransformer.forward_upto`)
+            instead of reading them from the KV cache; the samples are the same up to float rounding.
     """
     sched = model.cfg.schedule
     if sched != quantizer.schedule:
@@ -125,13 +132,18 @@ def sample(
 
     f_hat = quantizer.empty_fhat(batch_size, device)
     indices, all_logits = [], []
-    model.kv_caching(True)
+    x_scales: list[torch.Tensor] = []  # uncached: embedded inputs (B2, n_j, C) of scales 0..k
+    model.kv_caching(use_cache)
     try:
-        if prefix_BPD is not None:
+        if prefix_BPD is not None and use_cache:
             model.prefill_prefix(prefix_BPD, cond, context)
         x = model.embed_scale(0, cond)
         for k in range(sched.num_scales):
-            logits = model.forward_scale(x, cond, context)
+            if use_cache:
+                logits = model.forward_scale(x, cond, context)
+            else:
+                x_scales.append(x)
+                logits = model.forward_upto(torch.cat(x_scales, dim=1), cond, context, prefix_BPD)
             if guided:
                 t = guidance_weight(cfg, k, sched.num_scales)
                 logits = (1 + t) * logits[:batch_size] - t * logits[batch_size:]

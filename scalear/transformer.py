@@ -324,6 +324,9 @@ class NextScaleTransformer(nn.Module):
                 w[2 * self.C :].mul_(cfg.init_adaln)
                 w[: 2 * self.C].mul_(cfg.init_adaln_gamma)
                 block.ada_lin[-1].bias.zero_()
+            else:  # VAR scales the per-block offsets the same way: gammas by init_adaln_gamma, the rest by init_adaln
+                block.ada_gss[:, :, 2:].mul_(cfg.init_adaln)
+                block.ada_gss[:, :, :2].mul_(cfg.init_adaln_gamma)
 
     # ------------------------------------------------------------------ conditioning
     def condition(
@@ -453,6 +456,26 @@ class NextScaleTransformer(nn.Module):
         for block in self.blocks:
             x_BnC = block(x_BnC, ada, None, context)
         return self.head(self.head_nm(x_BnC, cond_BC)).float()
+
+    def forward_upto(
+        self, x_BlC: torch.Tensor, cond_BC: torch.Tensor, context: torch.Tensor | None, prefix_BPD: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """One uncached step: embedded tokens of scales 0..k (B, l, C) -> logits of scale k (B, n_k, V).
+
+        Recomputes the whole prefix (and the prefix condition tokens) under the block-causal mask; the baseline
+        that :meth:`forward_scale` with the KV cache is measured against. Needs ``kv_caching(False)``.
+        """
+        l, offsets = x_BlC.shape[1], (*self.cfg.schedule.offsets, self.L)
+        if l not in offsets[1:]:
+            raise ValueError(f"expected the tokens of the first scales, i.e. a length in {offsets[1:]}; got {l}")
+        n_k = l - offsets[offsets.index(l) - 1]
+        P = 0 if prefix_BPD is None else prefix_BPD.shape[1]
+        if prefix_BPD is not None:
+            x_BlC = torch.cat((self.embed_prefix(prefix_BPD), x_BlC), dim=1)
+        mask, ada = self.attn_mask(P, x_BlC.device)[: P + l, : P + l], self._ada(cond_BC)
+        for block in self.blocks:
+            x_BlC = block(x_BlC, ada, mask, context)
+        return self.head(self.head_nm(x_BlC[:, -n_k:], cond_BC)).float()
 
     # ------------------------------------------------------------------ misc
     def num_params(self) -> int:

@@ -157,3 +157,13 @@ def test_config_round_trip_and_errors():
         model(torch.randn(1, SCHED.total_tokens - 1, 4))
     with pytest.raises(ValueError, match="expected 29 input tokens"):
         model(torch.randn(1, 5, 4), label_B=torch.tensor([0]))
+
+
+def test_shared_adaln_offsets_get_vars_init():
+    """VAR's init_weights scales ``ada_gss``: gammas (chunks 0, 1) by init_adaln_gamma, the rest by init_adaln."""
+    torch.manual_seed(0)
+    cfg = TransformerConfig(vocab_size=32, latent_dim=4, schedule=SCHED, depth=2, width=256, num_heads=4,
+                            num_classes=10, shared_adaln=True, init_adaln=0.5, init_adaln_gamma=1e-3)
+    gss = NextScaleTransformer(cfg).blocks[0].ada_gss  # randn / sqrt(C) before scaling
+    assert gss[:, :, :2].std().item() == pytest.approx(1e-3 / 16, rel=0.1)
+    assert gss[:, :, 2:].std().item() == pytest.approx(0.5 / 16, rel=0.1)

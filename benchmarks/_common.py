@@ -1,0 +1,181 @@
+"""Shared pieces of the benchmark scripts: device/dtype flags, timing, peak memory and the rich table.
+
+Peak memory is the most a block of code adds on top of what is in use when it starts:
+
+* CUDA: ``torch.cuda.max_memory_allocated()`` minus ``torch.cuda.memory_allocated()`` at the start (tensors
+  only, not the caching allocator's reserve);
+* CPU (Linux): the process's peak resident set size ``VmHWM``, reset through ``/proc/self/clear_refs`` after
+  returning freed heap memory to the OS with ``malloc_trim``, minus ``VmRSS`` at the start. Elsewhere it falls
+  back to ``resource.getrusage().ru_maxrss``, which cannot be reset (a cell that peaks below an earlier one
+  reads 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import gc
+import platform
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES),
+                        help="fp32, or bf16/fp16 autocast with fp32 weights (default: fp32)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--min-time", type=float, default=1.0,
+                        help="repeat a measurement until this many seconds are timed (default: 1.0)")
+    parser.add_argument("--repeats", type=int, default=3, help="at most this many timed runs per cell (default: 3)")
+
+
+def setup(args: argparse.Namespace) -> torch.device:
+    """Apply ``--threads`` and check ``--device``; returns the device."""
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: no CUDA device is available")
+    return device
+
+
+def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:
+    """Autocast to ``dtype`` (``bf16``/``fp16``) on ``device``; a no-op for ``fp32``."""
+    if dtype == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=DTYPES[dtype])
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_runs(fn: Callable[[], object], device: torch.device, min_time: float, repeats: int) -> float:
+    """Median seconds of one call of ``fn``.
+
+    The first call is a warm-up unless it alone takes ``min_time`` or more (then one-off costs are negligible
+    and it counts); further calls run until ``min_time`` seconds are timed or ``repeats`` calls are made.
+    """
+
+    def once() -> float:
+        synchronize(device)
+        t = time.perf_counter()
+        fn()
+        synchronize(device)
+        return time.perf_counter() - t
+
+    first = once()
+    if first >= min_time:
+        return first
+    times: list[float] = []
+    while not times or (len(times) < repeats and sum(times) < min_time):
+        times.append(once())
+    return statistics.median(times)
+
+
+# ------------------------------------------------------------------------------------------- memory
+def _proc_status_kib(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+def _can_reset_hwm() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        _proc_status_kib("VmHWM")
+        return True
+    except (OSError, KeyError):
+        return False
+
+
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL("libc.so.6")  # glibc, for malloc_trim
+    except OSError:
+        return None
+
+
+_LIBC = _libc() if platform.system() == "Linux" else None
+_RESET_HWM = platform.system() == "Linux" and _can_reset_hwm()
+
+
+def memory_method(device: torch.device) -> str:
+    """How :func:`peak_memory` measures on ``device`` (for the table's caption)."""
+    if device.type == "cuda":
+        return "torch.cuda.max_memory_allocated over the allocated memory at the start"
+    if _RESET_HWM:
+        return "peak RSS (VmHWM, reset after malloc_trim) over the RSS at the start"
+    return "resource.getrusage ru_maxrss over the RSS high-water mark at the start (not resettable)"
+
+
+@contextlib.contextmanager
+def peak_memory(device: torch.device) -> Iterator[list[float]]:
+    """Context manager yielding a list that receives the block's peak memory in MiB (see module docstring)."""
+    out: list[float] = []
+    gc.collect()
+    if device.type == "cuda":
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    elif _RESET_HWM:
+        if _LIBC is not None:
+            _LIBC.malloc_trim(0)
+        Path("/proc/self/clear_refs").write_text("5")
+        base = _proc_status_kib("VmRSS") * 1024
+    else:
+        scale = 1 if platform.system() == "Darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+    yield out
+    if device.type == "cuda":
+        synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device)
+    elif _RESET_HWM:
+        peak = _proc_status_kib("VmHWM") * 1024
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+    out.append(max(peak - base, 0) / 2**20)
+
+
+# ------------------------------------------------------------------------------------------- table
+def environment(device: torch.device, dtype: str) -> str:
+    """One line naming the device, dtype, thread count and torch version."""
+    if device.type == "cuda":
+        where = f"{device} ({torch.cuda.get_device_name(device)})"
+    else:
+        where = f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads)"
+    prec = "fp32" if dtype == "fp32" else f"{dtype} autocast, fp32 weights"
+    return f"device {where} | dtype {prec} | torch {torch.__version__}"
+
+
+def print_table(title: str, columns: list[str], rows: list[list[str]], caption: str, text_columns: int = 1) -> None:
+    """Print an aligned rich table: the first ``text_columns`` columns left-aligned, the numbers right-aligned."""
+    table = Table(title=title, caption=caption, caption_justify="left")
+    for i, col in enumerate(columns):
+        table.add_column(col, justify="left" if i < text_columns else "right")
+    for row in rows:
+        table.add_row(*row)
+    console = Console()
+    (console if console.is_terminal else Console(width=160)).print(table)
+
+
+def fmt_ms(seconds: float) -> str:
+    return f"{seconds * 1e3:,.1f}"
+
+
+def fmt_params(n: int) -> str:
+    return f"{n / 1e6:,.1f}M"
