@@ -82,7 +82,7 @@ def run_core(out: Path, fast: bool = False, per_class: int = 20, seed: int = 0) 
                    [*steps, "--model.init_args.tokenizer", str(tok_dir)])
     tokenizer, model = from_pretrained(tok_dir).eval(), from_pretrained(out / "export" / "transformer").eval()
 
-    # reconstructions of real held-out digits, coarse to fine
+    # one real digit per class and its reconstructions from the first 1, 2, ... scales
     x, y = load_digit_images(16)
     picks = torch.tensor([int((y == c).nonzero()[-1]) for c in range(10)])
     with torch.no_grad():
