@@ -6,8 +6,16 @@ The core is domain-agnostic: scale schedules (:mod:`scalear.schedules`), the mul
 (:mod:`scalear.training`), checkpoint I/O (:mod:`scalear.io`) and the ``scalear`` CLI (:mod:`scalear.cli`).
 """
 
-from scalear.quant import MultiScaleVQ
-from scalear.schedules import ScaleSchedule
-
 __version__ = "0.1.0"
-__all__ = ["MultiScaleVQ", "ScaleSchedule", "__version__"]
+
+from scalear.io import from_pretrained, save_pretrained  # noqa: E402
+from scalear.quant import MultiScaleVQ  # noqa: E402
+from scalear.sampling import sample  # noqa: E402
+from scalear.schedules import ScaleSchedule  # noqa: E402
+from scalear.transformer import NextScaleTransformer, TransformerConfig, create_transformer  # noqa: E402
+from scalear.vqvae import VQVAE, VQVAEConfig, create_vqvae  # noqa: E402
+
+__all__ = [
+    "MultiScaleVQ", "NextScaleTransformer", "ScaleSchedule", "TransformerConfig", "VQVAE", "VQVAEConfig",
+    "create_transformer", "create_vqvae", "from_pretrained", "sample", "save_pretrained", "__version__",
+]

@@ -55,6 +55,7 @@ def test_tokenizer_learns_and_exports(tokenizer_run):
     assert (tokenizer_run / "export" / "tokenizer" / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_transformer_learns_and_resumes(tokenizer_run, tmp_path):
     tok_dir = tokenizer_run / "export" / "tokenizer"
     args = fit_args(VAR_CFG, tmp_path, 60, "--model.init_args.tokenizer", str(tok_dir))
@@ -80,6 +81,7 @@ def test_transformer_learns_and_resumes(tokenizer_run, tmp_path):
     assert r.returncode == 0 and (tmp_path / "grid.png").stat().st_size > 0, r.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_on_cpu(tokenizer_run, tmp_path):
     """Lightning DDP with 2 CPU processes (gloo) trains the transformer for a few steps."""
     args = fit_args(VAR_CFG, tmp_path, 6, "--model.init_args.tokenizer", str(tokenizer_run / "export" / "tokenizer"),
@@ -149,6 +151,13 @@ def test_tokenizer_with_patchgan_and_lpips_trains(tmp_path):
     assert torch.isfinite(logged["train/gan_w"]) and torch.isfinite(logged["train/d"])
     assert any(not torch.equal(a, b) for a, b in zip(disc_before, module.disc.parameters()))
     assert (tmp_path / "export" / "tokenizer" / "model.safetensors").is_file()
+    # the frozen LPIPS network stays out of checkpoints and is restored from its weights file on load
+    trainer.save_checkpoint(tmp_path / "t.ckpt")
+    ckpt = torch.load(tmp_path / "t.ckpt", map_location="cpu", weights_only=True)
+    assert not any(k.startswith("lpips.") for k in ckpt["state_dict"])
+    reloaded = TokenizerModule.load_from_checkpoint(tmp_path / "t.ckpt", weights_only=True)
+    key = "decoder.conv_out.weight"
+    torch.testing.assert_close(reloaded.vqvae.state_dict()[key], module.vqvae.state_dict()[key])
 
 
 def test_ema_weights_are_exported(tmp_path):
