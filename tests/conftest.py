@@ -21,3 +21,13 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real sample data not found at {SHARED_DATA} (CI provides ../shared next to the clone)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """One intra-op thread for a module: on a shared 2-core machine, OpenMP spin-waiting makes small ops
+    10-100x slower when another process holds a core."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -21,13 +21,7 @@ from scalear.losses import (
 LPIPS_CHANNELS = (64, 128, 256, 512, 512)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread: on a shared 2-core machine, OpenMP spin-waiting makes small ops 10-100x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def random_vgg16_features(seed: int = 0) -> dict[str, torch.Tensor]:

@@ -18,6 +18,8 @@ def test_generated_digits_are_recognised(tmp_path):
     assert m == json.loads(json.dumps(part.metrics))
     assert m["generated_recognised_as_class"] >= MIN_RECOGNISED, m
     assert min(m["per_class"]) >= 0.3, m  # every class is generated, not a few easy ones
+    # not copies of training digits: about as far from the training set as held-out real digits are
+    assert m["nearest_train_distance_generated"] > 0.5 * m["nearest_train_distance_heldout"], m
     report = write_report(tmp_path, [part])
     text = report.read_text()
     for pic in ("samples.png", "reconstructions.png", "tokenizer_curves.png", "transformer_curves.png"):

@@ -33,13 +33,7 @@ from scalear.vqvae import create_vqvae
 Layout = list[tuple[str, tuple[int, ...]]]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread: on a shared 2-core machine, OpenMP spin-waiting makes small ops 10-100x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def var_vae_state_dict_layout(

@@ -16,13 +16,7 @@ TINY_2D = dict(ch=16, patch_nums=(1, 2, 4))  # 16x16 images, f4
 TINY_3D = dict(ch=8, patch_nums=(1, 2, 4))  # 16^3 volumes, f4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread: on a shared 2-core machine, OpenMP spin-waiting makes small ops 10-100x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def smooth_batch(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
