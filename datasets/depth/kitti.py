@@ -1,0 +1,424 @@
+"""KITTI depth (Geiger et al.): Eigen split lists, annotated depth PNGs, Velodyne projection, the KB crop.
+
+Follows the code everyone evaluates with:
+
+- Split lists (:func:`read_split_file`): monodepth2's ``splits/eigen/test_files.txt`` lines
+  ``2011_09_26/2011_09_26_drive_0002_sync 0000000069 l`` (697 frames; ``eigen_benchmark`` has the 652 with
+  annotated depth) and BTS's ``eigen_test_files_with_gt.txt`` lines ``<image path> <depth path or None> <focal>``.
+- Annotated ground truth (KITTI depth-prediction ``proj_depth/groundtruth``): uint16 PNG, metres = v / 256,
+  0 = invalid (monodepth2 ``export_gt_depth.py``).
+- Velodyne ground truth (:func:`generate_depth_map`): monodepth2 ``kitti_utils.generate_depth_map`` step by
+  step: keep points with x >= 0, project with ``P_rect_0c @ R_rect_00 @ [R|T]``, pixel = round(u) - 1,
+  round(v) - 1 ("to match KITTI matlab"), keep in-bounds, keep the smallest depth per pixel, depth < 0 -> 0.
+  The object benchmark's ``calib/*.txt`` (``P2``, ``R0_rect``, ``Tr_velo_to_cam``) is handled by
+  :func:`object_velo_to_image`.
+- KB crop (BTS/ZoeDepth ``do_kb_crop``): the bottom-centred 352x1216 window, :func:`kb_crop` /
+  :func:`kb_uncrop`. Garg/Eigen evaluation crops are given as fractions (:data:`GARG_CROP`, :data:`EIGEN_CROP`)
+  and applied by the evaluation, not here.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Sequence, TypeVar
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from scalear.datasets.depth.io import make_sample, read_depth_png, read_rgb
+
+log = logging.getLogger(__name__)
+
+KITTI_MIN_DEPTH: float = 1e-3
+KITTI_MAX_DEPTH: float = 80.0
+#: KB crop size (H, W): BTS/ZoeDepth ``do_kb_crop``
+KB_CROP_HW: tuple[int, int] = (352, 1216)
+#: evaluation crops as fractions of the GT size (row0, row1, col0, col1), BTS ``eval_with_pngs.py``
+GARG_CROP: tuple[float, float, float, float] = (0.40810811, 0.99189189, 0.03594771, 0.96405229)
+EIGEN_CROP: tuple[float, float, float, float] = (0.3324324, 0.91351351, 0.0359477, 0.96405229)
+#: focal length of the 2011_09_26 recordings' P_rect_02 (BTS lists write it on every Eigen line)
+KITTI_FOCAL_2011_09_26: float = 721.5377
+
+GroundTruth = Literal["annotated", "velodyne"]
+
+
+# ------------------------------------------------------------------------------------------------- split lists
+
+
+@dataclass(frozen=True)
+class KittiFrame:
+    """One line of a split list.
+
+    ``folder`` is ``<date>/<drive>`` (e.g. ``2011_09_26/2011_09_26_drive_0002_sync``), ``side`` ``"l"``
+    (image_02) or ``"r"`` (image_03). From BTS lists: ``gt_rel`` (the depth path as listed), ``gt_none``
+    (the list says ``None``: no annotated depth) and ``focal``.
+    """
+
+    folder: str
+    frame: int
+    side: Literal["l", "r"] = "l"
+    gt_rel: str | None = None
+    gt_none: bool = False
+    focal: float | None = None
+
+    @property
+    def date(self) -> str:
+        return self.folder.split("/")[0]
+
+    @property
+    def drive(self) -> str:
+        return self.folder.split("/")[-1]
+
+    @property
+    def cam(self) -> int:
+        return 2 if self.side == "l" else 3
+
+    @property
+    def name(self) -> str:
+        """monodepth2's line for this frame: ``<date>/<drive> <frame:010d> <side>``."""
+        return f"{self.folder} {self.frame:010d} {self.side}"
+
+    @property
+    def image_rel(self) -> str:
+        return f"{self.folder}/image_0{self.cam}/data/{self.frame:010d}.png"
+
+    @property
+    def velodyne_rel(self) -> str:
+        return f"{self.folder}/velodyne_points/data/{self.frame:010d}.bin"
+
+    def annotated_candidates(self) -> list[str]:
+        """Where annotated depth is found, relative to the depth root, in the layouts in use."""
+        tail = f"proj_depth/groundtruth/image_0{self.cam}/{self.frame:010d}.png"
+        c = [self.gt_rel] if self.gt_rel else []
+        c += [f"{self.drive}/{tail}", f"{self.folder}/{tail}", f"train/{self.drive}/{tail}", f"val/{self.drive}/{tail}"]
+        return list(dict.fromkeys(c))
+
+
+_BTS_IMAGE = re.compile(r"^(?P<folder>.+)/image_0(?P<cam>[23])/data/(?P<frame>\d+)\.(?:png|jpg)$")
+
+
+def read_split_file(path: str | Path) -> list[KittiFrame]:
+    """Parse a KITTI split list in monodepth2's or BTS's format (detected per line); blank lines skipped."""
+    path = Path(path)
+    frames = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) == 3 and parts[2] in ("l", "r") and parts[1].isdigit():  # monodepth2
+            frames.append(KittiFrame(parts[0], int(parts[1]), parts[2]))  # type: ignore[arg-type]
+        elif len(parts) in (2, 3) and (m := _BTS_IMAGE.match(parts[0])):  # BTS
+            try:
+                focal = float(parts[2]) if len(parts) == 3 else None
+            except ValueError:
+                raise ValueError(f"{path}:{n}: focal length {parts[2]!r} is not a number") from None
+            none = parts[1] == "None"
+            frames.append(
+                KittiFrame(m["folder"], int(m["frame"]), "l" if m["cam"] == "2" else "r", None if none else parts[1], none, focal)
+            )
+        else:
+            raise ValueError(
+                f"{path}:{n}: not a KITTI split line (monodepth2 '<date>/<drive> <frame> l|r' or BTS "
+                f"'<date>/<drive>/image_02/data/<frame>.png <depth|None> <focal>'): {line!r}"
+            )
+    return frames
+
+
+# ------------------------------------------------------------------------------------------------ calibration
+
+
+def read_calib_file(path: str | Path) -> dict[str, np.ndarray]:
+    """``key: numbers`` lines as float64 arrays (monodepth2 ``read_calib_file``; non-numeric values skipped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"KITTI calibration file not found: {path}")
+    data = {}
+    for line in path.read_text().splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            continue
+        try:
+            data[key.strip()] = np.array([float(x) for x in value.split()], dtype=np.float64)
+        except ValueError:
+            pass  # e.g. calib_time: 09-Jan-2012 13:57:47
+    return data
+
+
+def _get(calib: dict[str, np.ndarray], key: str, size: int, source: str | Path) -> np.ndarray:
+    if key not in calib:
+        raise KeyError(f"{source}: no {key!r} (found {sorted(calib)})")
+    if calib[key].size != size:
+        raise ValueError(f"{source}: {key} has {calib[key].size} numbers, expected {size}")
+    return calib[key]
+
+
+def _homogeneous(m_3x4: np.ndarray) -> np.ndarray:
+    return np.vstack([m_3x4.reshape(3, 4), [0.0, 0.0, 0.0, 1.0]])
+
+
+def _rect_4x4(r_3x3: np.ndarray) -> np.ndarray:
+    out = np.eye(4)
+    out[:3, :3] = r_3x3.reshape(3, 3)
+    return out
+
+
+def raw_velo_to_image(calib_dir: str | Path, cam: int = 2) -> tuple[np.ndarray, tuple[int, int]]:
+    """Velodyne -> image projection of KITTI raw data, and the rectified image size.
+
+    Returns ``P_velo2im`` (3, 4) = ``P_rect_0{cam} @ R_rect_00 (4x4) @ [R|T]`` from ``calib_cam_to_cam.txt``
+    and ``calib_velo_to_cam.txt`` in ``calib_dir`` (``<root>/<date>``), and ``(H, W)`` from ``S_rect_0{cam}``.
+    """
+    calib_dir = Path(calib_dir)
+    c2c_path, v2c_path = calib_dir / "calib_cam_to_cam.txt", calib_dir / "calib_velo_to_cam.txt"
+    c2c, v2c = read_calib_file(c2c_path), read_calib_file(v2c_path)
+    velo2cam_4x4 = _homogeneous(np.hstack([_get(v2c, "R", 9, v2c_path).reshape(3, 3), _get(v2c, "T", 3, v2c_path)[:, None]]))
+    r_rect_4x4 = _rect_4x4(_get(c2c, "R_rect_00", 9, c2c_path))
+    p_rect_3x4 = _get(c2c, f"P_rect_0{cam}", 12, c2c_path).reshape(3, 4)
+    w, h = _get(c2c, f"S_rect_0{cam}", 2, c2c_path)
+    return p_rect_3x4 @ r_rect_4x4 @ velo2cam_4x4, (int(h), int(w))
+
+
+def object_velo_to_image(calib_file: str | Path, cam: int = 2) -> np.ndarray:
+    """Velodyne -> image projection (3, 4) of the KITTI object benchmark: ``P{cam} @ R0_rect @ Tr_velo_to_cam``.
+
+    The object calib has no image size: take it from the image (e.g. 370x1224 or 375x1242).
+    """
+    c = read_calib_file(calib_file)
+    return (
+        _get(c, f"P{cam}", 12, calib_file).reshape(3, 4)
+        @ _rect_4x4(_get(c, "R0_rect", 9, calib_file))
+        @ _homogeneous(_get(c, "Tr_velo_to_cam", 12, calib_file))
+    )
+
+
+def read_velodyne_bin(path: str | Path) -> np.ndarray:
+    """A Velodyne scan: float32 little-endian ``(N, 4)`` = x forward, y left, z up (metres), reflectance."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Velodyne scan not found: {path}")
+    raw = np.fromfile(path, dtype="<f4")
+    if raw.size % 4:
+        raise ValueError(f"{path}: {raw.size} floats is not a multiple of 4 (x, y, z, reflectance)")
+    return raw.reshape(-1, 4)
+
+
+def project_velodyne(points_N4: np.ndarray, P_velo2im: np.ndarray, hw: tuple[int, int], vel_depth: bool = False) -> np.ndarray:
+    """Sparse ``(H, W)`` float32 depth from Velodyne points, exactly as monodepth2's ``generate_depth_map``.
+
+    Points with x < 0 (behind the sensor) are dropped; the rest project by ``P_velo2im`` (3, 4); pixel
+    ``(round(u) - 1, round(v) - 1)`` (KITTI's 1-based MATLAB convention; numpy rounds halves to even);
+    out-of-image points are dropped; where several land on one pixel the smallest depth is kept; negative
+    depths (possible only for points 0 <= x < ~0.27 m, on the car) become 0. Depth is camera z, or the
+    Velodyne x if ``vel_depth`` (monodepth2's ``export_gt_depth.py`` uses ``vel_depth=True`` for Eigen).
+    0 = no point. One deliberate difference: monodepth2's ``sub2ind`` (``row * (W - 1) + col - 1``) also
+    treats pixels (r, W-1) and (r+1, 0) as one; here every pixel keeps its own minimum (this only touches
+    the first and last columns, outside the Garg and Eigen crops).
+    """
+    if points_N4.ndim != 2 or points_N4.shape[1] not in (3, 4):
+        raise ValueError(f"points must be (N, 3) or (N, 4), got {points_N4.shape}")
+    P = np.asarray(P_velo2im, dtype=np.float64)
+    P = P[:3] if P.shape == (4, 4) else P
+    if P.shape != (3, 4):
+        raise ValueError(f"P_velo2im must be (3, 4) or (4, 4), got {np.asarray(P_velo2im).shape}")
+    h, w = hw
+    xyz1_N4 = np.hstack([points_N4[:, :3].astype(np.float64), np.ones((len(points_N4), 1))])
+    xyz1_N4 = xyz1_N4[xyz1_N4[:, 0] >= 0]
+    uvz_N3 = xyz1_N4 @ P.T
+    z = uvz_N3[:, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = np.round(uvz_N3[:, 0] / z) - 1
+        v = np.round(uvz_N3[:, 1] / z) - 1
+    depth = xyz1_N4[:, 0] if vel_depth else z
+    keep = (u >= 0) & (v >= 0) & (u < w) & (v < h)  # NaN/inf (z = 0) compare False
+    depth_HW = np.full((h, w), np.inf)
+    np.minimum.at(depth_HW, (v[keep].astype(np.int64), u[keep].astype(np.int64)), depth[keep])
+    depth_HW[~np.isfinite(depth_HW) | (depth_HW < 0)] = 0.0
+    return depth_HW.astype(np.float32)
+
+
+def generate_depth_map(calib_dir: str | Path, velo_file: str | Path, cam: int = 2, vel_depth: bool = False) -> np.ndarray:
+    """monodepth2's ``generate_depth_map(calib_dir, velo_filename, cam, vel_depth)``: ``(H, W)`` float32 metres."""
+    P_velo2im, hw = raw_velo_to_image(calib_dir, cam)
+    return project_velodyne(read_velodyne_bin(velo_file), P_velo2im, hw, vel_depth)
+
+
+# ------------------------------------------------------------------------------------------------------ crops
+
+T = TypeVar("T", np.ndarray, torch.Tensor)
+
+
+def _hw(x: np.ndarray | torch.Tensor) -> tuple[int, int]:
+    """(H, W) of a numpy (H, W) / (H, W, C) array or a torch (..., H, W) tensor."""
+    if isinstance(x, torch.Tensor):
+        if x.ndim < 2:
+            raise ValueError(f"expected a tensor (..., H, W), got shape {tuple(x.shape)}")
+        return x.shape[-2], x.shape[-1]
+    if x.ndim not in (2, 3):
+        raise ValueError(f"expected a numpy array (H, W) or (H, W, C), got shape {x.shape}")
+    return x.shape[0], x.shape[1]
+
+
+def kb_crop_offsets(h: int, w: int) -> tuple[int, int]:
+    """``(top, left)`` of the KB crop: top = H - 352, left = (W - 1216) // 2 (BTS ``do_kb_crop``)."""
+    ch, cw = KB_CROP_HW
+    if h < ch or w < cw:
+        raise ValueError(f"the KB crop needs an image of at least {ch}x{cw}, got {h}x{w}")
+    return h - ch, (w - cw) // 2
+
+
+def kb_crop(x: T) -> T:
+    """The 352x1216 KB crop of a numpy ``(H, W)``/``(H, W, C)`` array or a torch ``(..., H, W)`` tensor.
+
+    Use it on the image and the depth map alike: e.g. 375x1242 -> rows 23:375, cols 13:1229.
+    """
+    h, w = _hw(x)
+    top, left = kb_crop_offsets(h, w)
+    ch, cw = KB_CROP_HW
+    if isinstance(x, torch.Tensor):
+        return x[..., top : top + ch, left : left + cw]
+    return x[top : top + ch, left : left + cw]
+
+
+def kb_uncrop(x: T, hw: tuple[int, int]) -> T:
+    """Paste a KB-cropped map back into a zero map of the full size ``hw`` (how BTS evaluates predictions)."""
+    ch, cw = _hw(x)
+    if (ch, cw) != KB_CROP_HW:
+        raise ValueError(f"expected a {KB_CROP_HW[0]}x{KB_CROP_HW[1]} map, got {ch}x{cw}")
+    top, left = kb_crop_offsets(*hw)
+    if isinstance(x, torch.Tensor):
+        out = x.new_zeros((*x.shape[:-2], *hw))
+        out[..., top : top + ch, left : left + cw] = x
+    else:
+        out = np.zeros((*hw, *x.shape[2:]), dtype=x.dtype)
+        out[top : top + ch, left : left + cw] = x
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------- dataset
+
+
+class KittiDepthDataset(Dataset):
+    """KITTI frames of a split list with annotated or Velodyne ground truth, as sample dicts.
+
+    Args:
+        root: KITTI raw data: ``<date>/<drive>/image_02/data/<frame:010d>.png``, ``<date>/calib_*.txt``,
+            ``<date>/<drive>/velodyne_points/data/<frame:010d>.bin``.
+        split: a split list file (monodepth2 or BTS format) or parsed :class:`KittiFrame` s.
+        gt: ``"annotated"`` (KITTI's improved GT PNGs, value / 256) or ``"velodyne"`` (projected raw scans).
+        depth_root: where annotated depth lives (default ``root``); looked up as the BTS list gives it, then
+            ``<drive>/proj_depth/groundtruth/image_02/<frame>.png`` (BTS), ``<date>/<drive>/proj_depth/...``
+            (monodepth2) and ``{train,val}/<drive>/proj_depth/...`` (the KITTI download).
+        missing_gt: what to do with frames that have no ground truth (BTS ``None`` or no file):
+            ``"skip"`` (default; listed in ``self.missing_gt`` and logged), ``"keep"`` (yielded with depth 0,
+            valid all False) or ``"error"``.
+        kb_crop: apply the 352x1216 KB crop to image and depth.
+        vel_depth: Velodyne GT depth is the Velodyne x (True, monodepth2's Eigen GT) or camera z (False).
+        focal: override the focal length (else the list's, else ``P_rect_0{cam}[0, 0]`` of the calib file).
+
+    On the annotated Eigen split: 697 listed frames, 45 without GT, 652 yielded (as BTS reports
+    "45 GT files missing"). Samples: ``image`` (3, H, W) [0, 1], ``depth`` (1, H, W) metres, ``valid``,
+    ``focal``, ``name`` (monodepth2's line ``<date>/<drive> <frame> l``).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str | Path | Sequence[KittiFrame],
+        gt: GroundTruth = "annotated",
+        depth_root: str | Path | None = None,
+        missing_gt: Literal["skip", "keep", "error"] = "skip",
+        kb_crop: bool = False,
+        vel_depth: bool = True,
+        focal: float | None = None,
+    ):
+        if gt not in ("annotated", "velodyne"):
+            raise ValueError(f"gt must be 'annotated' or 'velodyne', got {gt!r}")
+        if missing_gt not in ("skip", "keep", "error"):
+            raise ValueError(f"missing_gt must be 'skip', 'keep' or 'error', got {missing_gt!r}")
+        self.root = Path(root)
+        self.depth_root = Path(depth_root) if depth_root is not None else self.root
+        self.gt, self.kb_crop, self.vel_depth = gt, kb_crop, vel_depth
+        frames = read_split_file(split) if isinstance(split, (str, Path)) else list(split)
+        self.num_listed = len(frames)
+
+        absent = [str(self.root / f.image_rel) for f in frames if not (self.root / f.image_rel).is_file()]
+        if absent:
+            more = f" (and {len(absent) - 5} more)" if len(absent) > 5 else ""
+            raise FileNotFoundError(
+                f"{len(absent)} of {len(frames)} KITTI images not found under {self.root}, e.g. {absent[:5]}{more}"
+            )
+
+        self._calib: dict[tuple[str, int], tuple[np.ndarray, tuple[int, int]]] = {}
+        self._focals: dict[tuple[str, int], float] = {}
+        self.items: list[tuple[KittiFrame, Path | None, float]] = []
+        self.missing_gt: list[str] = []
+        for f in frames:
+            gt_path = self._find_gt(f)
+            if gt_path is None:
+                self.missing_gt.append(f.name)
+                if missing_gt == "skip":
+                    continue
+            self.items.append((f, gt_path, self._focal(f, focal)))
+        if self.missing_gt:
+            msg = (
+                f"KITTI: {len(self.missing_gt)} of {self.num_listed} frames have no {gt} ground truth "
+                f"(e.g. {self.missing_gt[0]!r}); "
+            )
+            if missing_gt == "error":
+                raise FileNotFoundError(msg + "pass missing_gt='skip' to leave them out")
+            what = "left out, %d remain; see .missing_gt" if missing_gt == "skip" else "kept with no valid depth (%d frames)"
+            log.warning(msg + what, len(self.items))
+
+    def _calibration(self, f: KittiFrame) -> tuple[np.ndarray, tuple[int, int]]:
+        key = (f.date, f.cam)
+        if key not in self._calib:
+            self._calib[key] = raw_velo_to_image(self.root / f.date, f.cam)
+        return self._calib[key]
+
+    def _find_gt(self, f: KittiFrame) -> Path | None:
+        if self.gt == "velodyne":
+            p = self.root / f.velodyne_rel
+            return p if p.is_file() else None
+        if f.gt_none:
+            return None
+        return next((self.depth_root / c for c in f.annotated_candidates() if (self.depth_root / c).is_file()), None)
+
+    def _focal(self, f: KittiFrame, override: float | None) -> float:
+        if override is not None:
+            return float(override)
+        if f.focal is not None:
+            return f.focal
+        key = (f.date, f.cam)
+        if key not in self._focals:
+            c2c = self.root / f.date / "calib_cam_to_cam.txt"
+            if not c2c.is_file():
+                raise FileNotFoundError(f"no focal length for {f.name!r}: the list gives none and {c2c} is absent; pass focal=")
+            self._focals[key] = float(_get(read_calib_file(c2c), f"P_rect_0{f.cam}", 12, c2c)[0])
+        return self._focals[key]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        f, gt_path, focal = self.items[i]
+        image_path = self.root / f.image_rel
+        image_HW3 = read_rgb(image_path)
+        hw = image_HW3.shape[:2]
+        if gt_path is None:
+            depth_HW = np.zeros(hw, dtype=np.float32)
+        elif self.gt == "annotated":
+            depth_HW = read_depth_png(gt_path, "kitti")
+        else:
+            P_velo2im, calib_hw = self._calibration(f)
+            if calib_hw != hw:
+                raise ValueError(f"{image_path} is {hw} (H, W) but S_rect_0{f.cam} of {f.date} says {calib_hw}")
+            depth_HW = project_velodyne(read_velodyne_bin(gt_path), P_velo2im, hw, self.vel_depth)
+        if depth_HW.shape != hw:
+            raise ValueError(f"{image_path} is {hw} (H, W) but its depth {gt_path} is {depth_HW.shape}")
+        if self.kb_crop:
+            image_HW3, depth_HW = kb_crop(image_HW3), kb_crop(depth_HW)
+        return make_sample(image_HW3, depth_HW, focal, f.name)
