@@ -52,6 +52,9 @@ def atomic_write(path: str | Path, write: Callable[[str], Any]) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # the usual permissions, not mkstemp's 0600
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

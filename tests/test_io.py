@@ -59,3 +59,14 @@ def test_atomic_write_leaves_old_file_on_crash(tmp_path):
         atomic_write(target, crash)
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_atomic_write_uses_the_usual_permissions(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        path = atomic_write(tmp_path / "f.txt", lambda p: open(p, "w").write("x"))
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644

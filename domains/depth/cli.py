@@ -1,0 +1,237 @@
+"""``scalear depth``: predict depth for image files, evaluate on NYU / KITTI / procedural / Middlebury, fit.
+
+``fit`` hands the rest of the command line to :func:`scalear.cli.run_lightning` when
+``scalear.domains.depth.training`` (with ``DARModule``) is installed, and exits with a message otherwise.
+
+Exit codes of ``predict``: 0 when every input was written; 1 when some inputs could not be read (they are
+named on stderr and in the summary; every other input is still written); 2 for usage errors (no inputs, an
+output folder that holds inputs, a bad model spec). ``eval`` returns 0, or 2 for usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+DESCRIPTION = """\
+Monocular depth: run a depth model on images, score it on a test set, or train one.
+
+  predict  depth maps (16-bit PNG in mm, .npy in metres, colour PNGs, optional PLY) for images
+           e.g. scalear depth predict --model runs/dar_export --input photos/ --out depth_out --ply
+  eval     the standard metrics table (AbsRel SqRel RMSE RMSElog log10 SILog d1 d2 d3) on a test set
+           e.g. scalear depth eval --model constant:2.5 --dataset procedural --out metrics.json
+  fit      train DAR through LightningCLI, e.g. scalear depth fit --config configs/depth/<preset>.yaml
+           (the data modules: scalear.domains.depth.data.{NyuDepthDataModule,KittiDepthDataModule})
+
+--model is an exported model folder (config.json + model.safetensors of a kind with predict_depth, e.g. DAR)
+or constant:<metres> (the constant-depth baseline; see the fit_constant helper for the best one).
+"""
+
+PREDICT_DESCRIPTION = """\
+Per image <name>: <name>_depth_mm.png (16-bit, millimetres, 0 = none; <name>_depth_256.png in 1/256 m if
+some depth exceeds 65.535 m), <name>_depth.json (units, intrinsics), <name>_depth.npy (float32 metres),
+<name>_depth_color.png (magma, near = bright), <name>_side_by_side.png (input | depth) and, with --ply,
+<name>.ply (coloured points, OpenCV camera axes). Unreadable images are named on stderr and skipped.
+Exit status: 0 all written, 1 some inputs skipped (the rest written), 2 usage error.
+"""
+
+#: dataset name -> what --data-root and --split-file mean
+EVAL_DATASETS = {
+    "nyu": "NYU Depth v2 (Eigen crop, 1e-3..10 m): --data-root nyu_depth_v2_labeled.mat with --split-file splits.mat, "
+           "or a folder of pairs with an optional --split-file (BTS list / DenseDepth CSV)",
+    "kitti": "KITTI Eigen (Garg crop, 1e-3..80 m): --data-root KITTI raw root, --split-file eigen list, "
+             "[--depth-root annotated depth]",
+    "procedural": "built-in procedural scenes (no crop, their 0.1..10 m range): --size N --image-size H,W",
+    "middlebury": "the Middlebury 2014 Motorcycle sample shipped with scikit-image (no crop, 1e-3..10 m)",
+}
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _floats(text: str, n: int, what: str) -> tuple[float, ...]:
+    try:
+        vals = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{what} must be {n} comma-separated numbers, got {text!r}") from None
+    if len(vals) != n:
+        raise argparse.ArgumentTypeError(f"{what} must be {n} comma-separated numbers, got {text!r}")
+    return vals
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="scalear depth", description=DESCRIPTION,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="verb", metavar="{predict,eval,fit}", title="commands")
+
+    pr = sub.add_parser("predict", help="depth maps for image files", description=PREDICT_DESCRIPTION,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    pr.add_argument("--model", required=True, help="exported model folder or constant:<metres>")
+    pr.add_argument("--input", required=True, help="an image file, a folder of images, or a glob pattern (quote it)")
+    pr.add_argument("--out", required=True, help="output folder (must not be a folder holding inputs)")
+    pr.add_argument("--intrinsics", type=lambda s: _floats(s, 4, "--intrinsics"), default=None,
+                    help="fx,fy,cx,cy in pixels for the point cloud (default fx=fy=1.2*max(H,W), cx=W/2, cy=H/2)")
+    pr.add_argument("--ply", action="store_true", help="also write a coloured point cloud <name>.ply")
+    pr.add_argument("--max-depth", type=float, default=None, help="cap predicted depth at this many metres")
+    pr.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    pr.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    ev = sub.add_parser("eval", help="standard depth metrics on a test set",
+                        description="datasets:\n" + "\n".join(f"  {k:<11} {v}" for k, v in EVAL_DATASETS.items()),
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ev.add_argument("--model", required=True, help="exported model folder or constant:<metres>")
+    ev.add_argument("--dataset", required=True, choices=sorted(EVAL_DATASETS))
+    ev.add_argument("--data-root", default=None, help="dataset file or folder (nyu, kitti)")
+    ev.add_argument("--split-file", default=None, help="split list (kitti; nyu: splits.mat or a pair list)")
+    ev.add_argument("--depth-root", default=None, help="root of the ground-truth depth if not under --data-root")
+    ev.add_argument("--kb-crop", action="store_true", help="kitti: predict on the 352x1216 KB crop (BTS/ZoeDepth)")
+    ev.add_argument("--size", type=int, default=64, help="procedural: number of test scenes (default: %(default)s)")
+    ev.add_argument("--image-size", type=lambda s: tuple(int(v) for v in _floats(s, 2, "--image-size")),
+                    default=(48, 64), help="procedural: H,W (default: 48,64)")
+    ev.add_argument("--limit", type=int, default=None, help="evaluate only the first N frames (a quick check)")
+    ev.add_argument("--out", default=None, help="write metrics (mean and per image) as JSON here")
+    ev.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda if available)")
+    ev.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    sub.add_parser("fit", help="train DAR (LightningCLI: --config YAML; --help lists its keys)", add_help=False)
+    return p
+
+
+def build_eval_dataset(a: argparse.Namespace):
+    """``(dataset, DepthEvalConfig, predictor wrapper or None, info dict)`` for ``a.dataset``."""
+    from scalear.domains.depth.metrics import EVAL_PRESETS, DepthEvalConfig
+
+    if a.dataset == "procedural":
+        from scalear.datasets.procedural_rgbd import ProceduralRGBDDataset
+
+        ds = ProceduralRGBDDataset("test", a.size, a.image_size)
+        return ds, DepthEvalConfig(max_depth=ds.max_depth, min_depth=ds.min_depth), {
+            "frames": len(ds), "image_size": list(a.image_size)}
+    if a.dataset == "middlebury":
+        from scalear.datasets.depth import load_middlebury_motorcycle
+
+        s = load_middlebury_motorcycle()
+        return [{k: s[k] for k in ("image", "depth", "valid", "name")}], DepthEvalConfig(max_depth=10.0), {"frames": 1}
+    if a.data_root is None:
+        raise ValueError(f"--dataset {a.dataset} needs --data-root: {EVAL_DATASETS[a.dataset]}")
+    if a.dataset == "nyu":
+        from scalear.domains.depth.data import NyuDepthDataModule
+
+        root = Path(a.data_root)
+        if root.is_file():
+            if a.split_file is None:
+                raise ValueError("NYU from the labeled .mat needs --split-file splits.mat (the official 654 test frames)")
+            dm = NyuDepthDataModule(mat_path=str(root), splits_file=a.split_file)
+        else:
+            dm = NyuDepthDataModule(root=str(root), test_list=a.split_file, depth_root=a.depth_root)
+        ds = dm.dataset("test")
+        return ds, EVAL_PRESETS["nyu"], {"frames": len(ds)}
+    from scalear.domains.depth.data import KittiDepthDataModule
+
+    if a.split_file is None:
+        raise ValueError("KITTI needs --split-file (e.g. eigen_test_files_with_gt.txt)")
+    ds = KittiDepthDataModule(a.data_root, test_split=a.split_file, depth_root=a.depth_root).dataset("test")
+    info = {"frames": len(ds), "listed": ds.num_listed, "without_gt": len(ds.missing_gt)}
+    return ds, EVAL_PRESETS["kitti"], info
+
+
+def _predict(a: argparse.Namespace) -> int:
+    from scalear.domains.depth.predict import collect_inputs, predict_files
+    from scalear.domains.depth.predictor import load_predictor
+
+    device = _device(a.device)
+    try:
+        inputs = collect_inputs(a.input)
+        predictor = load_predictor(a.model, map_location=device)
+        rep = predict_files(predictor, inputs, Path(a.out), intrinsics=a.intrinsics, ply=a.ply, max_depth=a.max_depth,
+                            device=device, model_name=str(a.model), progress=not a.quiet)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"scalear depth predict: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote depth for {len(rep.written)} of {len(inputs)} image(s) to {a.out}")
+    if rep.failed:
+        print(f"skipped {len(rep.failed)} unreadable image(s): " + ", ".join(Path(p).name for p in rep.failed), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _eval(a: argparse.Namespace) -> int:
+    from scalear.domains.depth.predict import KBCropPredictor, evaluate, eval_summary, write_eval_json
+    from scalear.domains.depth.predictor import load_predictor
+
+    device = _device(a.device)
+    try:
+        predictor = load_predictor(a.model, map_location=device)
+        ds, cfg, info = build_eval_dataset(a)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"scalear depth eval: {e}", file=sys.stderr)
+        return 2
+    if a.kb_crop:
+        if a.dataset != "kitti":
+            print("scalear depth eval: --kb-crop applies to --dataset kitti only", file=sys.stderr)
+            return 2
+        predictor = KBCropPredictor(predictor)
+    if a.limit is not None:
+        ds = Subset(ds, range(min(a.limit, len(ds))))
+        info["frames"] = len(ds)
+    if a.dataset == "kitti":
+        print(f"KITTI: {info['listed'] - info['without_gt']} of {info['listed']} listed frames have ground truth "
+              f"({info['without_gt']} without are left out); evaluating {info['frames']}")
+    loader = DataLoader(ds if isinstance(ds, Dataset) else _ListDataset(ds), batch_size=1)
+    ev = evaluate(predictor, loader, cfg, device, progress=not a.quiet, total=len(loader))
+    print(f"{a.dataset}  model {a.model}  crop {cfg.crop}  depth {cfg.min_depth:g}..{cfg.max_depth:g} m")
+    print(eval_summary(ev))
+    if ev.skipped:
+        print(f"{len(ev.skipped)} frame(s) without valid ground truth in range were skipped", file=sys.stderr)
+    if a.out:
+        write_eval_json(ev, Path(a.out), {"dataset": a.dataset, "model": str(a.model), "kb_crop": a.kb_crop, **info})
+        print(f"wrote {a.out}")
+    return 0
+
+
+class _ListDataset(Dataset):
+    def __init__(self, items: Sequence[dict]):
+        self.items = list(items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.items[i]
+
+
+def _fit(argv: list[str]) -> int:
+    has_training = importlib.util.find_spec("scalear.domains.depth.training") is not None
+    if not has_training or not hasattr(importlib.import_module("scalear.domains.depth.training"), "DARModule"):
+        raise SystemExit("scalear depth fit: training arrives with the DAR model (scalear.domains.depth.training); "
+                         "until then use 'scalear depth eval' / 'predict'")
+    from scalear.cli import run_lightning
+
+    run_lightning(["fit", *argv])
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``scalear depth`` (registered in the ``scalear.domains`` entry-point group)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "fit":
+        return _fit(argv[1:])
+    p = build_parser()
+    if not argv:
+        p.print_help()
+        return 0
+    a = p.parse_args(argv)
+    return _predict(a) if a.verb == "predict" else _eval(a)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

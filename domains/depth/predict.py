@@ -1,0 +1,250 @@
+"""Depth prediction on image files and evaluation on the standard test sets (the work behind the CLI verbs).
+
+Per input image ``<stem>`` :func:`predict_files` writes, each file atomically:
+
+- ``<stem>_depth_mm.png``: 16-bit PNG, millimetres (metres = value / 1000, 0 = no depth); when some depth
+  is beyond 65.535 m it is ``<stem>_depth_256.png`` instead, 1/256 m units as KITTI's ground truth;
+- ``<stem>_depth.json``: sidecar with the PNG's unit and scale, the intrinsics used, model and input;
+- ``<stem>_depth.npy``: ``(H, W)`` float32 metres;
+- ``<stem>_depth_color.png``: the depth through matplotlib's ``magma`` (near = bright), scaled between the
+  2nd and 98th percentile; ``<stem>_side_by_side.png``: the input and that picture side by side;
+- ``<stem>.ply`` (optional): a coloured point cloud, one vertex per pixel with a valid depth, in row-major
+  pixel order, back-projected in the OpenCV camera frame (x right, y down, z forward):
+  ``X = (u - cx) Z / fx, Y = (v - cy) Z / fy`` with pixel centres at integer ``(u, v)``. Default intrinsics
+  (:func:`default_intrinsics`): ``fx = fy = 1.2 max(H, W)`` (a ~45 degree field of view across the longer
+  side, typical of phone and dataset cameras), ``cx = W / 2``, ``cy = H / 2``.
+
+An unreadable input is reported by name and skipped; the others are still written.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from scalear.datasets.depth.io import ImageReadError, encode_depth_png, read_rgb
+from scalear.domains.depth.metrics import DepthEvalConfig, DepthEvaluator, format_table
+from scalear.domains.depth.predictor import DepthPredictor
+from scalear.io import atomic_write
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".webp")
+#: fx = fy = DEFAULT_FOCAL_FACTOR * max(H, W) when no intrinsics are given
+DEFAULT_FOCAL_FACTOR = 1.2
+
+
+def default_intrinsics(height: int, width: int) -> tuple[float, float, float, float]:
+    """``(fx, fy, cx, cy)`` used when none are given: ``fx = fy = 1.2 max(H, W)``, ``cx = W / 2``, ``cy = H / 2``."""
+    f = DEFAULT_FOCAL_FACTOR * max(height, width)
+    return f, f, width / 2, height / 2
+
+
+def collect_inputs(spec: str | Path) -> list[Path]:
+    """Image files of a file, a folder (its files with an image extension, not recursive) or a glob pattern."""
+    p = Path(spec)
+    if p.is_file():
+        return [p]
+    if p.is_dir():
+        files = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS)
+        if not files:
+            raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {p}")
+        return files
+    files = sorted(Path(q) for q in glob.glob(str(spec), recursive=True) if Path(q).is_file())
+    if not files:
+        raise FileNotFoundError(f"no input matches {str(spec)!r} (not a file, a folder or a glob with matches)")
+    return files
+
+
+def output_stems(inputs: Sequence[Path]) -> list[str]:
+    """Output name per input: its stem, or ``<stem>_<ext>`` where two inputs share a stem (a.png, a.jpg)."""
+    stems = [p.stem for p in inputs]
+    dup = {s for s in stems if stems.count(s) > 1}
+    return [f"{p.stem}_{p.suffix.lstrip('.').lower()}" if p.stem in dup else p.stem for p in inputs]
+
+
+def check_output_folder(out: Path, inputs: Sequence[Path]) -> None:
+    """Refuse to write into a folder that holds an input (outputs must never land next to, or over, inputs)."""
+    out_r = out.resolve()
+    for p in inputs:
+        if p.resolve().parent == out_r:
+            raise ValueError(f"--out {out} is the folder of input {p}; choose another folder so inputs are never overwritten")
+
+
+@torch.no_grad()
+def predict_depth_map(predictor: DepthPredictor, image_HW3: np.ndarray, device: torch.device | str = "cpu",
+                      max_depth: float | None = None) -> np.ndarray:
+    """One uint8 RGB image -> ``(H, W)`` float32 metres (NaN/inf/negative -> 0; capped at ``max_depth``)."""
+    image_13HW = torch.from_numpy(image_HW3).permute(2, 0, 1)[None].float().div(255.0).to(device)
+    depth_11HW = predictor.predict_depth(image_13HW)
+    H, W = image_HW3.shape[:2]
+    if depth_11HW.ndim != 4 or depth_11HW.shape[:2] != (1, 1):
+        raise ValueError(f"predict_depth returned shape {tuple(depth_11HW.shape)}, expected (1, 1, H, W)")
+    if depth_11HW.shape[-2:] != (H, W):
+        depth_11HW = F.interpolate(depth_11HW.float(), (H, W), mode="bilinear", align_corners=False)
+    d = depth_11HW[0, 0].float().cpu().numpy()
+    d = np.where(np.isfinite(d) & (d > 0), d, 0.0)
+    if max_depth is not None:
+        d = np.minimum(d, max_depth)
+    return d.astype(np.float32)
+
+
+def colorize_depth(depth_HW: np.ndarray, cmap: str = "magma", vmin: float | None = None,
+                   vmax: float | None = None) -> np.ndarray:
+    """Depth -> ``(H, W, 3)`` uint8 with ``cmap``, near = bright; range = 2nd..98th percentile of valid depth
+    unless given; pixels without depth are black."""
+    import matplotlib
+
+    valid = depth_HW > 0
+    v = depth_HW[valid]
+    lo = vmin if vmin is not None else (float(np.percentile(v, 2)) if v.size else 0.0)
+    hi = vmax if vmax is not None else (float(np.percentile(v, 98)) if v.size else 1.0)
+    t = np.clip((hi - depth_HW) / max(hi - lo, 1e-6), 0, 1) if hi > lo else np.full(depth_HW.shape, 0.5)
+    rgb = matplotlib.colormaps[cmap](t)[..., :3]
+    rgb[~valid] = 0
+    return (rgb * 255).round().astype(np.uint8)
+
+
+def backproject(depth_HW: np.ndarray, intrinsics: tuple[float, float, float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Points ``(N, 3)`` float32 (camera frame, OpenCV axes) of the pixels with depth > 0, in row-major order,
+    and those pixels' flat indices ``(N,)``."""
+    fx, fy, cx, cy = intrinsics
+    H, W = depth_HW.shape
+    idx_N = np.flatnonzero(depth_HW.reshape(-1) > 0)
+    v_N, u_N = np.divmod(idx_N, W)
+    z_N = depth_HW.reshape(-1)[idx_N].astype(np.float64)
+    xyz_N3 = np.stack([(u_N - cx) * z_N / fx, (v_N - cy) * z_N / fy, z_N], -1)
+    return xyz_N3.astype(np.float32), idx_N
+
+
+def write_point_cloud(path: Path, xyz_N3: np.ndarray, rgb_N3: np.ndarray) -> Path:
+    """A coloured point cloud as binary PLY (trimesh), atomically."""
+    import trimesh
+
+    alpha = np.full((len(rgb_N3), 1), 255, np.uint8)
+    cloud = trimesh.PointCloud(xyz_N3, colors=np.concatenate([rgb_N3.astype(np.uint8), alpha], 1))
+    data = cloud.export(file_type="ply")
+    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def _save_png(array: np.ndarray, path: Path) -> Path:
+    return atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
+
+
+def write_prediction(out: Path, stem: str, image_HW3: np.ndarray, depth_HW: np.ndarray, *,
+                     intrinsics: tuple[float, float, float, float] | None = None, ply: bool = False,
+                     meta: dict | None = None) -> list[Path]:
+    """Write the files of one prediction (see the module docstring); returns their paths."""
+    H, W = depth_HW.shape
+    mm = float(depth_HW.max(initial=0.0)) <= 65.535
+    unit, scale = ("mm", 1000.0) if mm else ("256", 256.0)
+    png = out / f"{stem}_depth_{unit}.png"
+    v_HW = encode_depth_png(depth_HW, scale)
+    written = [atomic_write(png, lambda tmp: Image.fromarray(v_HW).save(tmp, format="PNG"))]
+    def save_npy(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object, so numpy does not append ".npy" to the temporary name
+            np.save(f, depth_HW.astype(np.float32))
+
+    written.append(atomic_write(out / f"{stem}_depth.npy", save_npy))
+    color_HW3 = colorize_depth(depth_HW)
+    written.append(_save_png(color_HW3, out / f"{stem}_depth_color.png"))
+    written.append(_save_png(np.concatenate([image_HW3, color_HW3], 1), out / f"{stem}_side_by_side.png"))
+    K = intrinsics or default_intrinsics(H, W)
+    if ply:
+        xyz_N3, idx_N = backproject(depth_HW, K)
+        written.append(write_point_cloud(out / f"{stem}.ply", xyz_N3, image_HW3.reshape(-1, 3)[idx_N]))
+    side = {"depth_png": png.name, "png_unit": "millimetre" if mm else "1/256 metre", "png_scale_per_metre": scale,
+            "png_invalid_value": 0, "npy": f"{stem}_depth.npy", "npy_unit": "metre", "height": H, "width": W,
+            "intrinsics": {"fx": K[0], "fy": K[1], "cx": K[2], "cy": K[3], "given": intrinsics is not None},
+            "colormap": "magma, near = bright, 2nd..98th percentile", **(meta or {})}
+    written.append(atomic_write(out / f"{stem}_depth.json", lambda tmp: Path(tmp).write_text(json.dumps(side, indent=2))))
+    return written
+
+
+@dataclass
+class PredictReport:
+    """What :func:`predict_files` did: written outputs per input and the inputs it skipped, with the reason."""
+
+    written: dict[str, list[Path]] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def predict_files(predictor: DepthPredictor, inputs: Sequence[Path], out: Path, *,
+                  intrinsics: tuple[float, float, float, float] | None = None, ply: bool = False,
+                  max_depth: float | None = None, device: torch.device | str = "cpu", model_name: str = "",
+                  progress: bool = True) -> PredictReport:
+    """Predict every input and write its files into ``out``; unreadable images are reported and skipped."""
+    from tqdm import tqdm
+
+    check_output_folder(out, inputs)
+    out.mkdir(parents=True, exist_ok=True)
+    report = PredictReport()
+    bar = tqdm(list(zip(inputs, output_stems(inputs))), desc="depth", unit="img", disable=not progress, file=sys.stderr)
+    for path, stem in bar:
+        try:
+            image_HW3 = read_rgb(path, exif_transpose=True)
+        except (ImageReadError, FileNotFoundError) as e:
+            report.failed[str(path)] = str(e)
+            tqdm.write(f"skipped {path}: {e}", file=sys.stderr)
+            continue
+        depth_HW = predict_depth_map(predictor, image_HW3, device, max_depth)
+        meta = {"input": str(path), "model": model_name}
+        report.written[str(path)] = write_prediction(out, stem, image_HW3, depth_HW, intrinsics=intrinsics, ply=ply, meta=meta)
+    return report
+
+
+# --------------------------------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def evaluate(predictor: DepthPredictor, data: Iterable[dict], config: DepthEvalConfig,
+             device: torch.device | str = "cpu", progress: bool = True, total: int | None = None) -> DepthEvaluator:
+    """Run ``predictor`` on every batch of ``data`` (``image``, ``depth``, ``valid``, ``name``) and score it with
+    ``config``; a prediction of another size than the ground truth is resized bilinearly to it."""
+    from tqdm import tqdm
+
+    ev = DepthEvaluator(config)
+    for batch in tqdm(data, desc="eval", unit="batch", total=total, disable=not progress, file=sys.stderr):
+        image_B3HW = batch["image"].to(device)
+        gt_B1HW = batch["depth"]
+        pred_B1HW = predictor.predict_depth(image_B3HW).float()
+        if pred_B1HW.shape[-2:] != gt_B1HW.shape[-2:]:
+            pred_B1HW = F.interpolate(pred_B1HW, gt_B1HW.shape[-2:], mode="bilinear", align_corners=False)
+        names = batch.get("name")
+        names = [names] if isinstance(names, str) else (list(names) if names is not None else None)
+        ev.update(pred_B1HW.cpu(), gt_B1HW, batch.get("valid"), names)
+    return ev
+
+
+def write_eval_json(ev: DepthEvaluator, path: Path, extra: dict) -> Path:
+    """:meth:`DepthEvaluator.to_json` (with per-image values) plus ``extra`` (dataset, model, counts)."""
+    ev.to_json(path, per_image=True)
+    doc = json.loads(path.read_text())
+    doc.update(extra)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(doc, indent=2)))
+    return path
+
+
+def eval_summary(ev: DepthEvaluator) -> str:
+    """The standard table of an evaluator (see :func:`format_table`)."""
+    return format_table(ev.compute())
+
+
+class KBCropPredictor:
+    """Predicts on the 352x1216 KB crop of each image and pastes the result into a zero map of the full size
+    (how BTS / ZoeDepth evaluate KITTI); the Garg crop lies inside the KB window for 375x1242 frames."""
+
+    def __init__(self, predictor: DepthPredictor):
+        self.predictor = predictor
+
+    def predict_depth(self, image_B3HW: torch.Tensor) -> torch.Tensor:
+        from scalear.datasets.depth import kb_crop, kb_uncrop
+
+        return kb_uncrop(self.predictor.predict_depth(kb_crop(image_B3HW)), tuple(image_B3HW.shape[-2:]))

@@ -1,0 +1,384 @@
+"""The depth CLI and what it stands on: the best constant predictor, predictor loading, the data modules,
+``scalear depth predict`` on real photos (one corrupt), ``scalear depth eval`` on procedural / Middlebury /
+NYU (.mat and folder) / KITTI files built in tmp, and on the real samples in ../shared/data when present.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+import torch
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader
+
+from scalear.datasets.depth import read_depth_png
+from scalear.domains.depth.cli import main
+from scalear.domains.depth.data import DepthAugment, KittiDepthDataModule, NyuDepthDataModule
+from scalear.domains.depth.metrics import crop_mask
+from scalear.domains.depth.predict import backproject, default_intrinsics, output_stems
+from scalear.domains.depth.predictor import (
+    ConstantDepthPredictor,
+    DepthPredictor,
+    fit_constant,
+    load_predictor,
+    weighted_median,
+)
+from scalear.io import register_model_kind, save_pretrained
+
+# ------------------------------------------------------------------------------------------- constant baseline
+
+
+def _abs_rel_per_image(c: np.ndarray, gts: list[np.ndarray]) -> np.ndarray:
+    """AbsRel of constants ``c`` (K,), averaged per image as the protocol does."""
+    return np.mean([(np.abs(g[None] - c[:, None]) / g[None]).mean(1) for g in gts], axis=0)
+
+
+def test_weighted_median_minimises_weighted_l1() -> None:
+    rng = np.random.default_rng(1)
+    v, w = rng.uniform(0, 10, 31), rng.uniform(0.1, 3, 31)
+    m = weighted_median(torch.from_numpy(v), torch.from_numpy(w)).item()
+    grid = np.concatenate([v, np.linspace(0, 10, 5001)])
+    cost = lambda c: (w * np.abs(v - c)).sum()  # noqa: E731
+    assert cost(m) <= min(cost(c) for c in grid) + 1e-9
+    assert weighted_median(torch.tensor([1.0, 2.0, 10.0]), torch.tensor([1.0, 1.0, 5.0])).item() == 10.0
+
+
+def test_fit_constant_is_optimal_against_brute_force() -> None:
+    rng = np.random.default_rng(0)
+    samples, gts = [], []
+    for n, (h, w) in enumerate([(6, 7), (9, 5), (4, 4)]):  # images of different sizes and depth scales
+        d = rng.lognormal(np.log(2.0 + 3 * n), 0.6, (h, w)).astype(np.float32)
+        d[0, :3] = 0  # invalid pixels
+        samples.append({"depth": torch.from_numpy(d)[None], "valid": torch.from_numpy(d > 0)[None]})
+        gts.append(d[d > 0].astype(np.float64))
+    c = fit_constant(samples, "abs_rel")
+    grid = np.linspace(0.5, 30, 60001)
+    best = _abs_rel_per_image(grid, gts).min()
+    assert _abs_rel_per_image(np.array([c]), gts)[0] <= best + 1e-9
+
+    c_sq = fit_constant(samples, "sq_rel")
+    sq = lambda cs: np.mean([((g[None] - cs[:, None]) ** 2 / g[None]).mean(1) for g in gts], axis=0)  # noqa: E731
+    assert sq(np.array([c_sq]))[0] <= sq(grid).min() + 1e-9
+    # the same from a loader of batches, and through the predictor
+    loader = DataLoader([samples[0], samples[0]], batch_size=2)
+    assert fit_constant(loader) == pytest.approx(fit_constant([samples[0]]))
+    pred = ConstantDepthPredictor(c).predict_depth(torch.rand(2, 3, 5, 6))
+    assert pred.shape == (2, 1, 5, 6) and torch.all(pred == torch.tensor(c, dtype=torch.float32))
+    with pytest.raises(ValueError, match="no valid ground-truth"):
+        fit_constant([{"depth": torch.zeros(1, 3, 3)}])
+
+
+class _BrightnessDepth(nn.Module):
+    """A test depth model: depth = 1 + 4 * (1 - gray) metres (one learnable-looking parameter)."""
+
+    scalear_kind = "test_brightness_depth"
+
+    def __init__(self, cfg: dict):
+        super().__init__()
+        self.cfg = cfg
+        self.scale = nn.Parameter(torch.tensor(float(cfg["scale"])))
+
+    def predict_depth(self, image_B3HW: torch.Tensor) -> torch.Tensor:
+        return 1.0 + self.scale * (1.0 - image_B3HW.mean(1, keepdim=True))
+
+
+class _NotDepth(nn.Module):
+    scalear_kind = "test_not_depth"
+
+    def __init__(self, cfg: dict):
+        super().__init__()
+        self.lin = nn.Linear(1, 1)
+
+
+register_model_kind("test_brightness_depth", _BrightnessDepth, lambda m: m.cfg)
+register_model_kind("test_not_depth", _NotDepth, lambda m: {})
+
+
+def test_load_predictor_specs(tmp_path: Path) -> None:
+    p = load_predictor("constant:2.5")
+    assert isinstance(p, DepthPredictor) and p.depth == 2.5
+    for bad in ("constant:abc", "constant:-1"):
+        with pytest.raises(ValueError, match="constant:<metres>"):
+            load_predictor(bad)
+    with pytest.raises(FileNotFoundError, match="exported model folder"):
+        load_predictor(tmp_path / "absent")
+    save_pretrained(_BrightnessDepth({"scale": 4.0}), tmp_path / "m")
+    m = load_predictor(tmp_path / "m")
+    assert isinstance(m, _BrightnessDepth) and not m.training
+    assert torch.allclose(m.predict_depth(torch.zeros(1, 3, 2, 2)), torch.full((1, 1, 2, 2), 5.0))
+    save_pretrained(_NotDepth({}), tmp_path / "n")
+    with pytest.raises(ValueError, match="no predict_depth"):
+        load_predictor(tmp_path / "n")
+
+
+# ------------------------------------------------------------------------------------------------------ predict
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
+    import skimage.data
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    imgs = {"astronaut": skimage.data.astronaut()[::4, ::4], "coffee": skimage.data.coffee()[::4, ::3]}
+    Image.fromarray(imgs["astronaut"]).save(folder / "astronaut.png")
+    Image.fromarray(imgs["coffee"]).save(folder / "coffee.jpg", quality=95)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    return folder, imgs
+
+
+def test_predict_folder_writes_all_outputs_and_skips_corrupt(photos, tmp_path: Path, capsys) -> None:
+    import trimesh
+
+    folder, imgs = photos
+    save_pretrained(_BrightnessDepth({"scale": 4.0}), tmp_path / "model")
+    out = tmp_path / "out"
+    K = (150.0, 140.0, 60.0, 70.0)
+    rc = main(["predict", "--model", str(tmp_path / "model"), "--input", str(folder), "--out", str(out), "--ply",
+               "--intrinsics", ",".join(map(str, K)), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 1  # documented: 1 = some inputs skipped, the rest written
+    assert "broken.jpg" in err and "skipped" in err
+    assert not list(out.glob("broken*")) and not list(out.glob(".*"))  # nothing for the corrupt one, no temp files
+    assert sorted(p.name for p in folder.iterdir()) == ["astronaut.png", "broken.jpg", "coffee.jpg"]  # inputs untouched
+    for stem, img in imgs.items():
+        H, W = img.shape[:2]
+        names = [f"{stem}_depth_mm.png", f"{stem}_depth.npy", f"{stem}_depth_color.png", f"{stem}_side_by_side.png",
+                 f"{stem}_depth.json", f"{stem}.ply"]
+        assert all((out / n).is_file() for n in names), sorted(p.name for p in out.iterdir())
+        d = np.load(out / f"{stem}_depth.npy")
+        assert d.dtype == np.float32 and d.shape == (H, W) and 1.0 <= d.min() and d.max() <= 5.0 and d.std() > 0.1
+        assert np.abs(read_depth_png(out / f"{stem}_depth_mm.png", "mm") - d).max() <= 0.0005 + 1e-6  # < 1 mm
+        side = json.loads((out / f"{stem}_depth.json").read_text())
+        assert side["png_scale_per_metre"] == 1000.0 and side["intrinsics"]["fx"] == K[0] and side["intrinsics"]["given"]
+        assert np.array(Image.open(out / f"{stem}_side_by_side.png")).shape == (H, 2 * W, 3)
+        color = np.array(Image.open(out / f"{stem}_depth_color.png")).astype(float).sum(-1)
+        near, far = np.unravel_index(d.argmin(), d.shape), np.unravel_index(d.argmax(), d.shape)
+        assert color[near] > color[far]  # near = bright
+
+        cloud = trimesh.load(out / f"{stem}.ply")
+        assert len(cloud.vertices) == H * W and cloud.colors.shape[0] == H * W
+        v, u = H // 3, W // 5  # a hand-picked pixel: vertex v * W + u (row-major)
+        z = d[v, u]
+        np.testing.assert_allclose(cloud.vertices[v * W + u], [(u - K[2]) * z / K[0], (v - K[3]) * z / K[1], z], rtol=1e-5)
+        src = np.array(Image.open(folder / ("astronaut.png" if stem == "astronaut" else "coffee.jpg")).convert("RGB"))
+        assert np.array_equal(cloud.colors[v * W + u, :3], src[v, u])
+
+
+def test_predict_single_file_default_intrinsics_and_refuses_input_folder(photos, tmp_path: Path, capsys) -> None:
+    folder, imgs = photos
+    out = tmp_path / "o"
+    assert main(["predict", "--model", "constant:2", "--input", str(folder / "astronaut.png"), "--out", str(out),
+                 "--quiet"]) == 0
+    side = json.loads((out / "astronaut_depth.json").read_text())
+    H, W = imgs["astronaut"].shape[:2]
+    assert [side["intrinsics"][k] for k in ("fx", "fy", "cx", "cy")] == list(default_intrinsics(H, W)) == [1.2 * W, 1.2 * W, W / 2, H / 2]
+    assert not (out / "astronaut.ply").exists()
+    assert np.array_equal(np.array(Image.open(out / "astronaut_depth_mm.png")), np.full((H, W), 2000, np.uint16))
+
+    before = sorted(p.name for p in folder.iterdir())
+    assert main(["predict", "--model", "constant:2", "--input", str(folder / "*.png"), "--out", str(folder)]) == 2
+    assert "never overwritten" in capsys.readouterr().err and sorted(p.name for p in folder.iterdir()) == before
+    assert main(["predict", "--model", "constant:2", "--input", str(tmp_path / "nothing*.png"), "--out", str(out)]) == 2
+    # far depths switch the PNG to KITTI's 1/256 m; --max-depth caps; shared stems get the extension
+    assert main(["predict", "--model", "constant:70", "--input", str(folder / "astronaut.png"), "--out", str(out / "far"),
+                 "--quiet"]) == 0
+    assert json.loads((out / "far/astronaut_depth.json").read_text())["png_scale_per_metre"] == 256.0
+    assert np.all(read_depth_png(out / "far/astronaut_depth_256.png", "kitti") == 70.0)
+    assert main(["predict", "--model", "constant:70", "--max-depth", "1.5", "--input", str(folder / "astronaut.png"),
+                 "--out", str(out / "cap"), "--quiet"]) == 0
+    assert np.all(np.load(out / "cap/astronaut_depth.npy") == 1.5)
+    assert output_stems([Path("x/a.png"), Path("y/a.JPG"), Path("b.png")]) == ["a_png", "a_jpg", "b"]
+    xyz, idx = backproject(np.array([[0.0, 2.0]], np.float32), (1.0, 1.0, 0.0, 0.0))
+    assert idx.tolist() == [1] and xyz.tolist() == [[2.0, 0.0, 2.0]]
+
+
+# --------------------------------------------------------------------------------------------------------- eval
+
+
+def _direct_abs_rel(c: float, samples: list[tuple[np.ndarray, np.ndarray]], lo: float, hi: float, crop: str = "none") -> float:
+    """Mean over images of mean |gt - c| / gt over valid pixels in (lo, hi) inside the crop."""
+    vals = []
+    for d, valid in samples:
+        m = valid & (d > lo) & (d < hi) & crop_mask(crop, *d.shape).numpy()  # type: ignore[arg-type]
+        vals.append(np.mean(np.abs(d[m].astype(np.float64) - c) / d[m]))
+    return float(np.mean(vals))
+
+
+def test_eval_procedural_and_middlebury_constant(tmp_path: Path, capsys) -> None:
+    from scalear.datasets.depth import load_middlebury_motorcycle
+    from scalear.datasets.procedural_rgbd import ProceduralRGBDDataset
+
+    rc = main(["eval", "--model", "constant:3", "--dataset", "procedural", "--size", "2", "--image-size", "16,24",
+               "--out", str(tmp_path / "p.json"), "--quiet", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "AbsRel" in out and "SILog" in out and "2 images" in out
+    doc = json.loads((tmp_path / "p.json").read_text())
+    ds = ProceduralRGBDDataset("test", 2, (16, 24))
+    direct = _direct_abs_rel(3.0, [(s["depth"][0].numpy(), s["valid"][0].numpy()) for s in ds], 0.1, 10.0)
+    assert doc["metrics"]["abs_rel"] == pytest.approx(direct, rel=1e-9) and doc["dataset"] == "procedural"
+    assert len(doc["per_image"]) == 2 and f"{doc['metrics']['abs_rel']:.3f}" in out
+
+    assert main(["eval", "--model", "constant:2.75", "--dataset", "middlebury", "--out", str(tmp_path / "m.json"),
+                 "--quiet"]) == 0
+    doc = json.loads((tmp_path / "m.json").read_text())
+    s = load_middlebury_motorcycle()
+    direct = _direct_abs_rel(2.75, [(s["depth"][0].numpy(), s["valid"][0].numpy())], 1e-3, 10.0)
+    assert doc["metrics"]["abs_rel"] == pytest.approx(direct, rel=1e-9) and doc["metrics"]["count"] == 1
+    assert "AbsRel" in capsys.readouterr().out
+
+
+def _nyu_frames(n: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (n, 480, 640, 3), dtype=np.uint8)
+    depths = rng.uniform(0.5, 12.0, (n, 480, 640)).astype(np.float32)  # some beyond the 10 m cap
+    return images, np.round(depths * 1000) / 1000
+
+
+def test_eval_nyu_folder_and_labeled_mat(tmp_path: Path, capsys) -> None:
+    from test_depth_data import _write_nyu_mat
+
+    images, depths = _nyu_frames(3)
+    folder = tmp_path / "nyu"
+    folder.mkdir()
+    for i in range(2):  # DenseDepth test naming
+        Image.fromarray(images[i]).save(folder / f"image_{i}.png")
+        Image.fromarray(np.round(depths[i] * 1000).astype(np.uint16)).save(folder / f"depth_{i}.png")
+    assert main(["eval", "--model", "constant:4", "--dataset", "nyu", "--data-root", str(folder),
+                 "--out", str(tmp_path / "f.json"), "--quiet"]) == 0
+    doc = json.loads((tmp_path / "f.json").read_text())
+    direct = _direct_abs_rel(4.0, [(depths[i], depths[i] > 0) for i in range(2)], 1e-3, 10.0, "eigen_nyu")
+    assert doc["metrics"]["abs_rel"] == pytest.approx(direct, rel=1e-6) and doc["config"]["crop"] == "eigen_nyu"
+
+    _write_nyu_mat(tmp_path / "labeled.mat", images, depths, depths, ["a", "b", "c"])
+    scipy.io.savemat(tmp_path / "splits.mat", {"trainNdxs": np.array([[1]]), "testNdxs": np.array([[2], [3]])})
+    assert main(["eval", "--model", "constant:4", "--dataset", "nyu", "--data-root", str(tmp_path / "labeled.mat"),
+                 "--split-file", str(tmp_path / "splits.mat"), "--out", str(tmp_path / "l.json"), "--quiet"]) == 0
+    doc = json.loads((tmp_path / "l.json").read_text())
+    direct = _direct_abs_rel(4.0, [(depths[i], depths[i] > 0) for i in (1, 2)], 1e-3, 10.0, "eigen_nyu")
+    assert doc["metrics"]["abs_rel"] == pytest.approx(direct, rel=1e-6)
+    assert [r["name"] for r in doc["per_image"]] == ["b/rgb_00001", "c/rgb_00002"]
+    assert main(["eval", "--model", "constant:4", "--dataset", "nyu", "--data-root", str(tmp_path / "labeled.mat")]) == 2
+    assert "needs --split-file" in capsys.readouterr().err
+
+
+def test_eval_kitti_reports_frames_with_gt(tmp_path: Path, capsys) -> None:
+    from test_depth_data import _kitti_tree
+
+    _, gts = _kitti_tree(tmp_path)
+    rc = main(["eval", "--model", "constant:20", "--dataset", "kitti", "--data-root", str(tmp_path),
+               "--split-file", str(tmp_path / "split.txt"), "--out", str(tmp_path / "k.json"), "--quiet"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "2 of 3 listed frames have ground truth (1 without are left out)" in out
+    doc = json.loads((tmp_path / "k.json").read_text())
+    assert (doc["listed"], doc["without_gt"], doc["frames"]) == (3, 1, 2) and doc["config"]["crop"] == "garg"
+    samples = [(gts[k] / 256.0, gts[k] > 0) for k in (1, 2)]
+    assert doc["metrics"]["abs_rel"] == pytest.approx(_direct_abs_rel(20.0, samples, 1e-3, 80.0, "garg"), rel=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------ data modules
+
+
+def test_data_modules_and_augment(tmp_path: Path) -> None:
+    from test_depth_data import _kitti_tree
+
+    images, depths = _nyu_frames(1)
+    Image.fromarray(images[0]).save(tmp_path / "image_0.png")
+    Image.fromarray(np.round(depths[0] * 1000).astype(np.uint16)).save(tmp_path / "depth_0.png")
+    (tmp_path / "train.csv").write_text("image_0.png,depth_0.png\n")
+    dm = NyuDepthDataModule(root=str(tmp_path), train_list=str(tmp_path / "train.csv"), batch_size=1,
+                            crop_size=(64, 96), resize=(240, 320))
+    b = next(iter(dm.test_dataloader()))
+    assert b["image"].shape == (1, 3, 480, 640) and b["depth"].shape == (1, 1, 480, 640)
+    t = next(iter(dm.train_dataloader()))
+    assert t["image"].shape == (1, 3, 64, 96) and t["depth"].shape == (1, 1, 64, 96)
+    assert t["focal"].item() == pytest.approx(518.8579 / 2)
+    with pytest.raises(ValueError, match="exactly one"):
+        NyuDepthDataModule()
+
+    kroot = tmp_path / "kitti"
+    _kitti_tree(kroot)
+    kb = next(iter(KittiDepthDataModule(str(kroot), test_split=str(kroot / "split.txt")).test_dataloader()))
+    assert kb["image"].shape[-2:] == kb["depth"].shape[-2:] and kb["name"] == ["2011_09_26/2011_09_26_drive_0002_sync 0000000001 l"]
+
+    # flip and crop move image, depth and valid together
+    img = torch.arange(2 * 5, dtype=torch.float32).reshape(1, 2, 5).expand(3, 2, 5) / 10
+    s = {"image": img, "depth": img[:1] + 1, "valid": img[:1] > 0.05, "focal": 1.0, "name": "x"}
+    g = torch.Generator().manual_seed(0)
+    for _ in range(8):
+        o = DepthAugment(crop_size=(2, 3), hflip=True, generator=g)(s)
+        assert o["image"].shape == (3, 2, 3) and torch.equal(o["depth"], o["image"][:1] + 1)
+        assert torch.equal(o["valid"], o["image"][:1] > 0.05)
+
+
+# ------------------------------------------------------------------------------------------------ real samples
+
+
+@pytest.mark.shared_data
+def test_eval_real_nyu_and_kitti_samples(shared_data: Path, tmp_path: Path, capsys) -> None:
+    assert main(["eval", "--model", "constant:3", "--dataset", "nyu", "--data-root", str(shared_data / "nyu/dense_test"),
+                 "--out", str(tmp_path / "nyu.json"), "--quiet"]) == 0
+    doc = json.loads((tmp_path / "nyu.json").read_text())
+    assert doc["metrics"]["count"] == 7 and 0.2 < doc["metrics"]["abs_rel"] < 1.0
+
+    folder = "2011_09_26/2011_09_26_drive_0001_sync"
+    root = tmp_path / "kitti"
+    (root / "2011_09_26").mkdir(parents=True)
+    for f in ("calib_cam_to_cam.txt", "calib_velo_to_cam.txt"):
+        (root / "2011_09_26" / f).symlink_to(shared_data / "kitti/calib_2011_09_26" / f)
+    for name in ("0000000005", "0000000050"):
+        for src, dst in (("rgb", f"{folder}/image_02/data"), ("depth", "2011_09_26_drive_0001_sync/proj_depth/groundtruth/image_02")):
+            (root / dst).mkdir(parents=True, exist_ok=True)
+            (root / dst / f"{name}.png").symlink_to(shared_data / "kitti/annotated" / src / f"{name}.png")
+    (root / "split.txt").write_text(f"{folder} 5 l\n{folder} 50 l\n{folder} 50 r\n")  # the right image has no GT
+    (root / folder / "image_03/data").mkdir(parents=True)
+    (root / folder / "image_03/data/0000000050.png").symlink_to(shared_data / "kitti/annotated/rgb/0000000050.png")
+    for kb in ([], ["--kb-crop"]):
+        assert main(["eval", "--model", "constant:15", "--dataset", "kitti", "--data-root", str(root), "--split-file",
+                     str(root / "split.txt"), "--out", str(tmp_path / "k.json"), "--quiet", *kb]) == 0
+        assert "2 of 3 listed frames have ground truth" in capsys.readouterr().out
+        doc = json.loads((tmp_path / "k.json").read_text())
+        assert doc["metrics"]["count"] == 2 and 0.3 < doc["metrics"]["abs_rel"] < 2.0
+
+
+# ---------------------------------------------------------------------------------------------------------- CLI
+
+
+def test_depth_help_lists_verbs_and_fit_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    r = subprocess.run([sys.executable, "-m", "scalear.cli", "depth", "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert all(v in r.stdout for v in ("predict", "eval", "fit"))
+    from scalear.cli import domain_entry_points
+
+    assert "depth" in domain_entry_points()
+    import importlib.util
+
+    if importlib.util.find_spec("scalear.domains.depth.training") is None:
+        with pytest.raises(SystemExit, match="arrives with the DAR model"):
+            main(["fit"])
+    else:  # delegated to LightningCLI (run_lightning) with the rest of the command line
+        import scalear.cli
+
+        seen = []
+        monkeypatch.setattr(scalear.cli, "run_lightning", lambda argv: seen.append(list(argv)))
+        assert main(["fit", "--config", "x.yaml"]) == 0 and seen == [["fit", "--config", "x.yaml"]]
+
+
+def test_exported_dar_model_through_predict_and_eval(photos, tmp_path: Path) -> None:
+    dar = pytest.importorskip("scalear.domains.depth.dar", reason="the DAR model is not in this checkout")
+    save_pretrained(dar.create_dar("tiny"), tmp_path / "dar")
+    folder, imgs = photos
+    assert main(["predict", "--model", str(tmp_path / "dar"), "--input", str(folder / "coffee.jpg"),
+                 "--out", str(tmp_path / "o"), "--quiet", "--device", "cpu"]) == 0
+    d = np.load(tmp_path / "o/coffee_depth.npy")
+    assert d.shape == imgs["coffee"].shape[:2] and np.isfinite(d).all() and (d > 0).all()
+    assert main(["eval", "--model", str(tmp_path / "dar"), "--dataset", "procedural", "--size", "1", "--image-size",
+                 "16,24", "--out", str(tmp_path / "e.json"), "--quiet", "--device", "cpu"]) == 0
+    assert json.loads((tmp_path / "e.json").read_text())["metrics"]["count"] == 1
