@@ -142,7 +142,7 @@ def build_parser(domains: dict[str, Callable]) -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="<command>", title="commands")
     qs = sub.add_parser("quickstart", help="train tiny models on built-in data end to end and write a report")
     qs.add_argument("--out", default="scalear_runs/quickstart", help="output folder (default: %(default)s)")
-    qs.add_argument("--domain", default="all", help="which part to run: core, or an installed domain (default: all)")
+    qs.add_argument("--domain", default="all", help="which part to run: core, or a domain with a quickstart part (default: all)")
     qs.add_argument("--fast", action="store_true", help="a much shorter run (smoke test; quality is not reached)")
     sub.add_parser("core", help="train / sample / export the core tokenizer and transformer", add_help=False)
     for name in sorted(domains):
@@ -179,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "quickstart":
         from scalear.quickstart import run_quickstart
 
-        return run_quickstart(args.out, domain=args.domain, fast=args.fast, domains=domains)
+        return run_quickstart(args.out, domain=args.domain, fast=args.fast)
     if args.command == "info":
         return _info(domains)
     parser.print_help()

@@ -4,8 +4,8 @@ The core part trains VAR's two stages on scikit-learn's 1,797 real handwritten d
 16x16): the multi-scale VQ-VAE tokenizer, then the class-conditional next-scale transformer, both through the
 same ``LightningCLI`` configs a user runs (``configs/core/digits_*.yaml``). It then samples a grid per class
 with classifier-free guidance and reports how often a classifier trained on the real digits recognises each
-generated digit as its class (chance: 10%). Domains add their parts through the ``scalear.domains`` entry
-points (``scalear quickstart --domain NAME``).
+generated digit as its class (chance: 10%). Domains add their parts through the ``scalear.quickstart`` entry
+points (``scalear quickstart --domain NAME`` runs one).
 """
 
 from __future__ import annotations
@@ -222,22 +222,29 @@ def markdown_to_html(md: str) -> str:
     return f"<!doctype html><html><head><meta charset='utf-8'><title>scalear report</title><style>{style}</style></head><body>{''.join(out)}</body></html>"
 
 
-def run_quickstart(out: str | Path, domain: str = "all", fast: bool = False, domains: dict[str, Callable] | None = None) -> int:
+def quickstart_entry_points() -> dict[str, Callable[[Path, bool], str]]:
+    """Domains' quickstart parts: entry-point group ``scalear.quickstart``, ``name = "module:function"`` where
+    ``function(out: Path, fast: bool) -> str`` runs the part under ``out/<name>/`` and returns its Markdown."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: (lambda out, fast, ep=ep: ep.load()(out, fast)) for ep in entry_points(group="scalear.quickstart")}
+
+
+def run_quickstart(out: str | Path, domain: str = "all", fast: bool = False) -> int:
     """Run the core part and every installed domain's part (or just ``domain``) and write the report."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    known = ["core", *sorted(domains or {})]
+    parts_available = quickstart_entry_points()
+    known = ["core", *sorted(parts_available)]
     if domain != "all" and domain not in known:
-        raise SystemExit(f"scalear quickstart: unknown domain {domain!r}; available: {', '.join(known)}")
+        raise SystemExit(f"scalear quickstart: unknown part {domain!r}; available: {', '.join(known)}")
     parts = []
     if domain in ("all", "core"):
         parts.append(run_core(out, fast=fast))
-    for name, main in sorted((domains or {}).items()):
+    for name, run in sorted(parts_available.items()):
         if domain in ("all", name):
             t0 = time.time()
-            main(["quickstart", "--out", str(out), *(["--fast"] if fast else [])])
-            md = out / name / "report.md"
-            parts.append(PartResult(name, md.read_text() if md.is_file() else f"## {name}\n\n(no report written)\n", {}, time.time() - t0))
+            parts.append(PartResult(name, run(out, fast), {}, time.time() - t0))
     report = write_report(out, parts)
     print(f"\nreport: {report}  (and {report.with_suffix('.html')})")
     for p in parts:
@@ -245,4 +252,3 @@ def run_quickstart(out: str | Path, domain: str = "all", fast: bool = False, dom
             m = p.metrics
             print(f"core: generated digits recognised as their class: {m['generated_recognised_as_class']:.1%} (chance 10%)")
     return 0
-
