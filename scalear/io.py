@@ -95,12 +95,24 @@ def read_config(folder: str | Path) -> dict:
         raise ValueError(f"{cfg_path} is not valid JSON: {e}") from None
 
 
+def _load_kind_plugin(kind: str) -> None:
+    """Import the module that registers ``kind``, named in the ``scalear.model_kinds`` entry-point group
+    (``dar = "scalear.domains.depth.dar"``), so domains' models load without the core importing a domain."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="scalear.model_kinds"):
+        if ep.name == kind:
+            ep.load()
+
+
 def from_pretrained(folder: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
     """Rebuild an exported model from ``folder`` and load its weights strictly."""
     _ensure_core_kinds()
     folder = Path(folder)
     meta = read_config(folder)
     kind = meta.get("kind")
+    if kind not in _KINDS and isinstance(kind, str):
+        _load_kind_plugin(kind)
     if kind not in _KINDS:
         raise ValueError(f"{folder / 'config.json'}: unknown model kind {kind!r}; known: {sorted(_KINDS)}")
     model = _KINDS[kind][0](meta["config"])
