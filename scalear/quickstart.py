@@ -45,7 +45,7 @@ class PartResult:
     seconds: float = 0.0
 
 
-def _fit(config: Path, root: Path, export_dir: Path, extra: list[str]) -> Path:
+def fit_with_cli(config: Path, root: Path, export_dir: Path, extra: list[str]) -> Path:
     """Run ``fit`` through the CLI machinery with all outputs under ``root``; returns the metrics.csv path."""
     from scalear.cli import run_lightning
 
@@ -76,9 +76,9 @@ def run_core(out: Path, fast: bool = False, per_class: int = 20, seed: int = 0) 
     t0 = time.time()
     out = out / "core"
     steps = ["--trainer.max_steps", "30", "--trainer.val_check_interval", "15"] if fast else []
-    tok_csv = _fit(config_path("core", "digits_tokenizer"), out / "tokenizer", out / "export", steps)
+    tok_csv = fit_with_cli(config_path("core", "digits_tokenizer"), out / "tokenizer", out / "export", steps)
     tok_dir = out / "export" / "tokenizer"
-    var_csv = _fit(config_path("core", "digits_var"), out / "var", out / "export",
+    var_csv = fit_with_cli(config_path("core", "digits_var"), out / "var", out / "export",
                    [*steps, "--model.init_args.tokenizer", str(tok_dir)])
     tokenizer, model = from_pretrained(tok_dir).eval(), from_pretrained(out / "export" / "transformer").eval()
 
