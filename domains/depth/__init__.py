@@ -1,6 +1,11 @@
-"""The depth domain: monocular depth estimation coarse to fine (issue 3).
+"""Depth domain (installed as ``scalear.domains.depth``): monocular depth estimated coarse to fine.
 
-Models to come: DAR (Wang et al., "Scalable Autoregressive Monocular Depth Estimation", CVPR 2025) and
-DepthART (Gabdullin et al., "Monocular Depth Estimation as Autoregressive Refinement Task"). Here now:
-:mod:`scalear.domains.depth.metrics`, the standard KITTI / NYU Depth v2 evaluation protocol.
+- :mod:`~scalear.domains.depth.dar`, :mod:`~scalear.domains.depth.bins`, :mod:`~scalear.domains.depth.training`:
+  DAR (Wang et al., CVPR 2025) with recursive depth bins and the patch-wise causal mask.
+- :mod:`~scalear.domains.depth.metrics`: the standard KITTI / NYU Depth v2 evaluation protocol.
+- :mod:`~scalear.domains.depth.predictor`, :mod:`~scalear.domains.depth.predict`, :mod:`~scalear.domains.depth.cli`:
+  ``scalear depth fit | eval | predict``; :mod:`~scalear.domains.depth.data`: NYU / KITTI data modules.
+- :mod:`~scalear.domains.depth.quickstart`: the depth part of ``scalear quickstart``.
+
+DepthART (Gabdullin et al.) is not implemented yet.
 """
