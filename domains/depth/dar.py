@@ -118,7 +118,7 @@ class DARConfig:
     def from_dict(cls, d: dict) -> "DARConfig":
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"unknown DAR config keys: {sorted(unknown)}")
+            raise ValueError(f"unknown DAR config keys: {sorted(unknown)}; allowed: {sorted(cls.__dataclass_fields__)}")
         return cls(**d)
 
 

@@ -8,7 +8,6 @@ AbsRel / RMSE / d1 of the final prediction (upsampled to the GT size) and AbsRel
 
 from __future__ import annotations
 
-from dataclasses import fields, replace
 from typing import Any
 
 import torch
@@ -49,10 +48,7 @@ class DARModule(ScalearModule):
         self.save_hyperparameters()
         if preset not in DAR_PRESETS:
             raise ValueError(f"unknown DAR preset {preset!r}; available: {sorted(DAR_PRESETS)}")
-        overrides = dict(model or {})
-        if unknown := sorted(set(overrides) - {f.name for f in fields(DARConfig)}):
-            raise ValueError(f"unknown DAR model keys {unknown}; allowed: {sorted(f.name for f in fields(DARConfig))}")
-        self.model = DARModel(replace(DAR_PRESETS[preset], **overrides))
+        self.model = DARModel(DARConfig.from_dict({**DAR_PRESETS[preset].to_dict(), **(model or {})}))
         self.silog_lambda, self.scale_gamma, self.ce_weight = silog_lambda, scale_gamma, ce_weight
         cfg = self.model.cfg
         self.eval_cfg = DepthEvalConfig(max_depth=cfg.max_depth, min_depth=cfg.min_depth)

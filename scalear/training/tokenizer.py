@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import kornia
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -153,6 +154,5 @@ class TokenizerModule(ScalearModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         x = batch[self.input_key]
         rec, q = self.vqvae(x)
-        mse = F.mse_loss(rec, x)
-        psnr = 10 * torch.log10(4.0 / mse.clamp_min(1e-10))  # inputs in [-1, 1]: peak-to-peak range 2
+        psnr = kornia.metrics.psnr(rec, x, max_val=2.0)  # inputs in [-1, 1]: peak-to-peak range 2
         self.log_dict({"val/rec": self.reconstruction_loss(x, rec), "val/vq": q.loss, "val/psnr": psnr}, prog_bar=True, sync_dist=True)
