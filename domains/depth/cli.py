@@ -1,7 +1,8 @@
 """``scalear depth``: predict depth for image files, evaluate on NYU / KITTI / procedural / Middlebury, fit.
 
-``fit`` hands the rest of the command line to :func:`scalear.cli.run_lightning` when
-``scalear.domains.depth.training`` (with ``DARModule``) is installed, and exits with a message otherwise.
+``fit`` hands the rest of the command line to :func:`scalear.cli.run_lightning` (LightningCLI): the config's
+``model`` is :class:`~scalear.domains.depth.training.DARModule`, DepthART's
+:class:`~scalear.domains.depth.depthart_training.DepthARTModule`, or the core's tokenizer module (DepthART stage 1).
 
 Exit codes of ``predict``: 0 when every input was written; 1 when some inputs could not be read (they are
 named on stderr and in the summary; every other input is still written); 2 for usage errors (no inputs, an
@@ -11,7 +12,7 @@ output folder that holds inputs, a bad model spec). ``eval`` returns 0, or 2 for
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -26,11 +27,12 @@ Monocular depth: run a depth model on images, score it on a test set, or train o
            e.g. scalear depth predict --model runs/dar_export --input photos/ --out depth_out --ply
   eval     the standard metrics table (AbsRel SqRel RMSE RMSElog log10 SILog d1 d2 d3) on a test set
            e.g. scalear depth eval --model constant:2.5 --dataset procedural --out metrics.json
-  fit      train DAR through LightningCLI, e.g. scalear depth fit --config configs/depth/<preset>.yaml
+  fit      train DAR or DepthART through LightningCLI, e.g. scalear depth fit --config configs/depth/<preset>.yaml
            (the data modules: scalear.domains.depth.data.{NyuDepthDataModule,KittiDepthDataModule})
 
---model is an exported model folder (config.json + model.safetensors of a kind with predict_depth, e.g. DAR)
-or constant:<metres> (the constant-depth baseline; see the fit_constant helper for the best one).
+--model is an exported model folder (config.json + model.safetensors of a kind with predict_depth: DAR, or
+DepthART, whose relative depth eval median-scales per image) or constant:<metres> (the constant-depth
+baseline; see the fit_constant helper for the best one).
 """
 
 PREDICT_DESCRIPTION = """\
@@ -102,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda if available)")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    sub.add_parser("fit", help="train DAR (LightningCLI: --config YAML; --help lists its keys)", add_help=False)
+    sub.add_parser("fit", help="train DAR or DepthART (LightningCLI: --config YAML; --help lists its keys)", add_help=False)
     return p
 
 
@@ -180,6 +182,9 @@ def _eval(a: argparse.Namespace) -> int:
             print("scalear depth eval: --kb-crop applies to --dataset kitti only", file=sys.stderr)
             return 2
         predictor = KBCropPredictor(predictor)
+    relative = not getattr(getattr(predictor, "predictor", predictor), "metric_depth", True)
+    if relative:  # scale-ambiguous models (DepthART) are scored after per-image median scaling, as their papers do
+        cfg = dataclasses.replace(cfg, median_scaling=True)
     if a.limit is not None:
         ds = Subset(ds, range(min(a.limit, len(ds))))
         info["frames"] = len(ds)
@@ -188,12 +193,14 @@ def _eval(a: argparse.Namespace) -> int:
               f"({info['without_gt']} without are left out); evaluating {info['frames']}")
     loader = DataLoader(ds if isinstance(ds, Dataset) else _ListDataset(ds), batch_size=1)
     ev = evaluate(predictor, loader, cfg, device, progress=not a.quiet, total=len(loader))
-    print(f"{a.dataset}  model {a.model}  crop {cfg.crop}  depth {cfg.min_depth:g}..{cfg.max_depth:g} m")
+    scaling = "  median-scaled (the model predicts relative depth)" if cfg.median_scaling else ""
+    print(f"{a.dataset}  model {a.model}  crop {cfg.crop}  depth {cfg.min_depth:g}..{cfg.max_depth:g} m{scaling}")
     print(eval_summary(ev))
     if ev.skipped:
         print(f"{len(ev.skipped)} frame(s) without valid ground truth in range were skipped", file=sys.stderr)
     if a.out:
-        write_eval_json(ev, Path(a.out), {"dataset": a.dataset, "model": str(a.model), "kb_crop": a.kb_crop, **info})
+        write_eval_json(ev, Path(a.out), {"dataset": a.dataset, "model": str(a.model), "kb_crop": a.kb_crop,
+                                          "median_scaling": cfg.median_scaling, **info})
         print(f"wrote {a.out}")
     return 0
 
@@ -210,10 +217,6 @@ class _ListDataset(Dataset):
 
 
 def _fit(argv: list[str]) -> int:
-    has_training = importlib.util.find_spec("scalear.domains.depth.training") is not None
-    if not has_training or not hasattr(importlib.import_module("scalear.domains.depth.training"), "DARModule"):
-        raise SystemExit("scalear depth fit: training arrives with the DAR model (scalear.domains.depth.training); "
-                         "until then use 'scalear depth eval' / 'predict'")
     from scalear.cli import run_lightning
 
     run_lightning(["fit", *argv])

@@ -196,6 +196,9 @@ def predict_files(predictor: DepthPredictor, inputs: Sequence[Path], out: Path, 
             continue
         depth_HW = predict_depth_map(predictor, image_HW3, device, max_depth)
         meta = {"input": str(path), "model": model_name}
+        if not getattr(predictor, "metric_depth", True):
+            meta["depth_is_relative"] = ("up to an unknown scale: units of the image's 98th-percentile depth "
+                                         "(the PNG/npy 'metre' means that unit); multiply by a known scale for metres")
         report.written[str(path)] = write_prediction(out, stem, image_HW3, depth_HW, intrinsics=intrinsics, ply=ply, meta=meta)
     return report
 

@@ -1,7 +1,8 @@
 """What the depth CLI runs: the :class:`DepthPredictor` protocol, the constant-depth baseline, and loading.
 
 A predictor maps ``image_B3HW`` (float RGB in [0, 1], any size) to ``depth_B1HW`` (metres, same size). Any
-exported model whose registered kind has a ``predict_depth`` method is one (DAR registers kind ``"dar"``);
+exported model whose registered kind has a ``predict_depth`` method is one (DAR registers kind ``"dar"``,
+DepthART ``"depthart"``; a model with ``metric_depth = False`` predicts depth up to scale);
 ``"constant:<metres>"`` is the constant baseline.
 
 The best constant for AbsRel: the protocol averages ``mean_i |g_i - c| / g_i`` over images, i.e. minimises
@@ -107,7 +108,7 @@ def fit_constant(data: Iterable[dict], metric: FitMetric = "abs_rel", max_depth:
 
 def _register_domain_kinds() -> None:
     """Import the depth model modules that register their kinds (those present; DAR may not exist yet)."""
-    for mod in ("scalear.domains.depth.dar",):
+    for mod in ("scalear.domains.depth.dar", "scalear.domains.depth.depthart"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as e:

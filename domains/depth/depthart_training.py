@@ -1,0 +1,180 @@
+"""Training DepthART (Gabdullin et al.) in two stages, both through ``scalear depth fit`` (LightningCLI).
+
+1. The shared RGB tokenizer: the core's :class:`~scalear.training.tokenizer.TokenizerModule` on
+   :class:`RGBDTokenizerData`, which turns any RGB-D data module into tokenizer inputs, every scene twice:
+   its image and its normalised depth repeated to 3 channels (DepthART's encoding). The paper instead freezes
+   VAR's ImageNet tokenizer, whose weights cannot be downloaded here (:func:`~scalear.domains.depth.depthart.init_from_var`
+   loads them from local files).
+2. The transformer: :class:`DepthARTModule` on batches ``{"image", "depth", "valid"}`` with the tokenizer frozen;
+   ``training: dynamic`` (DepthART's self-refinement) or ``teacher_forcing`` (VAR's recipe), so the two can be
+   compared on the same data (``benchmarks/bench_depthart.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from scalear.domains.depth.depthart import (DEPTHART_PRESETS, DepthARTConfig, DepthARTModel, TrainingMode,
+                                            depth_to_tokenizer_input, depthart_loss)
+from scalear.domains.depth.metrics import DepthEvalConfig, depth_metrics_batch
+from scalear.io import from_pretrained
+from scalear.training.base import ScalearModule
+from scalear.vqvae import VQVAE
+
+
+# ------------------------------------------------------------------------------------------- stage 1 data
+class RGBDTokenizerDataset(Dataset):
+    """Sample ``2 i`` is scene ``i``'s image, ``2 i + 1`` its depth, as ``{"image": (3, H, W) in [-1, 1]}``.
+
+    Args:
+        base: a dataset of ``{"image" (3, H, W) in [0, 1], "depth" (1, H, W) metres, "valid"?}`` samples.
+        image_size: (H, W) to resize to (images bilinearly, depth and validity nearest); None keeps the size.
+        quantile: the depth normalisation percentile (DepthART: 0.98).
+    """
+
+    def __init__(self, base: Dataset, image_size: tuple[int, int] | None = None, quantile: float = 0.98):
+        self.base, self.quantile = base, quantile
+        self.image_size = tuple(image_size) if image_size is not None else None
+
+    def __len__(self) -> int:
+        return 2 * len(self.base)
+
+    def __getitem__(self, i: int) -> dict:
+        s = self.base[i // 2]
+        if i % 2 == 0:
+            image = s["image"][None].float()
+            if self.image_size is not None and tuple(image.shape[-2:]) != self.image_size:
+                image = F.interpolate(image, self.image_size, mode="bilinear", align_corners=False, antialias=True)
+            return {"image": image[0].clamp(0, 1) * 2 - 1}
+        depth = s["depth"][None].float()
+        valid = s.get("valid", s["depth"] > 0)[None].float()
+        if self.image_size is not None and tuple(depth.shape[-2:]) != self.image_size:
+            depth, valid = (F.interpolate(t, self.image_size, mode="nearest") for t in (depth, valid))
+        return {"image": depth_to_tokenizer_input(depth, valid > 0.5, self.quantile)[0][0]}
+
+
+class RGBDTokenizerData(L.LightningDataModule):
+    """Wraps an RGB-D data module (procedural, NYU, ...) into tokenizer training data (:class:`RGBDTokenizerDataset`).
+
+    Args:
+        data: the RGB-D data module; its train and val loaders' datasets are wrapped.
+        image_size: the tokenizer's input size (None: the data's own size).
+        quantile: depth normalisation percentile.
+        batch_size, num_workers: of the wrapped loaders.
+    """
+
+    def __init__(self, data: L.LightningDataModule, image_size: tuple[int, int] | None = None, quantile: float = 0.98,
+                 batch_size: int = 32, num_workers: int = 0):
+        super().__init__()
+        self.data, self.image_size, self.quantile = data, image_size, quantile
+        self.batch_size, self.num_workers = batch_size, num_workers
+
+    def setup(self, stage: str | None = None) -> None:
+        self.data.setup(stage)
+
+    def _loader(self, base_loader: DataLoader, shuffle: bool) -> DataLoader:
+        ds = RGBDTokenizerDataset(base_loader.dataset, self.image_size, self.quantile)
+        return DataLoader(ds, self.batch_size, shuffle=shuffle, drop_last=shuffle, num_workers=self.num_workers)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.data.train_dataloader(), shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.data.val_dataloader(), shuffle=False)
+
+
+# ------------------------------------------------------------------------------------------- stage 2
+class DepthARTModule(ScalearModule):
+    """Trains the transformer of a :class:`~scalear.domains.depth.depthart.DepthARTModel` on a frozen tokenizer.
+
+    Args:
+        tokenizer: folder of the exported shared RGB tokenizer (stage 1, or VAR's converted with
+            :func:`scalear.var_checkpoints.load_var_vqvae` and ``save_pretrained``).
+        preset: a :data:`~scalear.domains.depth.depthart.DEPTHART_PRESETS` name (its transformer and sampling).
+        transformer: overrides of the preset's transformer fields.
+        training: ``"dynamic"`` (DepthART's dynamic targets) or ``"teacher_forcing"`` (VAR's).
+        mse_weight: weight of the final-latent MSE in dynamic training (paper: 10; 0 = cross-entropy only).
+        gumbel_tau: Gumbel-softmax temperature of the last scale's soft code.
+        sampling: overrides of the inference sampling used in validation (``top_k``, ``top_p``, ``temperature``,
+            ``num_samples``).
+        Other arguments: see :class:`~scalear.training.base.ScalearModule` (paper: AdamW lr 1e-4, betas
+        (0.9, 0.999), weight decay 0.01).
+    """
+
+    def __init__(
+        self,
+        tokenizer: str,
+        preset: str = "tiny",
+        transformer: dict[str, Any] | None = None,
+        training: TrainingMode = "dynamic",
+        mse_weight: float = 10.0,
+        gumbel_tau: float = 1.0,
+        sampling: dict[str, Any] | None = None,
+        lr: float = 1e-4,
+        weight_decay: float = 0.01,
+        betas: tuple[float, float] = (0.9, 0.999),
+        warmup_steps: int = 0,
+        min_lr_ratio: float = 0.0,
+        export_dir: str | None = "export",
+    ):
+        super().__init__(lr, weight_decay, betas, warmup_steps, min_lr_ratio, export_dir)
+        self.save_hyperparameters()
+        if preset not in DEPTHART_PRESETS:
+            raise ValueError(f"unknown DepthART preset {preset!r}; available: {sorted(DEPTHART_PRESETS)}")
+        if training not in ("dynamic", "teacher_forcing"):
+            raise ValueError(f"training must be 'dynamic' or 'teacher_forcing', got {training!r}")
+        tok = from_pretrained(tokenizer)
+        if not isinstance(tok, VQVAE):
+            raise ValueError(f"{tokenizer}: expected an exported VQ-VAE tokenizer, got a {type(tok).__name__}")
+        d = DEPTHART_PRESETS[preset].to_dict()
+        d["transformer"] = {**d["transformer"], **(transformer or {})}
+        d |= dict(sampling or {})
+        self.model = DepthARTModel(DepthARTConfig.from_dict({**d, "tokenizer": tok.config.to_dict()}), tokenizer=tok)
+        self.training_mode, self.mse_weight, self.gumbel_tau = training, mse_weight, gumbel_tau
+
+    def trainable(self) -> nn.Module:
+        return self.model.transformer
+
+    def no_weight_decay(self) -> set[str]:
+        return self.model.transformer.no_weight_decay_names()
+
+    def exported_models(self) -> dict[str, nn.Module]:
+        return {"depthart": self.model}
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.model.tokenizer.eval()
+        return self
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss, logs = depthart_loss(self.model, batch["image"], batch["depth"], batch.get("valid"), self.training_mode,
+                                   self.mse_weight, self.gumbel_tau)
+        B = batch["image"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=B)
+        self.log_dict({f"train/{k}": v for k, v in logs.items() if not k.startswith("acc_s")}, batch_size=B)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        """Teacher-forced cross-entropy / accuracy per scale, and the sampled depth's median-scaled AbsRel / d1."""
+        image, depth, valid = batch["image"], batch["depth"], batch.get("valid")
+        B = image.shape[0]
+        _, logs = depthart_loss(self.model, image, depth, valid, "teacher_forcing")
+        gen = torch.Generator(device=image.device).manual_seed(batch_idx)
+        pred = self.model.predict_depth(image, generator=gen)
+        valid = (depth > 0) if valid is None else valid.bool()
+        cfg = DepthEvalConfig(max_depth=float(depth[valid].max()) + 1e-3, min_depth=1e-3, median_scaling=True)
+        m, n = depth_metrics_batch(pred, depth, cfg, valid)
+        keep = n > 0
+        self.log("val/abs_rel", m["abs_rel"][keep].mean(), prog_bar=True, sync_dist=True, batch_size=B)
+        self.log_dict({"val/d1": m["d1"][keep].mean(), "val/ce_tf": logs["ce"], "val/acc_tf": logs["acc"]},
+                      sync_dist=True, batch_size=B)
+        self.log_dict({f"val/{k}_tf": v for k, v in logs.items() if k.startswith("acc_s")}, sync_dist=True, batch_size=B)
+
+
+__all__ = ["RGBDTokenizerDataset", "RGBDTokenizerData", "DepthARTModule"]
