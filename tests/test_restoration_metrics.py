@@ -1,0 +1,143 @@
+"""PSNR / SSIM against hand-computed values and scikit-image, the BT.601 Y channel, and the evaluator."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import skimage.data
+import torch
+from skimage.color import rgb2ycbcr
+from skimage.metrics import structural_similarity
+
+from scalear.domains.restoration.metrics import (
+    METRIC_KEYS,
+    RestorationEvaluator,
+    format_table,
+    psnr,
+    restoration_metrics,
+    rgb_to_y,
+    ssim,
+)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+@pytest.fixture(scope="module")
+def pair() -> tuple[torch.Tensor, torch.Tensor]:
+    """A real photo crop and a noisy copy, (1, 3, 80, 96) float64."""
+    x = torch.from_numpy(skimage.data.coffee()[100:180, 200:296]).permute(2, 0, 1)[None].double() / 255
+    g = torch.Generator().manual_seed(0)
+    return x, (x + 0.08 * torch.randn(x.shape, generator=g, dtype=torch.float64)).clamp(0, 1)
+
+
+def sk_ssim(a: torch.Tensor, b: torch.Tensor, channel_axis: int | None = 2) -> float:
+    return structural_similarity(a.numpy(), b.numpy(), gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                 data_range=1.0, channel_axis=channel_axis)
+
+
+def test_psnr_of_a_constant_offset():
+    x = torch.full((3, 3, 20, 20), 0.4)
+    offsets = torch.tensor([0.1, 0.01, 0.05]).view(3, 1, 1, 1)
+    got = psnr(x + offsets, x)
+    assert got.shape == (3,) and got.dtype == torch.float64
+    assert torch.allclose(got, -20 * torch.log10(offsets.flatten().double()), atol=1e-6)  # 20, 40, 26.02 dB
+    assert math.isinf(psnr(x, x)[0].item())
+
+
+def test_y_channel_is_matlab_rgb2ycbcr():
+    white, black = torch.ones(1, 3, 2, 2), torch.zeros(1, 3, 2, 2)
+    assert torch.allclose(rgb_to_y(white) * 255, torch.tensor(235.0)) and torch.allclose(rgb_to_y(black) * 255, torch.tensor(16.0))
+    x = torch.rand(1, 3, 8, 8, dtype=torch.float64)
+    ref = rgb2ycbcr(x[0].permute(1, 2, 0).numpy())[..., 0]  # MATLAB's formula, Y in [16, 235]
+    assert np.allclose(rgb_to_y(x)[0, 0].numpy() * 255, ref)
+
+
+def test_psnr_y_of_a_grey_offset():
+    """A grey offset d moves Y by d * (65.481 + 128.553 + 24.966) / 255 = d * 219 / 255."""
+    x = torch.full((1, 3, 16, 16), 0.5, dtype=torch.float64)
+    got = psnr(x + 0.1, x, y_channel=True).item()
+    assert got == pytest.approx(-20 * math.log10(0.1 * 219 / 255), abs=1e-6)
+
+
+def test_ssim_identical_is_one_and_matches_skimage(pair):
+    x, y = pair
+    assert ssim(x, x).item() == pytest.approx(1.0, abs=1e-12)
+    ours = ssim(y, x).item()
+    assert 0.2 < ours < 0.95
+    assert ours == pytest.approx(sk_ssim(y[0].permute(1, 2, 0), x[0].permute(1, 2, 0)), abs=1e-6)
+    ours_y = ssim(y, x, y_channel=True).item()
+    assert ours_y == pytest.approx(sk_ssim(rgb_to_y(y)[0, 0], rgb_to_y(x)[0, 0], None), abs=1e-6)
+    b = 4
+    cropped = sk_ssim(y[0, :, b:-b, b:-b].permute(1, 2, 0), x[0, :, b:-b, b:-b].permute(1, 2, 0))
+    assert ssim(y, x, crop_border=b).item() == pytest.approx(cropped, abs=1e-6)
+
+
+def test_ssim_falls_with_noise(pair):
+    x, _ = pair
+    g = torch.Generator().manual_seed(1)
+    noise = torch.randn(x.shape, generator=g, dtype=torch.float64)
+    values = [ssim((x + s * noise).clamp(0, 1), x).item() for s in (0.01, 0.05, 0.1, 0.2)]
+    assert all(a > b for a, b in zip(values, values[1:])), values
+
+
+def test_crop_border_quantize_and_shape_checks(pair):
+    x, y = pair
+    z = x.clone()
+    z[..., :2, :] = 1 - z[..., :2, :]  # damage only the top two rows
+    assert math.isinf(psnr(z, x, crop_border=2).item()) and psnr(z, x).item() < 30
+    q = (x * 255).round() / 255
+    assert psnr(q, x, quantize=True).item() == math.inf
+    assert psnr(x[0], y[0]).shape == (1,)  # (3, H, W) accepted
+    with pytest.raises(ValueError, match="differ in shape"):
+        psnr(x, y[..., :-1])
+    with pytest.raises(ValueError, match="RGB"):
+        psnr(x[:, :1], y[:, :1])
+    with pytest.raises(ValueError, match="crop_border 40"):
+        psnr(x, y, crop_border=40)
+    with pytest.raises(ValueError, match="at least 11x11"):
+        ssim(x[..., :8, :8], y[..., :8, :8])
+
+
+def test_restoration_metrics_keys(pair):
+    x, y = pair
+    m = restoration_metrics(y, x, crop_border=4)
+    assert tuple(m) == METRIC_KEYS
+    assert m["psnr"].item() == pytest.approx(psnr(y, x, crop_border=4).item())
+    assert m["psnr_y"] > m["psnr"]  # averaging channels into Y reduces independent noise
+
+
+def test_evaluator_groups_by_degradation_and_writes_json(tmp_path, pair, capsys):
+    x, _ = pair
+    batch = x.repeat(3, 1, 1, 1)
+    ev = RestorationEvaluator(crop_border=2)
+    ev.update(batch + torch.tensor([0.1, 0.01, 0.1]).view(3, 1, 1, 1), batch, ["noise", "rain", "noise"],
+              names=["a", "b", "c"])
+    ev.update(batch[:1] + 0.001, batch[:1], "haze")
+    res = ev.compute()
+    assert list(res) == ["noise", "rain", "haze", "average"]
+    assert res["noise"]["psnr"] == pytest.approx(20.0, abs=1e-6) and res["noise"]["count"] == 2
+    assert res["rain"]["psnr"] == pytest.approx(40.0, abs=1e-6) and res["haze"]["psnr"] == pytest.approx(60.0, abs=1e-6)
+    assert res["average"]["psnr"] == pytest.approx(40.0, abs=1e-6) and res["average"]["count"] == 4  # mean of means
+    table = ev.format_table()
+    print(table)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["degradation", "PSNR", "SSIM", "PSNR-Y", "SSIM-Y", "n"]
+    assert lines[2].split()[:2] == ["noise", "20.00"] and lines[5].split()[0] == "average"
+    out = ev.to_json(tmp_path / "eval" / "metrics.json", per_image=True)
+    doc = json.loads(out.read_text())
+    assert doc["metrics"]["rain"]["psnr"] == pytest.approx(40.0, abs=1e-6)
+    assert doc["conventions"]["crop_border"] == 2 and len(doc["per_image"]) == 4 and doc["per_image"][0]["name"] == "a"
+    assert [p.name for p in out.parent.iterdir()] == ["metrics.json"]  # no temporary file left behind
+    assert "inf" in format_table({"same": {"psnr": math.inf, "ssim": 1.0, "psnr_y": math.inf, "ssim_y": 1.0, "count": 1}})
+
+
+def test_evaluator_errors(pair):
+    x, y = pair
+    ev = RestorationEvaluator()
+    with pytest.raises(ValueError, match="no images"):
+        ev.compute()
+    with pytest.raises(ValueError, match="2 degradation labels"):
+        ev.update(y, x, ["a", "b"])
+    with pytest.raises(ValueError, match="crop_border"):
+        RestorationEvaluator(crop_border=-1)
