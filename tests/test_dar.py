@@ -169,14 +169,14 @@ def trained(single_thread):
 
 def test_dar_beats_best_constant(trained):
     print(f"\nDAR AbsRel {trained['abs_rel'][-1]:.3f} vs best constant {trained['const']:.3f}")
-    assert trained["abs_rel"][-1] < 0.8 * trained["const"]
+    assert trained["abs_rel"][-1] < 0.6 * trained["const"]
 
 
 def test_error_falls_as_scales_are_added(trained):
     a = trained["abs_rel"]
     print("\nper-scale AbsRel", [round(x, 3) for x in a])
-    assert a[-1] < 0.7 * a[0]
-    assert all(a[k + 1] <= a[k] + 0.02 for k in range(len(a) - 1)), a  # non-increasing up to a small tolerance
+    assert a[-1] < 0.5 * a[0]
+    assert all(a[k + 1] < a[k] for k in range(len(a) - 1)), a
 
 
 # ------------------------------------------------------------------ (5) export
