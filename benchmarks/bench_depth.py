@@ -1,12 +1,15 @@
-"""Depth inference time and peak memory per image: :meth:`DARModel.predict_depth` at NYU's 480x640 by default.
+"""Depth inference time and peak memory per image: ``predict_depth`` of every DAR and DepthART preset, at NYU's
+480x640 by default.
 
-``predict_depth`` is the whole inference path of DAR (Wang et al., CVPR 2025): resizing the input to the
+``predict_depth`` is a model's whole inference path. DAR (Wang et al., CVPR 2025): resizing the input to the
 preset's square ``image_size``, the image encoder, all ``K`` steps of resolution and granularity
 autoregression (KV-cached transformer, MTBin candidates, ConvGRU bin injection) and the upsampling of the
-finest depth map back to the input size. Models are randomly initialised (timing does not depend on the
-weights) and inputs are random images in ``[0, 1]``.
+finest depth map back to the input size. DepthART (Gabdullin et al.): resizing, tokenizing the image into its
+multi-scale prefix, KV-cached sampling of every depth scale (top-k/top-p, 5 codes averaged per token, the
+paper's setting) and decoding. Models are randomly initialised (timing does not depend on the weights) and
+inputs are random images in ``[0, 1]``.
 
-    python benchmarks/bench_depth.py           # tiny, small, base at 480x640, batch 1, CPU: ~25 s on one thread
+    python benchmarks/bench_depth.py           # DAR tiny, small, base + DepthART tiny, small, paper at 480x640
     python benchmarks/bench_depth.py --presets tiny --size 375,1242 --threads 1     # a KITTI-sized input
     python benchmarks/bench_depth.py --batch 8 --device cuda --dtype bf16
 """
@@ -22,6 +25,7 @@ import torch
 from _common import (add_common_args, autocast, environment, fmt_ms, fmt_params, memory_method, peak_memory,
                      print_table, setup, time_runs)
 from scalear.domains.depth.dar import DAR_PRESETS, create_dar
+from scalear.domains.depth.depthart import DEPTHART_PRESETS, create_depthart
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -36,40 +40,60 @@ def _size(text: str) -> tuple[int, int]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--presets", default="tiny,small,base", help=f"comma-separated, from {sorted(DAR_PRESETS)}")
+    p.add_argument("--presets", default="tiny,small,base", help=f"DAR presets, comma-separated, from {sorted(DAR_PRESETS)}")
+    p.add_argument("--depthart-presets", default="tiny,small,paper",
+                   help=f"DepthART presets, comma-separated, from {sorted(DEPTHART_PRESETS)} ('' for none)")
     p.add_argument("--size", type=_size, default=(480, 640),
                    help="input H,W, before the model's own resize (default: 480,640, NYU's)")
     p.add_argument("--batch", type=int, default=1, help="images per call (default: 1)")
     add_common_args(p)
     args = p.parse_args(argv)
-    bad = [v for v in args.presets.split(",") if v not in DAR_PRESETS]
-    if bad:
-        p.error(f"--presets: unknown {bad}; choose from {sorted(DAR_PRESETS)}")
+    for flag, text, known in (("--presets", args.presets, DAR_PRESETS),
+                              ("--depthart-presets", args.depthart_presets, DEPTHART_PRESETS)):
+        bad = [v for v in text.split(",") if v and v not in known]
+        if bad:
+            p.error(f"{flag}: unknown {bad}; choose from {sorted(known)}")
     if args.batch < 1:
         p.error("--batch must be >= 1")
     return args
 
 
-def measure(preset: str, args: argparse.Namespace, device: torch.device) -> tuple[list[str], dict]:
-    """One table row: ``predict_depth`` time per image (s) and its peak memory (MiB)."""
+def _dar(preset: str, device: torch.device) -> tuple[torch.nn.Module, list[str]]:
     model = create_dar(preset).to(device).eval()
-    cfg = model.cfg
+    cfg, s = model.cfg, model.cfg.schedule
+    return model, [f"{cfg.image_size}x{cfg.image_size}", f"{s.num_scales}: {cfg.patch_nums[0]}..{cfg.patch_nums[-1]}",
+                   fmt_params(model.num_params()), f"{cfg.prefix_grid**2} + {s.total_tokens}", f"{cfg.num_bins} bins"]
+
+
+def _depthart(preset: str, device: torch.device) -> tuple[torch.nn.Module, list[str]]:
+    model = create_depthart(preset).to(device).eval()
+    s, (h, w) = model.schedule, model.input_size
+    sides = [shape[0] for shape in s.shapes]
+    return model, [f"{h}x{w}", f"{s.num_scales}: {sides[0]}..{sides[-1]}", fmt_params(model.num_params()),
+                   f"{s.total_tokens} + {s.total_tokens}", f"{model.cfg.num_samples} samples"]
+
+
+MODELS = {"DAR": _dar, "DepthART": _depthart}
+
+
+def measure(model_name: str, preset: str, args: argparse.Namespace, device: torch.device) -> tuple[list[str], dict]:
+    """One table row: ``predict_depth`` time per image (s) and its peak memory (MiB)."""
+    model, info = MODELS[model_name](preset, device)
     image_B3HW = torch.rand(args.batch, 3, *args.size, device=device)
+    gen = torch.Generator(device=device).manual_seed(0)
+    kwargs = {"generator": gen} if model_name == "DepthART" else {}
 
     def predict() -> None:
         with autocast(device, args.dtype):
-            model.predict_depth(image_B3HW)
+            model.predict_depth(image_B3HW, **kwargs)
 
     with peak_memory(device) as peak:
         sec = time_runs(predict, device, args.min_time, args.repeats) / args.batch
-    s, params = cfg.schedule, model.num_params()
-    scales = f"{s.num_scales}: {cfg.patch_nums[0]}..{cfg.patch_nums[-1]}"
-    tokens = f"{cfg.prefix_grid**2} + {s.total_tokens}"
-    row = [preset, f"{cfg.image_size}x{cfg.image_size}", scales, fmt_params(params), tokens, str(cfg.num_bins),
-           fmt_ms(sec), f"{peak[0]:,.0f}"]
+    params = sum(p.numel() for p in model.parameters())
+    row = [model_name, preset, *info, fmt_ms(sec), f"{peak[0]:,.0f}"]
     del model, image_B3HW
     gc.collect()
-    return row, dict(preset=preset, params=params, sec_per_image=sec, mib=peak[0])
+    return row, dict(model=model_name, preset=preset, params=params, sec_per_image=sec, mib=peak[0])
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -77,20 +101,22 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     device = setup(args)
     warm = argparse.Namespace(**{**vars(args), "batch": 1, "min_time": 0.0, "repeats": 1})
-    measure("tiny", warm, device)  # one-off runtime set-up (thread pools, kernels) outside the table
+    measure("DAR", "tiny", warm, device)  # one-off runtime set-up (thread pools, kernels) outside the table
     rows, results = [], []
-    for preset in args.presets.split(","):
-        print(f"measuring {preset} ...", file=sys.stderr, flush=True)
-        row, result = measure(preset, args, device)
+    todo = [("DAR", p) for p in args.presets.split(",") if p] + [("DepthART", p) for p in args.depthart_presets.split(",") if p]
+    for model_name, preset in todo:
+        print(f"measuring {model_name} {preset} ...", file=sys.stderr, flush=True)
+        row, result = measure(model_name, preset, args, device)
         rows.append(row)
         results.append(result)
     h, w = args.size
-    columns = ["preset", "model\ninput", "scales", "params", "tokens\n(prefix + maps)", "bins\n/ step", "ms/img",
-               "peak MiB"]
+    columns = ["model", "preset", "model\ninput", "scales", "params", "tokens\n(prefix + maps)", "per step",
+               "ms/img", "peak MiB"]
     caption = (f"{environment(device, args.dtype)}\nbatch {args.batch} of {h}x{w} images; predict_depth = resize in, "
-               f"encoder, all scales (KV-cached), upsample out; median of up to {args.repeats} runs after a warm-up\n"
+               f"encoder / image tokens, all scales (KV-cached), decode and upsample out; median of up to {args.repeats} "
+               "runs after a warm-up\n"
                f"peak MiB: {memory_method(device)}")
-    print_table(f"Depth inference (DAR predict_depth) at {h}x{w}", columns, rows, caption, text_columns=3)
+    print_table(f"Depth inference (predict_depth) at {h}x{w}", columns, rows, caption, text_columns=4)
     return results
 
 

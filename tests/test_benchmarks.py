@@ -30,11 +30,22 @@ def test_bench_tokenizer_runs(bench, capsys):
 
 
 def test_bench_depth_runs(bench, capsys):
-    results = bench("bench_depth").main(["--presets", "tiny", "--min-time", "0", "--repeats", "1", "--size", "48,64"])
-    assert [r["preset"] for r in results] == ["tiny"]
-    assert results[0]["sec_per_image"] > 0 and results[0]["mib"] >= 0 and results[0]["params"] > 0
+    results = bench("bench_depth").main(["--presets", "tiny", "--depthart-presets", "tiny", "--min-time", "0",
+                                         "--repeats", "1", "--size", "48,64"])
+    assert [(r["model"], r["preset"]) for r in results] == [("DAR", "tiny"), ("DepthART", "tiny")]
+    assert all(r["sec_per_image"] > 0 and r["mib"] >= 0 and r["params"] > 0 for r in results)
     out = capsys.readouterr().out
     assert "Depth inference" in out and "48x64" in out and "torch" in out
+
+
+def test_bench_depthart_runs(bench, capsys, tmp_path):
+    """Both training modes end to end on a few scenes and steps (the real comparison: benchmarks/README.md)."""
+    results = bench("bench_depthart").main(["--out", str(tmp_path), "--tokenizer-steps", "2", "--steps", "2",
+                                            "--train-size", "16", "--val-size", "4", "--test-size", "2", "--threads", "1"])
+    modes = {r["model"] for r in results if r["model"].startswith("DepthART")}
+    assert modes == {"DepthART, teacher forcing", "DepthART, dynamic"}
+    assert all(0 < r["abs_rel"] < 10 for r in results)
+    assert "dynamic targets vs teacher forcing" in capsys.readouterr().out
 
 
 def test_bench_flags_are_checked(bench):
@@ -45,5 +56,9 @@ def test_bench_flags_are_checked(bench):
     with pytest.raises(SystemExit):
         bench("bench_depth").parse_args(["--presets", "huge"])
     with pytest.raises(SystemExit):
+        bench("bench_depth").parse_args(["--depthart-presets", "tiny,huge"])
+    with pytest.raises(SystemExit):
         bench("bench_depth").parse_args(["--size", "480"])
     assert bench("bench_depth").parse_args([]).size == (480, 640)
+    with pytest.raises(SystemExit):
+        bench("bench_depthart").parse_args(["--steps", "0"])
