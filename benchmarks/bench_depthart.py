@@ -41,6 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-size", type=int, default=512, help="training scenes (default: %(default)s)")
     p.add_argument("--val-size", type=int, default=64, help="validation scenes (default: %(default)s)")
     p.add_argument("--test-size", type=int, default=64, help="held-out test scenes (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of both stage-2 runs (default: %(default)s)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     args = p.parse_args(argv)
@@ -85,7 +86,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for mode in MODES:
         export = out / mode / "export"
         seconds[mode] = _fit("depthart_tiny", out / mode, export, args, "",
-                             ["--model.init_args.tokenizer", tok_dir, "--model.init_args.training", mode])
+                             ["--model.init_args.tokenizer", tok_dir, "--model.init_args.training", mode,
+                              "--seed_everything", str(args.seed)])
         models[mode] = from_pretrained(export / "depthart").to(device).eval()
 
     first: DepthARTModel = models[MODES[0]]
@@ -111,7 +113,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             for r in results]
     caption = (f"{environment(device, 'fp32')}\n{len(test)} held-out procedural scenes at "
                f"{'x'.join(map(str, first.input_size))} px, {args.train_size} training scenes, {args.steps} steps "
-               f"per mode; tokenizer: {f'{args.tokenizer_steps} steps, {tok_seconds:.0f} s' if args.tokenizer is None else 'reused from ' + tok_dir}\n"
+               f"per mode, seed {args.seed}; tokenizer: {f'{args.tokenizer_steps} steps, {tok_seconds:.0f} s' if args.tokenizer is None else 'reused from ' + tok_dir}\n"
                "metrics after per-image median scaling (DepthART's protocol); d1 = accuracy, higher is better")
     print_table("DepthART: dynamic targets vs teacher forcing", ["model", "inference", "AbsRel", "RMSE (m)", "d1",
                                                                   "train s", "ms/img"], rows, caption, text_columns=2)
