@@ -321,3 +321,20 @@ def test_two_stage_training_and_eval_through_the_cli(tmp_path: Path):
                          capture_output=True, text=True, check=True)
     assert "median-scaled" in out.stdout
     assert json.loads((tmp_path / "m.json").read_text())["median_scaling"] is True
+
+
+def test_predict_command_marks_relative_depth(tmp_path: Path):
+    """``scalear depth predict`` with a DepthART model writes every output and states that the depth is relative."""
+    from PIL import Image
+
+    from scalear.domains.depth.cli import main
+
+    save_pretrained(_model(), tmp_path / "m")
+    photo = tmp_path / "in" / "photo.png"
+    photo.parent.mkdir()
+    Image.fromarray((torch.rand(20, 30, 3) * 255).byte().numpy()).save(photo)
+    assert main(["predict", "--model", str(tmp_path / "m"), "--input", str(photo), "--out", str(tmp_path / "out"),
+                 "--quiet"]) == 0
+    side = json.loads((tmp_path / "out" / "photo_depth.json").read_text())
+    assert "98th-percentile" in side["depth_is_relative"]
+    assert (tmp_path / "out" / "photo_depth.npy").is_file() and (tmp_path / "out" / "photo_depth_color.png").is_file()
