@@ -1,0 +1,140 @@
+"""Restoring image files and scoring a model on degraded/clean pairs (the work behind ``scalear restore``).
+
+:func:`restore_files` writes ``<out>/<stem>_restored.png`` per input (atomically; 16-bit when the input is a
+16-bit PNG, else 8-bit; grey inputs come back as RGB with equal channels), never into a folder that holds an
+input. An unreadable input is reported by name and skipped; the others are still written.
+"""
+
+from __future__ import annotations
+
+import glob
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Literal, Sequence
+
+import torch
+
+from scalear.datasets.depth.io import ImageReadError, png_bit_depth
+from scalear.datasets.restoration.io import IMAGE_SUFFIXES, read_image_tensor, write_image
+from scalear.domains.restoration.metrics import RestorationEvaluator
+from scalear.domains.restoration.tiling import restore_tiled
+
+
+class IdentityRestorer:
+    """The do-nothing baseline (``--model identity``): scores the degraded inputs themselves."""
+
+    def restore(self, image_B3HW: torch.Tensor) -> torch.Tensor:
+        return image_B3HW.clamp(0, 1)
+
+    def to(self, device) -> "IdentityRestorer":
+        return self
+
+    def eval(self) -> "IdentityRestorer":
+        return self
+
+
+def load_restorer(spec: str | Path, device: torch.device | str = "cpu"):
+    """An exported model folder with a ``restore`` method (Varformer), or ``identity``."""
+    if str(spec) == "identity":
+        return IdentityRestorer()
+    from scalear.io import from_pretrained
+
+    model = from_pretrained(spec, map_location=device)
+    if not callable(getattr(model, "restore", None)):
+        raise ValueError(f"{spec}: a {type(model).__name__} cannot restore images (expected e.g. an exported Varformer)")
+    return model.eval()
+
+
+def collect_inputs(spec: str | Path) -> list[Path]:
+    """Image files of a file, a folder (its image files, not recursive, hidden ones skipped) or a glob."""
+    p = Path(spec)
+    if p.is_file():
+        return [p]
+    if p.is_dir():
+        files = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES
+                       and not q.name.startswith("."))
+        if not files:
+            raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {p}")
+        return files
+    files = sorted(Path(q) for q in glob.glob(str(spec), recursive=True) if Path(q).is_file())
+    if not files:
+        raise FileNotFoundError(f"no input matches {str(spec)!r} (not a file, a folder or a glob with matches)")
+    return files
+
+
+def output_names(inputs: Sequence[Path]) -> list[str]:
+    """``<stem>_restored.png``, or ``<stem>_<ext>_restored.png`` where two inputs share a stem."""
+    stems = [p.stem for p in inputs]
+    return [f"{p.stem}_{p.suffix.lstrip('.').lower()}_restored.png" if stems.count(p.stem) > 1 else f"{p.stem}_restored.png"
+            for p in inputs]
+
+
+def check_output_folder(out: Path, inputs: Sequence[Path]) -> None:
+    """Refuse an output folder that holds an input, or that is an existing file."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give an output folder")
+    out_r = out.resolve()
+    for p in inputs:
+        if p.resolve().parent == out_r:
+            raise ValueError(f"--out {out} is the folder of input {p}; choose another folder so inputs are never overwritten")
+
+
+def _bits(path: Path) -> int:
+    if path.suffix.lower() != ".png":
+        return 8
+    try:
+        return 16 if png_bit_depth(path)[0] == 16 else 8
+    except ImageReadError:
+        return 8
+
+
+@dataclass
+class RestoreReport:
+    """What :func:`restore_files` did: the output per input, and the skipped inputs with the reason."""
+
+    written: dict[str, Path] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def restore_files(model, inputs: Sequence[Path], out: Path, *, tile: int | None = None, overlap: int = 32,
+                  bits: Literal["auto", 8, 16] = "auto", device: torch.device | str = "cpu",
+                  progress: bool = True) -> RestoreReport:
+    """Restore every input into ``out`` (module docstring); unreadable images are reported and skipped."""
+    from tqdm import tqdm
+
+    check_output_folder(out, inputs)
+    out.mkdir(parents=True, exist_ok=True)
+    report = RestoreReport()
+    bar = tqdm(list(zip(inputs, output_names(inputs))), desc="restore", unit="img", disable=not progress, file=sys.stderr)
+    for path, name in bar:
+        try:
+            x_3HW = read_image_tensor(path, exif_transpose=True)
+        except (ImageReadError, FileNotFoundError) as e:
+            report.failed[str(path)] = str(e)
+            tqdm.write(f"skipped {path}: {e}", file=sys.stderr)
+            continue
+        with torch.no_grad():
+            y_13HW = restore_tiled(model, x_3HW[None].to(device), tile, overlap)
+        report.written[str(path)] = write_image(out / name, y_13HW[0].cpu(), _bits(path) if bits == "auto" else bits)
+    return report
+
+
+@torch.no_grad()
+def evaluate(model, data: Iterable[dict], *, tile: int | None = None, overlap: int = 32, crop_border: int = 0,
+             device: torch.device | str = "cpu", progress: bool = True, total: int | None = None) -> RestorationEvaluator:
+    """PSNR / SSIM (RGB and Y) per degradation of ``model.restore`` on batches ``{"degraded", "clean",
+    "degradation", "name"}``."""
+    from tqdm import tqdm
+
+    ev = RestorationEvaluator(crop_border=crop_border)
+    for batch in tqdm(data, desc="eval", unit="batch", total=total, disable=not progress, file=sys.stderr):
+        pred = restore_tiled(model, batch["degraded"].to(device), tile, overlap).float().cpu()
+        labels, names = batch["degradation"], batch.get("name")
+        ev.update(pred, batch["clean"].float(), labels if isinstance(labels, str) else list(labels),
+                  None if names is None else ([names] if isinstance(names, str) else list(names)))
+    return ev
+
+
+__all__ = ["IdentityRestorer", "load_restorer", "collect_inputs", "output_names", "check_output_folder",
+           "RestoreReport", "restore_files", "evaluate"]
