@@ -8,9 +8,10 @@ import torch
 
 from scalear.datasets.restoration.data import load_skimage_photo
 from scalear.domains.restoration.metrics import psnr
-from scalear.domains.restoration.varformer import (FREEZE_GROUPS, VarformerConfig, create_varformer, load_prior,
-                                                   varformer_loss)
+from scalear.domains.restoration.varformer import (FREEZE_GROUPS, VarformerConfig, create_varformer, init_from_var,
+                                                   load_prior, varformer_loss)
 from scalear.io import from_pretrained, save_pretrained
+from scalear.var_checkpoints import CheckpointMismatchError
 from scalear.vqvae import create_vqvae
 
 
@@ -46,6 +47,7 @@ def test_frozen_parameters_get_no_gradient_and_do_not_change(model):
     changed = [n for n, p in model.named_parameters() if id(p) not in frozen and not torch.equal(p, before[n])]
     assert any(n.startswith("prior.enhance") for n in changed)  # feature loss
     assert any(n.startswith("prior.transformer.head") for n in changed)  # token loss
+    assert any(n.startswith("prior.inject") for n in changed)  # token loss through the injection
     assert any(n.startswith(("dae", "aft", "enc")) for n in changed)  # L1
     opt.zero_grad()
 
@@ -103,9 +105,11 @@ def test_no_prior_ablation_has_no_prior_parameters_or_path():
 
 def test_restore_any_size_in_range(model):
     model.eval()
-    for H, W in [(32, 32), (7, 9), (45, 61)]:
-        y = model.restore(torch.rand(1, 3, H, W))
-        assert y.shape == (1, 3, H, W) and float(y.min()) >= 0 and float(y.max()) <= 1
+    deeper = create_varformer("tiny", widths=[8, 16, 24, 32]).eval()  # 4 levels, widths differing per level
+    for m in (model, deeper):
+        for H, W in [(32, 32), (7, 9), (45, 61)]:
+            y = m.restore(torch.rand(1, 3, H, W))
+            assert y.shape == (1, 3, H, W) and float(y.min()) >= 0 and float(y.max()) <= 1
 
 
 def test_tiny_varformer_learns_to_denoise_a_fixed_batch():
@@ -138,6 +142,15 @@ def test_export_round_trip_is_identical(model, tmp_path):
     x = torch.rand(2, 3, 36, 40)
     assert torch.equal(again.restore(x), model.restore(x))
     assert all(not p.requires_grad for p in again.frozen_parameters())
+
+
+def test_init_from_var_state_dicts(tmp_path):
+    src, m = create_varformer("tiny"), create_varformer("tiny")
+    torch.save(src.prior.transformer.state_dict(), tmp_path / "var.pth")
+    init_from_var(m, var_path=tmp_path / "var.pth")
+    assert torch.equal(m.prior.transformer.blocks[0].attn.mat_qkv.weight, src.prior.transformer.blocks[0].attn.mat_qkv.weight)
+    with pytest.raises(CheckpointMismatchError, match="does not fit"):
+        init_from_var(create_varformer("tiny", transformer={"depth": 2}), var_path=tmp_path / "var.pth")
 
 
 def test_load_prior_from_an_exported_tokenizer(tmp_path):

@@ -349,7 +349,8 @@ class Varformer(nn.Module):
         self.conv_out = nn.Conv2d(W[0], 3, 3, padding=1)
         if self.prior is not None:
             K, Cvae = self.prior.num_scales, self.prior.tokenizer.config.z_channels
-            guided = [*W[1:], *W[1:-1]]  # encoder levels 1.., decoder levels 1..L-2 (the bottleneck is the encoder's last)
+            # in call order: encoder levels 1..L-1 (the last is the bottleneck), then decoder levels L-2..1
+            guided = [*W[1:], *reversed(W[1:-1])]
             self.dae = nn.ModuleList(ScaleWeights(w, K, Cvae) for w in guided)
             self.aft = nn.ModuleList(AnchorCrossAttention(w, cfg.heads) for w in guided)
         self.apply_freeze()
