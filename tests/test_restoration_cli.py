@@ -39,6 +39,7 @@ def photos(tmp_path) -> Path:
     write_image(d / "rgb16.png", rgb[:36, :44], bits=16)
     write_image(d / "photo.jpg", rgb[:30])
     Image.fromarray((rng.random((33, 47)) * 255).astype(np.uint8), mode="L").save(d / "grey.png")
+    Image.fromarray((rng.random((20, 24)) * 65535).astype(np.uint16)).save(d / "grey16.png")
     (d / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 10)
     (d / "notes.txt").write_text("not an image")
     return d
@@ -56,11 +57,14 @@ def test_predict_folder_writes_every_readable_image_and_names_the_bad_one(model_
     assert rc == 1 and "corrupt.png" in err
     assert _digests(photos) == before  # inputs untouched, nothing written next to them
     written = sorted(p.name for p in out.iterdir())
-    assert written == ["grey_restored.png", "photo_restored.png", "rgb16_restored.png", "rgb8_restored.png"]
-    for name, src in [("rgb8", "rgb8.png"), ("rgb16", "rgb16.png"), ("photo", "photo.jpg"), ("grey", "grey.png")]:
+    assert written == ["grey16_restored.png", "grey_restored.png", "photo_restored.png", "rgb16_restored.png",
+                       "rgb8_restored.png"]
+    for name, src in [("rgb8", "rgb8.png"), ("rgb16", "rgb16.png"), ("photo", "photo.jpg"), ("grey", "grey.png"),
+                      ("grey16", "grey16.png")]:
         y, x = read_image(out / f"{name}_restored.png"), read_image(photos / src)
         assert y.shape == x.shape and 0 <= y.min() and y.max() <= 1
-    assert png_bit_depth(out / "rgb16_restored.png")[0] == 16 and png_bit_depth(out / "rgb8_restored.png")[0] == 8
+    assert png_bit_depth(out / "rgb16_restored.png")[0] == 16 and png_bit_depth(out / "grey16_restored.png")[0] == 16
+    assert png_bit_depth(out / "rgb8_restored.png")[0] == 8
 
 
 def test_identity_with_tiles_reproduces_the_input_exactly(photos, tmp_path):
@@ -96,6 +100,22 @@ def test_eval_prints_and_writes_metrics_per_degradation(tmp_path, capsys):
     assert 19.0 < m["noise25"]["psnr"] < 22.0  # sigma 25/255 Gaussian noise: ~20.2 dB before clipping
     assert len(doc["per_image"]) == 6
     assert main(["eval", "--model", "identity", "--degradations", "no_such_thing", "--quiet"]) == 2
+
+
+def test_eval_on_a_paired_folder(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    for sub in ("input", "target"):
+        (tmp_path / "bench" / sub).mkdir(parents=True)
+    for i in range(2):
+        clean = rng.random((24, 32, 3)).astype(np.float32)
+        write_image(tmp_path / "bench" / "target" / f"{i}.png", clean)
+        write_image(tmp_path / "bench" / "input" / f"{i}.png", np.clip(clean + 0.05, 0, 1))
+    out = tmp_path / "paired.json"
+    assert main(["eval", "--model", "identity", "--paired", str(tmp_path / "bench"), "--out", str(out), "--quiet"]) == 0
+    m = json.loads(out.read_text())["metrics"]
+    assert set(m) == {"bench", "average"} and m["bench"]["count"] == 2 and 25 < m["bench"]["psnr"] < 28
+    assert main(["eval", "--model", "identity", "--paired", str(tmp_path / "bench"), "--degradations", "rain"]) == 2
+    assert "--paired" in capsys.readouterr().err
 
 
 def test_scalear_dispatches_restore_and_fit_trains_and_exports(tmp_path):
