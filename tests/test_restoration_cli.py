@@ -86,6 +86,9 @@ def test_varformer_tiled_and_whole_agree_and_output_folder_checks(model_dir, pho
     assert main(["--model", str(model_dir), "--input", str(tmp_path / "none*.png"), "--out", str(tmp_path / "b")]) == 2
     assert main(["--model", str(photos), "--input", str(photos), "--out", str(tmp_path / "c")]) == 2
     assert "config.json" in capsys.readouterr().err
+    assert main(["--model", "identity", "--input", str(photos), "--out", str(tmp_path / "d"), "--tile", "16",
+                 "--overlap", "16"]) == 2
+    assert "overlap" in capsys.readouterr().err and not (tmp_path / "d").exists()
 
 
 def test_eval_prints_and_writes_metrics_per_degradation(tmp_path, capsys):

@@ -109,8 +109,12 @@ def eval_dataset(a: argparse.Namespace):
 def _predict(a: argparse.Namespace) -> int:
     from scalear.domains.restoration.predict import collect_inputs, load_restorer, restore_files
 
+    from scalear.domains.restoration.tiling import check_tiling
+
     device = _device(a.device)
     try:
+        if a.tile is not None:
+            check_tiling(a.tile, a.overlap, a.overlap // 4)
         inputs = collect_inputs(a.input)
         model = load_restorer(a.model, device)
         rep = restore_files(model, inputs, Path(a.out), tile=a.tile, overlap=a.overlap,
@@ -131,8 +135,12 @@ def _eval(a: argparse.Namespace) -> int:
 
     from scalear.domains.restoration.predict import evaluate, load_restorer
 
+    from scalear.domains.restoration.tiling import check_tiling
+
     device = _device(a.device)
     try:
+        if a.tile is not None:
+            check_tiling(a.tile, a.overlap, a.overlap // 4)
         model = load_restorer(a.model, device)
         ds = eval_dataset(a)
         loader = DataLoader(ds, batch_size=1)

@@ -176,8 +176,9 @@ class ResBlock(nn.Module):
 
 
 class TokenInjection(nn.Module):
-    """Cross-attention from VAR's hidden tokens of one scale to the degraded image's tokens of that scale,
-    added as a residual whose output projection starts at zero (the reference's ``CrossAttentionAR``)."""
+    """Cross-attention from VAR's hidden tokens of one scale to the degraded image's tokens of that scale (keys
+    carry the scale's positional + level embedding), added as a residual whose output projection starts at
+    zero (the reference's ``CrossAttentionAR``)."""
 
     def __init__(self, width: int, latent_dim: int, num_heads: int):
         super().__init__()
@@ -191,8 +192,8 @@ class TokenInjection(nn.Module):
         B, n, C = x_BnC.shape
         h = self.num_heads
         q = self.to_q(self.ln_q(x_BnC)).view(B, n, h, -1).transpose(1, 2)
-        kv = self.to_kv(self.ln_kv(lq_BnCvae)) + pos_BnC.repeat(1, 1, 2)
-        k, v = kv.view(B, -1, 2, h, C // h).permute(2, 0, 3, 1, 4).unbind(0)
+        k, v = self.to_kv(self.ln_kv(lq_BnCvae)).chunk(2, dim=-1)
+        k, v = ((k + pos_BnC).view(B, -1, h, C // h).transpose(1, 2), v.view(B, -1, h, C // h).transpose(1, 2))
         out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, n, C)
         return x_BnC + self.proj(out)
 
