@@ -128,11 +128,14 @@ def test_scalear_dispatches_restore_and_fit_trains_and_exports(tmp_path):
     rc = main(["fit", "--config", str(REPO / "configs/restoration/varformer_tiny.yaml"),
                "--model.init_args.prior_tokenizer", "null", "--model.init_args.prior_transformer", "null",
                "--model.init_args.model", "{use_prior: true, freeze: [tokenizer]}",
-               "--trainer.max_steps", "2", "--trainer.val_check_interval", "2", "--trainer.enable_progress_bar", "false",
+               "--trainer.max_steps", "2", "--trainer.val_check_interval", "2", "--trainer.log_every_n_steps", "1",
+               "--trainer.enable_progress_bar", "false",
                "--trainer.default_root_dir", str(root), "--trainer.logger.init_args.save_dir", str(root),
                "--data.init_args.repeats", "1", "--data.init_args.val_degradations", "[noise25]",
                "--data.init_args.batch_size", "4"])
     assert rc == 0
     export = root / "logs" / "version_0" / "export" / "varformer"
     assert (export / "model.safetensors").is_file()
+    header = (root / "logs" / "version_0" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"val/psnr", "val/ssim", "val/psnr_noise25", "train/l1", "train/tokens"} <= set(header)
     assert main(["--model", str(export), "--input", str(REPO / "configs"), "--out", str(tmp_path / "x"), "--quiet"]) == 2

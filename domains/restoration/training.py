@@ -186,7 +186,8 @@ class VarformerModule(ScalearModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         pred = self.model.restore(batch["degraded"])
         labels = batch.get("degradation", "val")
-        self.evaluator.update(pred.float().cpu(), batch["clean"].float().cpu(), labels if isinstance(labels, str) else list(labels))
+        labels = labels if isinstance(labels, str) else list(labels)
+        self.evaluator.update(pred.float().cpu(), batch["clean"].float().cpu(), labels)
 
     def on_validation_epoch_end(self) -> None:
         if not self.evaluator.records:

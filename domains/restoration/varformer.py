@@ -204,7 +204,8 @@ class ScaleWeights(nn.Module):
 
     def __init__(self, channels: int, num_scales: int, latent_dim: int):
         super().__init__()
-        self.score = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.GELU(), nn.Conv2d(channels, num_scales, 1))
+        self.score = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.GELU(),
+                                   nn.Conv2d(channels, num_scales, 1))
         self.norm = nn.InstanceNorm2d(num_scales * latent_dim, affine=True)
         self.proj = nn.Conv2d(num_scales * latent_dim, channels, 1)
 
@@ -477,7 +478,8 @@ def varformer_loss(model: Varformer, degraded_B3HW: torch.Tensor, clean_B3HW: to
 def init_from_var(model: Varformer, var_path: str | Path | None = None, vae_path: str | Path | None = None) -> Varformer:
     """Load VAR's public weights (``vae_ch160v4096z32.pth``, ``var_d16.pth``) into the prior, through
     :mod:`scalear.var_checkpoints`; the model needs VAR's architecture (the ``paper`` preset for VAR-d16)."""
-    from scalear.var_checkpoints import CheckpointMismatchError, _load_tensors, load_var_vqvae, map_var_transformer_state_dict
+    from scalear.var_checkpoints import (CheckpointMismatchError, _load_tensors, load_var_vqvae,
+                                         map_var_transformer_state_dict)
 
     if model.prior is None:
         raise ValueError("this Varformer has no prior (use_prior=False); there is nothing to load VAR's weights into")
@@ -512,7 +514,8 @@ def load_prior(model: Varformer, tokenizer: str | Path | None = None, transforme
         try:
             own.load_state_dict(m.state_dict())
         except RuntimeError as e:
-            raise ValueError(f"{path} does not fit this Varformer's {attr} (choose the preset it was trained for): {e}") from None
+            raise ValueError(f"{path} does not fit this Varformer's {attr} (choose the preset it was trained "
+                             f"for): {e}") from None
     return model
 
 
