@@ -121,9 +121,15 @@ def test_eval_on_a_paired_folder(tmp_path, capsys):
     assert "--paired" in capsys.readouterr().err
 
 
-def test_scalear_dispatches_restore_and_fit_trains_and_exports(tmp_path):
+def test_entry_points_reach_the_restore_verbs_and_the_model_kind(model_dir):
     r = subprocess.run([sys.executable, "-m", "scalear.cli", "restore", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "predict" in r.stdout and "eval" in r.stdout
+    code = f"from scalear.io import from_pretrained; print(type(from_pretrained({str(model_dir)!r})).__name__)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)  # a fresh process: no import
+    assert r.returncode == 0 and r.stdout.strip() == "Varformer", r.stderr
+
+
+def test_fit_trains_and_exports(tmp_path):
     root = tmp_path / "run"
     rc = main(["fit", "--config", str(REPO / "configs/restoration/varformer_tiny.yaml"),
                "--model.init_args.prior_tokenizer", "null", "--model.init_args.prior_transformer", "null",
