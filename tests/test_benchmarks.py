@@ -62,3 +62,26 @@ def test_bench_flags_are_checked(bench):
     assert bench("bench_depth").parse_args([]).size == (480, 640)
     with pytest.raises(SystemExit):
         bench("bench_depthart").parse_args(["--steps", "0"])
+
+
+def test_bench_restoration_runs(bench, capsys):
+    results = bench("bench_restoration").main(["--presets", "tiny", "--size", "40,52", "--min-time", "0",
+                                               "--repeats", "1"])
+    assert [(r["preset"], r["use_prior"]) for r in results] == [("tiny", True), ("tiny", False)]
+    assert all(r["sec_per_image"] > 0 and r["mp_per_s"] > 0 and r["mib"] >= 0 for r in results)
+    with_prior, without = results
+    assert with_prior["params"] > without["params"] > 0  # the ablation drops the prior branch, DAE and AFT
+    out = capsys.readouterr().out
+    assert "Restoration throughput" in out and "40x52" in out and "MP/s" in out and "torch" in out
+
+
+def test_bench_restoration_tiles_and_checks_flags(bench, capsys):
+    mod = bench("bench_restoration")
+    results = mod.main(["--presets", "tiny", "--size", "40,52", "--tile", "32", "--overlap", "8", "--no-ablation",
+                        "--min-time", "0", "--repeats", "1"])
+    assert [r["use_prior"] for r in results] == [True]
+    assert "32 / 8" in capsys.readouterr().out
+    assert mod.parse_args([]).size == (512, 512)
+    for bad in (["--presets", "huge"], ["--size", "512"], ["--tile", "16", "--overlap", "16"], ["--batch", "0"]):
+        with pytest.raises(SystemExit):
+            mod.parse_args(bad)
