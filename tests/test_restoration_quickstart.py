@@ -1,0 +1,60 @@
+"""The restoration part of `scalear quickstart`: wired end to end (fast mode: a few training steps per stage),
+and, in full, meeting the bars it was measured to meet."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from scalear.datasets.restoration.degradations import EVAL_SUITE
+from scalear.domains.restoration.quickstart import METHODS, NOISE_KEYS, run, tune_tv
+from scalear.quickstart import quickstart_entry_points
+
+
+def test_restoration_quickstart_is_an_entry_point():
+    assert "restoration" in quickstart_entry_points()
+
+
+def test_tv_tuning_picks_a_stronger_weight_for_stronger_noise():
+    w = tune_tv(("noise15", "noise50"), 64, (0.02, 0.05, 0.1, 0.2))
+    assert set(w) == {"noise15", "noise50"} and w["noise15"] < w["noise50"]
+
+
+def test_restoration_quickstart_fast(tmp_path, single_thread):
+    md = run(tmp_path, fast=True)
+    root = tmp_path / "restoration"
+    m = json.loads((root / "metrics.json").read_text())
+    assert list(m["heldout"]) == list(EVAL_SUITE) and m["fast"] is True
+    for key, row in m["heldout"].items():
+        expected = set(METHODS) if key in NOISE_KEYS else set(METHODS) - {"TV (tuned)"}
+        assert set(row) == expected, key
+        assert all(np.isfinite(r["psnr"]) and 0 <= r["ssim"] <= 1 and r["count"] == 3 for r in row.values())
+    n25 = m["heldout"]["noise25"]
+    assert 18 < n25["degraded input"]["psnr"] < 23  # sigma 25/255 noise: ~20.2 dB before clipping
+    assert n25["TV (tuned)"]["psnr"] > n25["degraded input"]["psnr"] + 3
+    assert set(m["seconds"]) >= {"prior_tokenizer", "prior_transformer", "varformer", "varformer_no_prior"}
+    for name in ("export/varformer", "export_no_prior/varformer", "export/tokenizer", "export/transformer"):
+        assert (root / name / "model.safetensors").is_file(), name
+    for pic in ("noise25_degraded_restored_clean.png", "chelsea_all_degradations_degraded_restored_clean.png"):
+        assert f"restoration/{pic}" in md
+        with Image.open(root / pic) as im:
+            assert im.mode == "RGB" and im.width > 3 * 64
+    assert "| noise25 |" in md and "no prior" in md
+
+
+@pytest.mark.slow
+def test_restoration_quickstart_full_meets_the_bars(tmp_path, single_thread):
+    """The full quickstart (STEPS: ~5.5 min on one CPU thread) on 256 px centre crops of the held-out photos.
+
+    Measured (one thread, seed 0): noise25 PSNR Varformer 24.31, noisy input 20.57, no prior 23.50, tuned TV
+    27.88 dB. The issue's bar of beating the classical baseline is *not* met at this budget, so it is not
+    asserted; the +3 dB over the noisy input and the gain of the prior over the ablation are (with margins)."""
+    run(tmp_path)
+    m = json.loads((tmp_path / "restoration" / "metrics.json").read_text())
+    n25 = m["heldout"]["noise25"]
+    model, noisy, tv = (n25[k]["psnr"] for k in ("Varformer", "degraded input", "TV (tuned)"))
+    print(f"\nnoise25 PSNR: Varformer {model:.2f}, noisy {noisy:.2f}, TV {tv:.2f}, no prior {n25['no prior']['psnr']:.2f}")
+    assert model >= noisy + 3
+    assert model >= n25["no prior"]["psnr"] + 0.3
+    assert tv > noisy + 5  # the baseline is tuned, not a straw man
