@@ -41,6 +41,17 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="at most this many timed runs per cell (default: 3)")
 
 
+def image_size(text: str) -> tuple[int, int]:
+    """``--size H,W`` as an argparse type: two positive integers."""
+    try:
+        h, w = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected H,W (two integers), got {text!r}") from None
+    if h < 1 or w < 1:
+        raise argparse.ArgumentTypeError(f"H and W must be positive, got {text!r}")
+    return h, w
+
+
 def setup(args: argparse.Namespace) -> torch.device:
     """Apply ``--threads`` and check ``--device``; returns the device."""
     if args.threads > 0:

@@ -22,20 +22,10 @@ import sys
 
 import torch
 
-from _common import (add_common_args, autocast, environment, fmt_ms, fmt_params, memory_method, peak_memory,
-                     print_table, setup, time_runs)
+from _common import (add_common_args, autocast, environment, fmt_ms, fmt_params, image_size, memory_method,
+                     peak_memory, print_table, setup, time_runs)
 from scalear.domains.depth.dar import DAR_PRESETS, create_dar
 from scalear.domains.depth.depthart import DEPTHART_PRESETS, create_depthart
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected H,W (two integers), got {text!r}") from None
-    if h < 1 or w < 1:
-        raise argparse.ArgumentTypeError(f"H and W must be positive, got {text!r}")
-    return h, w
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -43,7 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--presets", default="tiny,small,base", help=f"DAR presets, comma-separated, from {sorted(DAR_PRESETS)}")
     p.add_argument("--depthart-presets", default="tiny,small,paper",
                    help=f"DepthART presets, comma-separated, from {sorted(DEPTHART_PRESETS)} ('' for none)")
-    p.add_argument("--size", type=_size, default=(480, 640),
+    p.add_argument("--size", type=image_size, default=(480, 640),
                    help="input H,W, before the model's own resize (default: 480,640, NYU's)")
     p.add_argument("--batch", type=int, default=1, help="images per call (default: 1)")
     add_common_args(p)

@@ -51,8 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _fit(config: str, root: Path, export: Path, args: argparse.Namespace, data_prefix: str, extra: list[str]) -> float:
-    steps = args.steps if config == "depthart_tiny" else args.tokenizer_steps
+def _fit(config: str, steps: int, root: Path, export: Path, args: argparse.Namespace, data_prefix: str,
+         extra: list[str]) -> float:
     data = [f"--data.init_args.{data_prefix}train_size", str(args.train_size),
             f"--data.init_args.{data_prefix}val_size", str(args.val_size),
             f"--data.init_args.{data_prefix}test_size", str(args.test_size)]
@@ -79,13 +79,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     out = Path(args.out)
     tok_dir, tok_seconds = args.tokenizer, 0.0
     if tok_dir is None:
-        tok_seconds = _fit("depthart_tokenizer_tiny", out / "tokenizer", out / "export", args, "data.init_args.", [])
+        tok_seconds = _fit("depthart_tokenizer_tiny", args.tokenizer_steps, out / "tokenizer", out / "export", args,
+                           "data.init_args.", [])
         tok_dir = str(out / "export" / "tokenizer")
 
     models, seconds = {}, {}
     for mode in MODES:
         export = out / mode / "export"
-        seconds[mode] = _fit("depthart_tiny", out / mode, export, args, "",
+        seconds[mode] = _fit("depthart_tiny", args.steps, out / mode, export, args, "",
                              ["--model.init_args.tokenizer", tok_dir, "--model.init_args.training", mode,
                               "--seed_everything", str(args.seed)])
         models[mode] = from_pretrained(export / "depthart").to(device).eval()
@@ -111,9 +112,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows = [[r["model"], r["inference"], f"{r['abs_rel']:.3f}", f"{r['rmse']:.3f}", f"{r['d1']:.3f}",
              f"{r['train_s']:.0f}" if "train_s" in r else "-", f"{r['ms_per_image']:.1f}" if "ms_per_image" in r else "-"]
             for r in results]
+    tokenizer = f"{args.tokenizer_steps} steps, {tok_seconds:.0f} s" if args.tokenizer is None else f"reused from {tok_dir}"
     caption = (f"{environment(device, 'fp32')}\n{len(test)} held-out procedural scenes at "
                f"{'x'.join(map(str, first.input_size))} px, {args.train_size} training scenes, {args.steps} steps "
-               f"per mode, seed {args.seed}; tokenizer: {f'{args.tokenizer_steps} steps, {tok_seconds:.0f} s' if args.tokenizer is None else 'reused from ' + tok_dir}\n"
+               f"per mode, seed {args.seed}; tokenizer: {tokenizer}\n"
                "metrics after per-image median scaling (DepthART's protocol); d1 = accuracy, higher is better")
     print_table("DepthART: dynamic targets vs teacher forcing", ["model", "inference", "AbsRel", "RMSE (m)", "d1",
                                                                   "train s", "ms/img"], rows, caption, text_columns=2)

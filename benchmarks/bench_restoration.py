@@ -22,27 +22,17 @@ import sys
 
 import torch
 
-from _common import (add_common_args, autocast, environment, fmt_ms, fmt_params, memory_method, peak_memory,
-                     print_table, setup, time_runs)
+from _common import (add_common_args, autocast, environment, fmt_ms, fmt_params, image_size, memory_method,
+                     peak_memory, print_table, setup, time_runs)
 from scalear.domains.restoration.tiling import check_tiling, restore_tiled
 from scalear.domains.restoration.varformer import VARFORMER_PRESETS, create_varformer
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected H,W (two integers), got {text!r}") from None
-    if h < 1 or w < 1:
-        raise argparse.ArgumentTypeError(f"H and W must be positive, got {text!r}")
-    return h, w
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--presets", default="tiny,small,paper",
                    help=f"Varformer presets, comma-separated, from {sorted(VARFORMER_PRESETS)}")
-    p.add_argument("--size", type=_size, default=(512, 512), help="input H,W (default: 512,512)")
+    p.add_argument("--size", type=image_size, default=(512, 512), help="input H,W (default: 512,512)")
     p.add_argument("--tile", type=int, default=None, help="restore in N x N tiles (default: whole images)")
     p.add_argument("--overlap", type=int, default=32, help="minimum tile overlap with --tile (default: 32)")
     p.add_argument("--no-ablation", action="store_true", help="skip the use_prior=False rows")

@@ -164,15 +164,20 @@ DEPTHART_PRESETS: dict[str, DepthARTConfig] = {
 }
 
 
-def create_depthart(name: str = "tiny", **overrides: Any) -> "DepthARTModel":
-    """Build a preset of :data:`DEPTHART_PRESETS` with :class:`DepthARTConfig` ``overrides``; a
-    ``transformer`` override dict is merged into the preset's."""
+def preset_config(name: str = "tiny", **overrides: Any) -> DepthARTConfig:
+    """The :data:`DEPTHART_PRESETS` config ``name`` with :class:`DepthARTConfig` ``overrides``; a ``transformer``
+    override dict is merged into the preset's."""
     if name not in DEPTHART_PRESETS:
         raise KeyError(f"unknown DepthART preset {name!r}; available: {sorted(DEPTHART_PRESETS)}")
     d = DEPTHART_PRESETS[name].to_dict()
     if "transformer" in overrides:
         overrides["transformer"] = {**d["transformer"], **overrides["transformer"]}
-    return DepthARTModel(DepthARTConfig.from_dict({**d, **overrides}))
+    return DepthARTConfig.from_dict({**d, **overrides})
+
+
+def create_depthart(name: str = "tiny", **overrides: Any) -> "DepthARTModel":
+    """Build a preset of :data:`DEPTHART_PRESETS` with overrides (see :func:`preset_config`)."""
+    return DepthARTModel(preset_config(name, **overrides))
 
 
 # ------------------------------------------------------------------------------------------- model
@@ -410,5 +415,6 @@ def _build(d: dict) -> DepthARTModel:
 
 register_model_kind("depthart", _build, lambda m: m.cfg.to_dict())
 
-__all__ = ["DepthARTConfig", "DEPTHART_PRESETS", "DepthARTModel", "RefineOutput", "create_depthart", "depthart_loss",
+__all__ = ["DepthARTConfig", "DEPTHART_PRESETS", "DepthARTModel", "RefineOutput", "create_depthart", "preset_config",
+           "depthart_loss",
            "depth_to_tokenizer_input", "tokenizer_output_to_depth", "init_from_var"]

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from scalear.domains.depth.depthart import (DEPTHART_PRESETS, DepthARTConfig, DepthARTModel, TrainingMode,
-                                            depth_to_tokenizer_input, depthart_loss)
+from scalear.domains.depth.depthart import (DEPTHART_PRESETS, DepthARTModel, TrainingMode, depth_to_tokenizer_input,
+                                            depthart_loss, preset_config)
 from scalear.domains.depth.metrics import DepthEvalConfig, depth_metrics_batch
 from scalear.io import from_pretrained
 from scalear.training.base import ScalearModule
@@ -125,17 +125,15 @@ class DepthARTModule(ScalearModule):
     ):
         super().__init__(lr, weight_decay, betas, warmup_steps, min_lr_ratio, export_dir)
         self.save_hyperparameters()
-        if preset not in DEPTHART_PRESETS:
+        if preset not in DEPTHART_PRESETS:  # a ValueError, which LightningCLI reports as a config error
             raise ValueError(f"unknown DepthART preset {preset!r}; available: {sorted(DEPTHART_PRESETS)}")
         if training not in ("dynamic", "teacher_forcing"):
             raise ValueError(f"training must be 'dynamic' or 'teacher_forcing', got {training!r}")
         tok = from_pretrained(tokenizer)
         if not isinstance(tok, VQVAE):
             raise ValueError(f"{tokenizer}: expected an exported VQ-VAE tokenizer, got a {type(tok).__name__}")
-        d = DEPTHART_PRESETS[preset].to_dict()
-        d["transformer"] = {**d["transformer"], **(transformer or {})}
-        d |= dict(sampling or {})
-        self.model = DepthARTModel(DepthARTConfig.from_dict({**d, "tokenizer": tok.config.to_dict()}), tokenizer=tok)
+        cfg = preset_config(preset, transformer=dict(transformer or {}), tokenizer=tok.config.to_dict(), **(sampling or {}))
+        self.model = DepthARTModel(cfg, tokenizer=tok)
         self.training_mode, self.mse_weight, self.gumbel_tau = training, mse_weight, gumbel_tau
 
     def trainable(self) -> nn.Module:
@@ -146,11 +144,6 @@ class DepthARTModule(ScalearModule):
 
     def exported_models(self) -> dict[str, nn.Module]:
         return {"depthart": self.model}
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.model.tokenizer.eval()
-        return self
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss, logs = depthart_loss(self.model, batch["image"], batch["depth"], batch.get("valid"), self.training_mode,
