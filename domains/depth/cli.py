@@ -17,8 +17,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-import torch
 from torch.utils.data import DataLoader, Dataset, Subset
+
+from scalear.files import resolve_device
 
 DESCRIPTION = """\
 Monocular depth: run a depth model on images, score it on a test set, or train one.
@@ -52,12 +53,6 @@ EVAL_DATASETS = {
     "procedural": "built-in procedural scenes (no crop, their 0.1..10 m range): --size N --image-size H,W",
     "middlebury": "the Middlebury 2014 Motorcycle sample shipped with scikit-image (no crop, 1e-3..10 m)",
 }
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _floats(text: str, n: int, what: str) -> tuple[float, ...]:
@@ -150,7 +145,7 @@ def _predict(a: argparse.Namespace) -> int:
     from scalear.domains.depth.predict import collect_inputs, predict_files
     from scalear.domains.depth.predictor import load_predictor
 
-    device = _device(a.device)
+    device = resolve_device(a.device)
     try:
         inputs = collect_inputs(a.input)
         predictor = load_predictor(a.model, map_location=device)
@@ -170,7 +165,7 @@ def _eval(a: argparse.Namespace) -> int:
     from scalear.domains.depth.predict import KBCropPredictor, evaluate, eval_summary, write_eval_json
     from scalear.domains.depth.predictor import load_predictor
 
-    device = _device(a.device)
+    device = resolve_device(a.device)
     try:
         predictor = load_predictor(a.model, map_location=device)
         ds, cfg, info = build_eval_dataset(a)

@@ -19,7 +19,6 @@ An unreadable input is reported by name and skipped; the others are still writte
 
 from __future__ import annotations
 
-import glob
 import json
 import sys
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from PIL import Image
 from scalear.datasets.depth.io import ImageReadError, encode_depth_png, read_rgb
 from scalear.domains.depth.metrics import DepthEvalConfig, DepthEvaluator, format_table
 from scalear.domains.depth.predictor import DepthPredictor
+from scalear import files
 from scalear.io import atomic_write
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".webp")
@@ -48,34 +48,8 @@ def default_intrinsics(height: int, width: int) -> tuple[float, float, float, fl
 
 
 def collect_inputs(spec: str | Path) -> list[Path]:
-    """Image files of a file, a folder (its files with an image extension, not recursive) or a glob pattern."""
-    p = Path(spec)
-    if p.is_file():
-        return [p]
-    if p.is_dir():
-        files = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS)
-        if not files:
-            raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {p}")
-        return files
-    files = sorted(Path(q) for q in glob.glob(str(spec), recursive=True) if Path(q).is_file())
-    if not files:
-        raise FileNotFoundError(f"no input matches {str(spec)!r} (not a file, a folder or a glob with matches)")
-    return files
-
-
-def output_stems(inputs: Sequence[Path]) -> list[str]:
-    """Output name per input: its stem, or ``<stem>_<ext>`` where two inputs share a stem (a.png, a.jpg)."""
-    stems = [p.stem for p in inputs]
-    dup = {s for s in stems if stems.count(s) > 1}
-    return [f"{p.stem}_{p.suffix.lstrip('.').lower()}" if p.stem in dup else p.stem for p in inputs]
-
-
-def check_output_folder(out: Path, inputs: Sequence[Path]) -> None:
-    """Refuse to write into a folder that holds an input (outputs must never land next to, or over, inputs)."""
-    out_r = out.resolve()
-    for p in inputs:
-        if p.resolve().parent == out_r:
-            raise ValueError(f"--out {out} is the folder of input {p}; choose another folder so inputs are never overwritten")
+    """Image files of a file, a folder (its image files, not recursive, hidden ones skipped) or a glob pattern."""
+    return files.collect_inputs(spec, IMAGE_EXTENSIONS)
 
 
 @torch.no_grad()
@@ -183,10 +157,10 @@ def predict_files(predictor: DepthPredictor, inputs: Sequence[Path], out: Path, 
     """Predict every input and write its files into ``out``; unreadable images are reported and skipped."""
     from tqdm import tqdm
 
-    check_output_folder(out, inputs)
+    files.check_output_folder(out, inputs)
     out.mkdir(parents=True, exist_ok=True)
     report = PredictReport()
-    bar = tqdm(list(zip(inputs, output_stems(inputs))), desc="depth", unit="img", disable=not progress, file=sys.stderr)
+    bar = tqdm(list(zip(inputs, files.unique_stems(inputs))), desc="depth", unit="img", disable=not progress, file=sys.stderr)
     for path, stem in bar:
         try:
             image_HW3 = read_rgb(path, exif_transpose=True)

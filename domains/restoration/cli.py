@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-import torch
+from scalear.files import resolve_device
 
 DESCRIPTION = """\
 Image restoration with Varformer (VAR's multi-scale prior): restore photos, score a model, or train one.
@@ -39,12 +39,6 @@ RGB (grey inputs give equal channels). Large images are restored in overlapping 
 seamlessly. Inputs are never overwritten: --out must not be a folder that holds an input.
 Exit status: 0 all written, 1 some inputs skipped (the rest written), 2 usage error.
 """
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _positive(text: str) -> int:
@@ -111,7 +105,7 @@ def _predict(a: argparse.Namespace) -> int:
 
     from scalear.domains.restoration.tiling import check_tiling
 
-    device = _device(a.device)
+    device = resolve_device(a.device)
     try:
         if a.tile is not None:
             check_tiling(a.tile, a.overlap, a.overlap // 4)
@@ -137,7 +131,7 @@ def _eval(a: argparse.Namespace) -> int:
 
     from scalear.domains.restoration.tiling import check_tiling
 
-    device = _device(a.device)
+    device = resolve_device(a.device)
     try:
         if a.tile is not None:
             check_tiling(a.tile, a.overlap, a.overlap // 4)

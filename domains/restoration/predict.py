@@ -7,7 +7,6 @@ input. An unreadable input is reported by name and skipped; the others are still
 
 from __future__ import annotations
 
-import glob
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Iterable, Literal, Sequence
 
 import torch
 
+from scalear import files
 from scalear.datasets.depth.io import ImageReadError, png_bit_depth
 from scalear.datasets.restoration.io import IMAGE_SUFFIXES, read_image_tensor, write_image
 from scalear.domains.restoration.metrics import RestorationEvaluator
@@ -48,36 +48,12 @@ def load_restorer(spec: str | Path, device: torch.device | str = "cpu"):
 
 def collect_inputs(spec: str | Path) -> list[Path]:
     """Image files of a file, a folder (its image files, not recursive, hidden ones skipped) or a glob."""
-    p = Path(spec)
-    if p.is_file():
-        return [p]
-    if p.is_dir():
-        files = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES
-                       and not q.name.startswith("."))
-        if not files:
-            raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {p}")
-        return files
-    files = sorted(Path(q) for q in glob.glob(str(spec), recursive=True) if Path(q).is_file())
-    if not files:
-        raise FileNotFoundError(f"no input matches {str(spec)!r} (not a file, a folder or a glob with matches)")
-    return files
+    return files.collect_inputs(spec, IMAGE_SUFFIXES)
 
 
 def output_names(inputs: Sequence[Path]) -> list[str]:
     """``<stem>_restored.png``, or ``<stem>_<ext>_restored.png`` where two inputs share a stem."""
-    stems = [p.stem for p in inputs]
-    return [f"{p.stem}_{p.suffix.lstrip('.').lower()}_restored.png" if stems.count(p.stem) > 1 else f"{p.stem}_restored.png"
-            for p in inputs]
-
-
-def check_output_folder(out: Path, inputs: Sequence[Path]) -> None:
-    """Refuse an output folder that holds an input, or that is an existing file."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; give an output folder")
-    out_r = out.resolve()
-    for p in inputs:
-        if p.resolve().parent == out_r:
-            raise ValueError(f"--out {out} is the folder of input {p}; choose another folder so inputs are never overwritten")
+    return [f"{stem}_restored.png" for stem in files.unique_stems(inputs)]
 
 
 def _bits(path: Path) -> int:
@@ -103,7 +79,7 @@ def restore_files(model, inputs: Sequence[Path], out: Path, *, tile: int | None 
     """Restore every input into ``out`` (module docstring); unreadable images are reported and skipped."""
     from tqdm import tqdm
 
-    check_output_folder(out, inputs)
+    files.check_output_folder(out, inputs)
     out.mkdir(parents=True, exist_ok=True)
     report = RestoreReport()
     bar = tqdm(list(zip(inputs, output_names(inputs))), desc="restore", unit="img", disable=not progress, file=sys.stderr)
@@ -136,5 +112,5 @@ def evaluate(model, data: Iterable[dict], *, tile: int | None = None, overlap: i
     return ev
 
 
-__all__ = ["IdentityRestorer", "load_restorer", "collect_inputs", "output_names", "check_output_folder",
+__all__ = ["IdentityRestorer", "load_restorer", "collect_inputs", "output_names",
            "RestoreReport", "restore_files", "evaluate"]
