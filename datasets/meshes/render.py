@@ -1,0 +1,103 @@
+"""Depth and normal renders of a mesh by ray casting (open3d ``RaycastingScene``): no display needed.
+
+Cameras are pinhole, OpenCV-style (x right, y down, looking along +z), placed by :func:`camera_views` on a
+circle around the origin with y up. Pixel ``(row, col)`` = ``(0, 0)`` is the top-left corner; depth is the
+z-distance along the optical axis (not the ray length), ``inf`` where the ray misses.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import trimesh
+
+from scalear.datasets.meshes.sampling import _nthreads, raycasting_scene
+
+#: condition renders: camera distance, elevation (degrees), horizontal field of view (degrees), view count
+RADIUS, ELEVATION, FOV, N_VIEWS = 2.0, 25.0, 40.0, 4
+
+
+def camera_views(n: int, radius: float = RADIUS, elevation: float = ELEVATION) -> np.ndarray:
+    """(n, 3) camera positions at ``radius`` from the origin, ``elevation`` degrees above the xz plane,
+    azimuths 45 + 360 i / n degrees about y (view 0 looks at the front-right corner from +x+z)."""
+    az = np.radians(45.0 + 360.0 * np.arange(n) / n)
+    el = np.radians(elevation)
+    return np.stack([np.cos(el) * np.sin(az), np.full(n, np.sin(el)), np.cos(el) * np.cos(az)], -1) * radius
+
+
+def look_at(eye: np.ndarray, up: Sequence[float] = (0.0, 1.0, 0.0)) -> np.ndarray:
+    """The 4x4 world-to-camera matrix of a camera at ``eye`` looking at the origin (OpenCV axes)."""
+    eye = np.asarray(eye, dtype=np.float64)
+    fwd = -eye / np.linalg.norm(eye)
+    right = np.cross(fwd, up)
+    if np.linalg.norm(right) < 1e-8:
+        raise ValueError(f"camera at {eye} looks along the up vector {up}")
+    right /= np.linalg.norm(right)
+    down = np.cross(fwd, right)
+    R = np.stack([right, down, fwd])
+    E = np.eye(4)
+    E[:3, :3], E[:3, 3] = R, -R @ eye
+    return E
+
+
+def render_depth_normals(mesh: trimesh.Trimesh, eye: np.ndarray, size: int = 64, fov: float = FOV
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ray-cast ``mesh`` from ``eye`` (looking at the origin, y up) into a ``size`` x ``size`` image.
+
+    Returns depth (H, W) float32 (z-depth, ``inf`` on the background), world-space unit normals (H, W, 3)
+    float32 turned to face the camera (0 on the background), and the object mask (H, W) bool.
+    """
+    import open3d as o3d
+
+    f = size / 2 / np.tan(np.radians(fov) / 2)
+    K = np.array([[f, 0, size / 2], [0, f, size / 2], [0, 0, 1]])
+    rays = o3d.t.geometry.RaycastingScene.create_rays_pinhole(
+        o3d.core.Tensor(K), o3d.core.Tensor(look_at(eye)), size, size)  # directions have unit camera-z
+    hit = raycasting_scene(mesh).cast_rays(rays, nthreads=_nthreads())
+    depth = hit["t_hit"].numpy().astype(np.float32)
+    mask = np.isfinite(depth)
+    n = hit["primitive_normals"].numpy().astype(np.float32)
+    d = rays.numpy()[..., 3:]
+    n = np.where((np.sum(n * d, -1) > 0)[..., None], -n, n)  # back faces of open meshes
+    n /= np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-12)
+    n[~mask] = 0
+    return depth, n, mask
+
+
+def render_condition_image(mesh: trimesh.Trimesh, view: int | np.ndarray, size: int = 64) -> torch.Tensor:
+    """(4, S, S) float32 image condition: channel 0 depth mapped to [0, 1] (1 = nearest possible point of
+    the unit cube, 0 = farthest), channels 1-3 camera-space normals (x right, y up, z towards the camera)
+    mapped to [0, 1] as ``(n + 1) / 2``; the background is 0 in all channels. ``view`` indexes
+    ``camera_views(N_VIEWS)`` or is a camera position."""
+    eye = camera_views(N_VIEWS)[view] if np.isscalar(view) else np.asarray(view, dtype=np.float64)
+    depth, normals, mask = render_depth_normals(mesh, eye, size)
+    dist, half = float(np.linalg.norm(eye)), np.sqrt(3) / 2
+    d01 = np.clip(1 - (depth - (dist - half)) / (2 * half), 0, 1)
+    R = look_at(eye)[:3, :3] * np.array([[1.0], [-1.0], [-1.0]])  # OpenCV -> x right, y up, z to the camera
+    n_cam = normals @ R.T
+    img = np.concatenate([d01[None], (n_cam.transpose(2, 0, 1) + 1) / 2]) * mask[None]
+    return torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))
+
+
+def shade(mesh: trimesh.Trimesh, eye: np.ndarray, size: int) -> np.ndarray:
+    """(H, W, 3) uint8 Lambert shading: light grey object lit from above the camera, white background."""
+    _, normals, mask = render_depth_normals(mesh, eye, size)
+    light = np.asarray(eye, dtype=np.float64) / np.linalg.norm(eye) + np.array([0.3, 1.0, 0.2])
+    light /= np.linalg.norm(light)
+    g = 0.25 + 0.65 * np.clip(normals @ light, 0, 1)
+    return (np.where(mask, g, 1.0)[..., None].repeat(3, -1) * 255).round().astype(np.uint8)
+
+
+def shaded_preview(mesh: trimesh.Trimesh, path: str | Path, size: int = 256, views: int = 4) -> Path:
+    """Write a Lambert-shaded PNG of ``mesh`` (1 view, or a 2x2 grid of 4 views) atomically."""
+    from scalear.viz import save_png
+
+    if views not in (1, 4):
+        raise ValueError(f"views must be 1 or 4, got {views}")
+    eyes = camera_views(views)
+    tiles = [shade(mesh, e, size) for e in eyes]
+    img = tiles[0] if views == 1 else np.concatenate([np.concatenate(tiles[:2], 1), np.concatenate(tiles[2:], 1)])
+    return save_png(img, path)
