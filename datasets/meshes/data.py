@@ -45,12 +45,12 @@ def preprocess_mesh(path: Path, settings: dict, seed: int) -> dict[str, np.ndarr
     mesh = normalize_mesh(mesh)
     rng = np.random.default_rng(seed)
     grid = sdf_grid(mesh, settings["grid_resolution"])
-    if not (grid < 0).any():
-        raise MeshError(f"{path}: encloses no volume (no voxel of the {settings['grid_resolution']}^3 grid is "
-                        f"inside{'; open surface' if not info.watertight else ''})")
     n_pool = settings["n_pool"]
     n_near = int(round(settings["near_fraction"] * n_pool))
     points, sdf = sample_sdf(mesh, n_near, n_pool - n_near, settings["sigma"], rng)
+    if not (grid < 0).any() and not (sdf < 0).any():  # e.g. an open sheet: parity voting finds no inside
+        raise MeshError(f"{path}: encloses no volume (no grid voxel or SDF sample is inside"
+                        f"{'; open surface' if not info.watertight else ''})")
     order = rng.permutation(n_pool)  # mix near and uniform samples, so any prefix has the same proportions
     surface, normals = sample_surface(mesh, settings["n_surface"], rng)
     images = torch.stack([render_condition_image(mesh, v, settings["image_size"]) for v in range(N_VIEWS)])
@@ -101,7 +101,7 @@ class MeshSDFDataset(Dataset):
                 self.records.append(rec)
             except (MeshError, FileNotFoundError) as e:
                 self.skipped.append((rec.path, str(e)))
-                warnings.warn(f"skipping mesh {rec.path}: {e}", stacklevel=2)
+                warnings.warn(f"skipping mesh: {e}", stacklevel=2)
         if not self.records:
             raise ValueError(f"none of the {len(recs)} meshes could be used; reasons: "
                              + "; ".join(reason for _, reason in self.skipped[:5]))
