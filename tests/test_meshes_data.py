@@ -123,10 +123,16 @@ def test_bad_meshes_are_skipped_and_named(procedural_folder, tmp_path, shared_da
     shutil.copytree(procedural_folder / "mug", folder / "mug")
     shutil.copy(shared_data / "meshes" / "bad" / "soup.stl", folder / "mug" / "soup.stl")
     shutil.copy(shared_data / "meshes" / "bad" / "empty.ply", folder / "mug" / "empty.ply")
+    xy = np.stack(np.meshgrid(np.linspace(0, 1, 4), np.linspace(0, 1, 4), indexing="ij"), -1).reshape(-1, 2)
+    q = np.array([[i * 4 + j, i * 4 + j + 4, i * 4 + j + 1, i * 4 + j + 1, i * 4 + j + 4, i * 4 + j + 5]
+                  for i in range(3) for j in range(3)]).reshape(-1, 3)
+    trimesh.Trimesh(np.c_[xy, np.zeros(16)], q).export(folder / "mug" / "sheet.ply")  # flat: no inside
     with pytest.warns(UserWarning, match="soup.stl"):
         ds = MeshSDFDataset(folder, tmp_path / "cache", **TINY)
-    assert len(ds) == 2 and {p.name for p, _ in ds.skipped} == {"soup.stl", "empty.ply"}
-    assert any("triangle soup" in reason for _, reason in ds.skipped)
+    assert len(ds) == 2 and {p.name for p, _ in ds.skipped} == {"soup.stl", "empty.ply", "sheet.ply"}
+    reasons = {p.name: reason for p, reason in ds.skipped}
+    assert "triangle soup" in reasons["soup.stl"] and "encloses no volume" in reasons["sheet.ply"]
+    assert all(name in reason for name, reason in reasons.items())
     only_bad = tmp_path / "bad"
     only_bad.mkdir()
     shutil.copy(shared_data / "meshes" / "bad" / "soup.stl", only_bad / "soup.stl")

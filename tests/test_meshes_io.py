@@ -136,6 +136,10 @@ def test_write_procedural_set_is_idempotent(tmp_path):
     mtimes = [p.stat().st_mtime_ns for p in paths]
     assert write_procedural_set(tmp_path, per_class=1, seed=3) == paths
     assert [p.stat().st_mtime_ns for p in paths] == mtimes
+    other = write_procedural_set(tmp_path / "b", per_class=1, seed=3, classes=("mug", "chair"))
+    assert np.array_equal(load_mesh(other[1]).vertices, load_mesh(paths[0]).vertices)  # keyed by class name
+    write_procedural_set(tmp_path, per_class=1, seed=4)  # another seed: rewritten
+    assert not np.array_equal(load_mesh(paths[0]).vertices, load_mesh(other[1]).vertices)
     for p in paths:
         mesh, info = inspect_mesh(p)
         assert info.watertight, p

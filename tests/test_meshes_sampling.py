@@ -9,7 +9,9 @@ from PIL import Image
 
 from scalear.datasets.meshes import (
     camera_views,
+    enclosure,
     grid_points,
+    inside_votes,
     load_mesh,
     normalize_mesh,
     render_condition_image,
@@ -57,6 +59,19 @@ def test_open_mesh_sign_by_parity_voting(sphere):
     assert not holed.is_watertight
     d = signed_distance(holed, np.array([[0, 0, 0], [0.1, -0.1, 0], [0, 0, 0.45], [0.45, 0, 0]]))
     assert d[0] < 0 and d[1] < 0 and d[2] > 0 and d[3] > 0
+
+
+def test_inside_votes_and_enclosure(sphere):
+    v = inside_votes(sphere, np.array([[0, 0, 0], [0.1, 0.2, 0], [0.45, 0.45, 0.45]]))
+    assert np.allclose(v, [1, 1, 0])
+    assert enclosure(sphere, 12) == 1.0
+    cyl = trimesh.creation.cylinder(0.3, 0.8, sections=24)
+    half = cyl.copy()
+    half.update_faces((cyl.triangles_center[:, 0] > 0) & (np.abs(cyl.face_normals[:, 2]) < 0.5))  # an open shell
+    assert enclosure(half, 16) < 0.05
+    holed = sphere.copy()
+    holed.update_faces(holed.face_normals[:, 2] < 0.95)
+    assert enclosure(holed, 16) > 0.5
 
 
 def test_surface_samples_lie_on_the_surface_with_outward_unit_normals(sphere):

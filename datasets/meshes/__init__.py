@@ -12,7 +12,15 @@ from scalear.datasets.meshes.render import (
     render_depth_normals,
     shaded_preview,
 )
-from scalear.datasets.meshes.sampling import grid_points, sample_sdf, sample_surface, sdf_grid, signed_distance
+from scalear.datasets.meshes.sampling import (
+    enclosure,
+    grid_points,
+    inside_votes,
+    sample_sdf,
+    sample_surface,
+    sdf_grid,
+    signed_distance,
+)
 
 __all__ = [
     "MESH_SUFFIXES",
@@ -24,7 +32,9 @@ __all__ = [
     "MeshRecord",
     "MeshSDFDataset",
     "camera_views",
+    "enclosure",
     "grid_points",
+    "inside_votes",
     "inspect_mesh",
     "load_mesh",
     "look_at",

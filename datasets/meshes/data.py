@@ -31,12 +31,13 @@ from scalear.datasets.meshes.folders import MeshRecord, scan_mesh_folder
 from scalear.datasets.meshes.io import MeshError, inspect_mesh, normalize_mesh
 from scalear.datasets.meshes.procedural import PROCEDURAL_CLASSES, write_procedural_set
 from scalear.datasets.meshes.render import N_VIEWS, render_condition_image
-from scalear.datasets.meshes.sampling import sample_sdf, sample_surface, sdf_grid
+from scalear.datasets.meshes.sampling import enclosure, sample_sdf, sample_surface, sdf_grid
 from scalear.io import atomic_write
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 POOL_FACTOR = 4  # SDF samples cached per mesh = POOL_FACTOR * n_points
+MIN_ENCLOSURE = 0.2  # open meshes below this (see sampling.enclosure) have no usable inside
 
 
 def preprocess_mesh(path: Path, settings: dict, seed: int) -> dict[str, np.ndarray]:
@@ -48,9 +49,9 @@ def preprocess_mesh(path: Path, settings: dict, seed: int) -> dict[str, np.ndarr
     n_pool = settings["n_pool"]
     n_near = int(round(settings["near_fraction"] * n_pool))
     points, sdf = sample_sdf(mesh, n_near, n_pool - n_near, settings["sigma"], rng)
-    if not (grid < 0).any() and not (sdf < 0).any():  # e.g. an open sheet: parity voting finds no inside
-        raise MeshError(f"{path}: encloses no volume (no grid voxel or SDF sample is inside"
-                        f"{'; open surface' if not info.watertight else ''})")
+    if not info.watertight and (e := enclosure(mesh)) < MIN_ENCLOSURE:  # e.g. an open sheet
+        raise MeshError(f"{path}: open surface that encloses no volume (enclosure {e:.2f} < {MIN_ENCLOSURE}: "
+                        "rays disagree on its inside)")
     order = rng.permutation(n_pool)  # mix near and uniform samples, so any prefix has the same proportions
     surface, normals = sample_surface(mesh, settings["n_surface"], rng)
     images = torch.stack([render_condition_image(mesh, v, settings["image_size"]) for v in range(N_VIEWS)])
@@ -106,7 +107,9 @@ class MeshSDFDataset(Dataset):
             raise ValueError(f"none of the {len(recs)} meshes could be used; reasons: "
                              + "; ".join(reason for _, reason in self.skipped[:5]))
         self.label_names: list[str] = [r.label for r in self.records]  # per item
-        self.labels = [self.classes.index(r.label) if r.label in self.classes else -1 for r in self.records]
+        if unknown := sorted({r.label for r in self.records} - set(self.classes)):
+            raise ValueError(f"labels {unknown} are not among classes {self.classes}")
+        self.labels = [self.classes.index(r.label) for r in self.records]
 
     def _cached(self, rec: MeshRecord) -> Path:
         if not rec.path.is_file():

@@ -7,6 +7,8 @@ returned y-up (ShapeNet's convention), normalised to the longest side 0.9 and ce
 
 from __future__ import annotations
 
+import json
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,7 @@ from scalear.io import atomic_write
 
 PROCEDURAL_CLASSES = ("chair", "table", "mug", "lamp")
 _SECTIONS = 32
+PROCEDURAL_VERSION = 1  # bump when the shapes change, so written sets are rebuilt
 
 
 def _box(size: tuple[float, float, float], centre: tuple[float, float, float]) -> trimesh.Trimesh:
@@ -109,15 +112,24 @@ def make_shape(cls: str, rng: np.random.Generator) -> trimesh.Trimesh:
 
 def write_procedural_set(folder: str | Path, per_class: int, seed: int = 0, fmt: str = "obj",
                          classes: tuple[str, ...] = PROCEDURAL_CLASSES) -> list[Path]:
-    """Write ``<folder>/<class>/<class>_<i>.<fmt>`` for each class; existing files are reused, so a rerun
-    with the same arguments writes nothing. Object ``i`` of a class depends only on (seed, class, i)."""
+    """Write ``<folder>/<class>/<class>_<i>.<fmt>`` (i = 000, 001, ...) for each class and return the paths.
+
+    Object ``i`` of a class depends only on (seed, class name, i). Existing files are reused, so a rerun with
+    the same arguments writes nothing; ``<folder>/.procedural.json`` records the seed, and a different seed
+    rewrites the files.
+    """
     folder = Path(folder)
+    manifest = folder / ".procedural.json"
+    stamp = {"seed": seed, "version": PROCEDURAL_VERSION}
+    fresh = manifest.is_file() and json.loads(manifest.read_text()) == stamp
     paths = []
-    for c, cls in enumerate(classes):
+    for cls in classes:
         for i in range(per_class):
             path = folder / cls / f"{cls}_{i:03d}.{fmt}"
-            if not path.is_file():
-                mesh = make_shape(cls, np.random.default_rng([seed, c, i]))
+            if not (fresh and path.is_file()):
+                mesh = make_shape(cls, np.random.default_rng([seed, zlib.crc32(cls.encode()), i]))
                 atomic_write(path, lambda p, m=mesh: m.export(p, file_type=fmt))
             paths.append(path)
+    if not fresh:
+        atomic_write(manifest, lambda p: Path(p).write_text(json.dumps(stamp)))
     return paths

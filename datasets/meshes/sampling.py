@@ -57,6 +57,28 @@ def signed_distance(mesh: trimesh.Trimesh, points: np.ndarray, nsamples: int | N
     return sdf.numpy().reshape(pts.shape[:-1]).astype(np.float32)
 
 
+def inside_votes(mesh: trimesh.Trimesh, points: np.ndarray, nrays: int = 15, seed: int = 0) -> np.ndarray:
+    """Share of ``nrays`` random directions along which each point (N, 3) crosses ``mesh`` an odd number of
+    times: 1 inside a closed surface, 0 far outside, about 0.5 next to an open sheet. Returns (N,) float32."""
+    import open3d as o3d
+
+    pts = np.asarray(points, dtype=np.float32).reshape(-1, 3)
+    d = np.random.default_rng(seed).normal(size=(nrays, 3))
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    rays = np.concatenate([np.repeat(pts[:, None], nrays, 1), np.broadcast_to(d[None], (len(pts), nrays, 3))], -1)
+    counts = raycasting_scene(mesh).count_intersections(
+        o3d.core.Tensor(np.ascontiguousarray(rays.reshape(-1, 6), dtype=np.float32)), nthreads=_nthreads())
+    return (counts.numpy().reshape(len(pts), nrays) % 2).mean(1).astype(np.float32)
+
+
+def enclosure(mesh: trimesh.Trimesh, resolution: int = 32) -> float:
+    """How well an open mesh encloses a volume: of the grid voxels that most rays call inside, the share that
+    at least 90 % of rays call inside (1 for a closed surface, about 0.3 for a tube without caps, under 0.01
+    for a sheet or a half cylinder, 0 when no voxel is inside)."""
+    v = inside_votes(mesh, grid_points(resolution))
+    return float((v >= 0.9).sum() / max(int((v > 0.5).sum()), 1))
+
+
 def sample_surface(mesh: trimesh.Trimesh, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """``n`` points uniform over the surface area and their faces' unit normals, both (n, 3) float32."""
     seed = int(rng.integers(2**31))
