@@ -59,6 +59,11 @@ def preprocess_mesh(path: Path, settings: dict, seed: int) -> dict[str, np.ndarr
             "images": images.numpy().astype(np.float16), "watertight": np.array(info.watertight)}
 
 
+def _savez(path: str, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to the temporary name
+        np.savez(f, **arrays)
+
+
 def _file_hash(path: Path) -> str:
     h = hashlib.sha1()
     with open(path, "rb") as f:
@@ -119,7 +124,7 @@ class MeshSDFDataset(Dataset):
         path = self.cache_dir / f"{rec.label}-{rec.object_id}-{key}.npz"
         if not path.is_file():
             arrays = preprocess_mesh(rec.path, self.settings, int(key, 16) % 2**32)
-            atomic_write(path, lambda p: np.savez(open(p, "wb"), **arrays))
+            atomic_write(path, lambda p: _savez(p, arrays))
         return path
 
     def __len__(self) -> int:
