@@ -1,0 +1,15 @@
+"""SAR3D (Chen et al., CVPR 2025): 3D objects generated coarse to fine over a multi-scale triplane VQ-VAE.
+
+- :mod:`~scalear.domains.sar3d.tokenizer`: the multi-scale triplane VQ-VAE of SDF grids (one shared cosine codebook).
+- :mod:`~scalear.domains.sar3d.mesh`: SDF grids, marching cubes, mesh export; analytic shapes.
+- :mod:`~scalear.domains.sar3d.generator`: the next-scale transformer over the triplane schedule, class- or
+  image-conditioned (cross-attention to a trainable CNN image encoder), with classifier-free guidance.
+- :mod:`~scalear.domains.sar3d.training`: Lightning modules of both stages.
+"""
+
+from scalear.domains.sar3d.mesh import EmptyFieldError, export_mesh, extract_mesh, load_mesh, sdf_to_grid
+from scalear.domains.sar3d.tokenizer import (TRIPLANE_PRESETS, TriplaneVQVAE, TriplaneVQVAEConfig, create_tokenizer,
+                                             tokenizer_config)
+
+__all__ = ["EmptyFieldError", "export_mesh", "extract_mesh", "load_mesh", "sdf_to_grid", "TRIPLANE_PRESETS",
+           "TriplaneVQVAE", "TriplaneVQVAEConfig", "create_tokenizer", "tokenizer_config"]
