@@ -216,14 +216,14 @@ def test_mismatched_tokenizer_is_refused():
 def test_class_conditional_generator_tells_classes_apart(trained):
     """Spheres (class 0) vs boxes (class 1): generated objects are nearer to their own class's training shapes."""
     tok, _, _ = trained
-    data = analytic_batch(["sphere", "box"] * 12, 16, 8, seed=2)
+    data = analytic_batch(["sphere", "box"] * 8, 16, 8, seed=2)
     idx = tok.grid_to_indices(data["grid"])
     x_in = tok.quantize.teacher_forcing_input(idx)
     target = torch.cat(idx, 1)
     gen = create_generator("tiny", tokenizer=tok, num_classes=2, transformer=dict(depth=2, width=64, num_heads=2))
-    opt = torch.optim.AdamW(gen.parameters(), lr=2e-3, betas=(0.9, 0.95))
+    opt = torch.optim.AdamW(gen.parameters(), lr=3e-3, betas=(0.9, 0.95))
     gen.train()
-    for _ in range(150):
+    for _ in range(50):
         loss = F.cross_entropy(gen(x_in, labels=data["label"]).transpose(1, 2), target)
         opt.zero_grad()
         loss.backward()
@@ -232,8 +232,8 @@ def test_class_conditional_generator_tells_classes_apart(trained):
     labels = torch.tensor([0, 1] * 6)
     samples = indices_to_sdf_grids(tok, gen.generate(tok, labels=labels, seed=0), resolution=16).clamp(-0.1, 0.1)
     refs = indices_to_sdf_grids(tok, idx, resolution=16).clamp(-0.1, 0.1)
-    d = torch.cdist(samples.flatten(1), refs.flatten(1))  # (12 samples, 24 references)
+    d = torch.cdist(samples.flatten(1), refs.flatten(1))  # (12 samples, 16 references)
     nearest_class = data["label"][d.argmin(1)]
-    assert (nearest_class == labels).float().mean() >= 0.9
+    assert (nearest_class == labels).float().mean() >= 0.8
     meshes = indices_to_meshes(tok, gen.generate(tok, labels=labels[:2], seed=1), resolution=16)
     assert all(m is None or len(m.faces) > 0 for m in meshes)

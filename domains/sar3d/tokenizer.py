@@ -81,7 +81,7 @@ class TriplaneVQVAEConfig:
     sides: tuple[int, ...] = (1, 2, 3, 4, 6, 8)
     latent_dim: int = 8
     vocab_size: int = 512
-    enc_channels: tuple[int, ...] = (16, 32, 32)
+    enc_channels: tuple[int, ...] = (8, 16, 32)
     plane_channels: int = 32
     enc_blocks: int = 1
     dec_blocks: int = 1
