@@ -85,3 +85,14 @@ def test_bench_restoration_tiles_and_checks_flags(bench, capsys):
     for bad in (["--presets", "huge"], ["--size", "512"], ["--tile", "16", "--overlap", "16"], ["--batch", "0"]):
         with pytest.raises(SystemExit):
             mod.parse_args(bad)
+
+
+def test_bench_sar3d_runs(bench, capsys):
+    results = bench("bench_sar3d").main(["--presets", "tiny", "--condition", "class", "--resolution", "24",
+                                         "--min-time", "0", "--repeats", "1"])
+    assert [r["preset"] for r in results] == ["tiny"]
+    r = results[0]
+    assert r["sec_tokens"] > 0 and r["sec_decode"] > 0 and r["sec_mesh"] > 0
+    assert r["sec_per_object"] == r["sec_tokens"] + r["sec_decode"] + r["sec_mesh"]
+    out = capsys.readouterr().out
+    assert "SAR3D generation time per object" in out and "0.82 s" in out

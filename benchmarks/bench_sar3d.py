@@ -1,0 +1,111 @@
+"""Seconds per generated 3D object for each SAR3D preset, split into its three stages, for comparison with the
+paper's 0.82 s per object on an A6000 (Chen et al., CVPR 2025, abstract).
+
+* tokens: KV-cached next-scale sampling of all triplane scales with classifier-free guidance (the condition
+  and the null condition in one doubled batch), top-k 10 / top-p 0.5, including the image encoder for
+  image-conditioned generators (SAR3D's single-image-to-3D; the paper uses DINOv2-large, here a small CNN);
+* decoding: indices -> triplane latent -> triplane features -> the SDF at every voxel centre of a
+  ``--resolution``^3 grid;
+* mesh: marching cubes of that grid. Generators and tokenizers are randomly initialised (the time does not
+  depend on the weights), but a random field's level set is not an object's, so marching cubes is timed on the
+  SDF grid of a procedural chair at the same resolution.
+
+    python benchmarks/bench_sar3d.py                      # tiny, small, paper at 64^3, image-conditioned
+    python benchmarks/bench_sar3d.py --presets tiny --condition class --batch 4 --threads 1
+    python benchmarks/bench_sar3d.py --device cuda --dtype bf16 --resolution 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+
+import numpy as np
+import torch
+
+from _common import add_common_args, autocast, environment, fmt_ms, fmt_params, print_table, setup, time_runs
+from scalear.domains.sar3d.generator import GENERATOR_PRESETS, create_generator, indices_to_sdf_grids
+from scalear.domains.sar3d.mesh import extract_mesh
+from scalear.domains.sar3d.tokenizer import TRIPLANE_PRESETS, create_tokenizer
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--presets", default="tiny,small,paper",
+                   help=f"tokenizer + generator presets, comma-separated, from {sorted(GENERATOR_PRESETS)}")
+    p.add_argument("--condition", choices=("image", "class"), default="image", help="generator condition (default: image)")
+    p.add_argument("--resolution", type=int, default=64, help="SDF grid side for decoding and marching cubes (default: 64)")
+    p.add_argument("--batch", type=int, default=1, help="objects per call (default: 1)")
+    add_common_args(p)
+    args = p.parse_args(argv)
+    unknown = [x for x in args.presets.split(",") if x and (x not in GENERATOR_PRESETS or x not in TRIPLANE_PRESETS)]
+    if unknown:
+        p.error(f"unknown presets {unknown}; available: {sorted(GENERATOR_PRESETS)}")
+    return args
+
+
+def _chair_grid(resolution: int) -> np.ndarray:
+    from scalear.datasets.meshes.procedural import make_shape
+    from scalear.datasets.meshes.sampling import sdf_grid
+
+    return sdf_grid(make_shape("chair", np.random.default_rng(0)), resolution)
+
+
+def measure(preset: str, args: argparse.Namespace, device: torch.device, chair: np.ndarray) -> tuple[list[str], dict]:
+    """One table row: seconds per object for tokens, decoding and mesh extraction."""
+    tok = create_tokenizer(preset).to(device).eval()
+    gen = create_generator(preset, tokenizer=tok, condition=args.condition, num_classes=4).to(device).eval()
+    B = args.batch
+    if args.condition == "image":
+        cond = {"images": torch.rand(B, gen.cfg.image_channels, gen.cfg.image_size, gen.cfg.image_size, device=device)}
+    else:
+        cond = {"labels": torch.arange(B, device=device) % 4}
+    indices: list = []
+
+    def tokens() -> None:
+        with autocast(device, args.dtype):
+            indices[:] = gen.generate(tok, seed=0, **cond)
+
+    def decode() -> None:
+        with autocast(device, args.dtype):
+            indices_to_sdf_grids(tok, indices, args.resolution)
+
+    t_tokens = time_runs(tokens, device, args.min_time, args.repeats) / B
+    t_decode = time_runs(decode, device, args.min_time, args.repeats) / B
+    t_mesh = time_runs(lambda: extract_mesh(chair), torch.device("cpu"), args.min_time, args.repeats)
+    total = t_tokens + t_decode + t_mesh
+    s = tok.schedule
+    row = [preset, f"{s.num_scales}: {s.shapes[0][0]}..{s.shapes[-1][0]}", str(s.total_tokens), fmt_params(tok.num_params()),
+           fmt_params(gen.num_params()), fmt_ms(t_tokens), fmt_ms(t_decode), fmt_ms(t_mesh), f"{total:.3f}"]
+    result = dict(preset=preset, tokens=s.total_tokens, sec_tokens=t_tokens, sec_decode=t_decode, sec_mesh=t_mesh,
+                  sec_per_object=total)
+    del tok, gen, indices
+    gc.collect()
+    return row, result
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    """Run the benchmark, print the table and return its numbers."""
+    args = parse_args(argv)
+    device = setup(args)
+    chair = _chair_grid(args.resolution)
+    warm = argparse.Namespace(**{**vars(args), "batch": 1, "min_time": 0.0, "repeats": 1})
+    measure("tiny", warm, device, chair)  # one-off runtime set-up outside the table
+    rows, results = [], []
+    for preset in [x for x in args.presets.split(",") if x]:
+        print(f"measuring {preset} ...", file=sys.stderr, flush=True)
+        row, result = measure(preset, args, device, chair)
+        rows.append(row)
+        results.append(result)
+    columns = ["preset", "scales", "tokens", "tokenizer\nparams", "generator\nparams", "tokens\nms/obj",
+               "decoding\nms/obj", "mesh\nms/obj", "total\ns/obj"]
+    caption = (f"{environment(device, args.dtype)}\nbatch {args.batch}, {args.condition}-conditioned, cfg 4, "
+               f"top-k 10, top-p 0.5; SDF on a {args.resolution}^3 grid; marching cubes on the CPU (skimage); median "
+               f"of up to {args.repeats} runs after a warm-up. Paper: 0.82 s per object on an A6000.")
+    print_table("SAR3D generation time per object", columns, rows, caption)
+    return results
+
+
+if __name__ == "__main__":
+    main()
