@@ -43,7 +43,7 @@ def trained(single_thread):
     kinds = ["sphere", "box", "torus"] * 8
     data = analytic_batch(kinds, 16, 512, seed=0)
     tok = create_tokenizer("tiny", **SMALL)
-    losses = _train(tok, data, 120, lr=5e-3)
+    losses = _train(tok, data, 160, lr=3e-3)
     return tok.eval(), losses, analytic_batch(kinds[:9], 16, 512, seed=1)
 
 

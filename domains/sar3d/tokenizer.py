@@ -130,7 +130,7 @@ class TriplaneVQVAEConfig:
         return cls(**copy.deepcopy(d))
 
 
-#: ``tiny``: 32^3 grids, 8x8 planes, 6 scales (390 tokens), 512 codes, ~0.2M parameters, trains on one CPU core
+#: ``tiny``: 32^3 grids, 8x8 planes, 6 scales (390 tokens), 512 codes, 0.14M parameters, trains on one CPU core
 #: in minutes. ``small``: 64^3, 16x16 planes, SAR3D's 10 scales (2040 tokens), 4096 codes. ``paper``: SAR3D's
 #: quantizer (Cvae 8, 16,384 codes, sides 1..16, 2040 tokens) on 64^3 grids with wider convs.
 TRIPLANE_PRESETS: dict[str, TriplaneVQVAEConfig] = {
@@ -311,14 +311,18 @@ class TriplaneVQVAE(nn.Module):
 
     # ------------------------------------------------------------------ loss
     def loss(self, batch: dict[str, torch.Tensor], vq_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, Any]]:
-        """L1 between truncated predicted and true SDF at ``batch["points"]`` plus ``vq_weight`` x the VQ loss.
+        """L1 between truncated predicted and true SDF at ``batch["points"]`` plus ``vq_weight`` x the VQ loss
+        (the truncation of the prediction passes gradients straight through).
 
         Returns ``(total, logs)`` with ``sdf_l1`` (truncated), ``sdf_l1_raw``, ``vq`` and per-scale ``usage``."""
         t = self.config.truncation
         f_hat, q = self(batch["grid"])
         pred = self.query_sdf(self.decode_triplane(f_hat), batch["points"])
         target = batch["sdf"].to(pred.dtype)
-        l1 = (pred.clamp(-t, t) - target.clamp(-t, t)).abs().mean()
+        # clamp with a straight-through gradient: a prediction beyond the truncation on the wrong side of the
+        # surface is still pulled back (a plain clamp has zero gradient there and leaves sign errors in place)
+        pred_t = pred - (pred - pred.clamp(-t, t)).detach()
+        l1 = (pred_t - target.clamp(-t, t)).abs().mean()
         total = l1 + vq_weight * q.loss
         logs = {"sdf_l1": l1.detach(), "sdf_l1_raw": (pred - target).abs().mean().detach(), "vq": q.loss.detach(),
                 "usage": q.usage}

@@ -84,7 +84,8 @@ class TriplaneTokenizerModule(ScalearModule):
             l1 = (pred.clamp(-t, t) - target).abs().mean()
             self.log(f"val/sdf_l1_s{k - 1}", l1, batch_size=B, sync_dist=True)
         self.log("val/sdf_l1", l1, prog_bar=True, batch_size=B, sync_dist=True)
-        self.log("val/sign_acc", ((pred < 0) == (batch["sdf"] < 0)).float().mean(), batch_size=B, sync_dist=True)
+        far = batch["sdf"].abs() > 1 / tok.config.grid_resolution  # inside/outside is ambiguous within a voxel
+        self.log("val/sign_acc", ((pred < 0) == (batch["sdf"] < 0))[far].float().mean(), batch_size=B, sync_dist=True)
         usage = tok.quantize.usage_percent()
         self.log("val/usage", sum(usage) / len(usage), batch_size=B, sync_dist=True)
 
