@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -89,6 +91,28 @@ def test_reconstruction_improves_as_scales_are_added(trained):
             for k in range(1, tok.schedule.num_scales + 1)]
     assert all(b <= a * 1.02 for a, b in zip(errs, errs[1:])), errs
     assert errs[-1] < 0.7 * errs[0], errs
+
+
+def test_chamfer_distance_falls_as_scales_are_added(trained):
+    from scalear.metrics3d import chamfer_distance
+
+    tok, _, val = trained
+    gt = [torch.from_numpy(np.asarray(extract_mesh(g[0]).sample(512))).float() for g in val["grid"]]
+    idx = tok.grid_to_indices(val["grid"])
+    cd, empty = [], []
+    for k in range(1, tok.schedule.num_scales + 1):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # coarse scales may decode to empty fields (None, with a warning)
+            meshes = indices_to_meshes(tok, idx, 24, upto=k)
+        empty.append(sum(m is None for m in meshes))
+        cd.append([np.nan if m is None else float(chamfer_distance(
+            torch.from_numpy(np.asarray(m.sample(512))).float()[None], g[None]).l1) for m, g in zip(meshes, gt)])
+    cd = np.array(cd)  # (scales, objects)
+    assert empty == sorted(empty, reverse=True) and empty[-1] == 0, empty
+    means = [np.nanmean(c) for c in cd[1:]]  # scale 1 alone is a blob or empty
+    assert all(b <= a * 1.05 for a, b in zip(means, means[1:])), means
+    seen = ~np.isnan(cd[1])
+    assert seen.any() and cd[-1][seen].mean() < 0.8 * cd[1][seen].mean(), cd
 
 
 def test_decoder_geometry_follows_the_planes():
@@ -185,8 +209,9 @@ def test_cfg_zero_equals_unguided_and_seeds_reproduce(condition):
         if condition == "class":
             gen.transformer.class_emb.weight.normal_(0, 5)
         gen.transformer.head.weight.mul_(20)
-    l0 = sample(gen.transformer, tok.quantize, 3, cfg=0.0, return_logits=True, temperature=0, **gen.condition_kwargs(**cond)).logits
-    l4 = sample(gen.transformer, tok.quantize, 3, cfg=4.0, return_logits=True, temperature=0, **gen.condition_kwargs(**cond)).logits
+    kw = dict(return_logits=True, temperature=0, **gen.condition_kwargs(**cond))
+    l0 = sample(gen.transformer, tok.quantize, 3, cfg=0.0, **kw).logits
+    l4 = sample(gen.transformer, tok.quantize, 3, cfg=4.0, **kw).logits
     torch.testing.assert_close(l0[0], l4[0])  # the ramp starts at weight 0
     assert not torch.allclose(l0[-1], l4[-1])
 
@@ -203,7 +228,8 @@ def test_generator_save_load_round_trip(tmp_path):
     b = gen2.generate(tok2, images=images, seed=0)
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     grid = analytic_batch(["torus"], 16, 8)["grid"]
-    torch.testing.assert_close(tok2.indices_to_fhat(tok2.grid_to_indices(grid)), tok.indices_to_fhat(tok.grid_to_indices(grid)))
+    torch.testing.assert_close(tok2.indices_to_fhat(tok2.grid_to_indices(grid)),
+                               tok.indices_to_fhat(tok.grid_to_indices(grid)))
 
 
 def test_mismatched_tokenizer_is_refused():

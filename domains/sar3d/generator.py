@@ -181,7 +181,8 @@ class ImageEncoder(nn.Module):
     def forward(self, image_BCSS: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         want = (self.in_channels, self.image_size, self.image_size)
         if image_BCSS.ndim != 4 or tuple(image_BCSS.shape[1:]) != want:
-            raise ValueError(f"expected condition images (B, {', '.join(map(str, want))}), got shape {tuple(image_BCSS.shape)}")
+            raise ValueError(f"expected condition images (B, {', '.join(map(str, want))}), "
+                             f"got shape {tuple(image_BCSS.shape)}")
         h = self.body(image_BCSS.float()).flatten(2).transpose(1, 2)  # (B, T, D)
         tokens = self.norm(h + self.pos)
         return tokens, self.pool_norm(h.mean(dim=1))
@@ -221,7 +222,8 @@ class SAR3DGenerator(nn.Module):
                              f"({self.schedule}, V={self.cfg.vocab_size}, C={self.cfg.latent_dim})")
 
     # ------------------------------------------------------------------ conditions
-    def condition_kwargs(self, labels: torch.Tensor | None = None, images: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def condition_kwargs(self, labels: torch.Tensor | None = None,
+                         images: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Transformer keyword conditions: ``label_B`` (class) or ``cond_BD`` + ``context_BTD`` (image)."""
         if self.cfg.condition == "class":
             if labels is None:
@@ -297,4 +299,5 @@ def indices_to_meshes(tokenizer: TriplaneVQVAE, indices: list[torch.Tensor], res
     return meshes
 
 
-register_model_kind("sar3d_generator", lambda d: SAR3DGenerator(SAR3DGeneratorConfig.from_dict(d)), lambda m: m.cfg.to_dict())
+register_model_kind("sar3d_generator", lambda d: SAR3DGenerator(SAR3DGeneratorConfig.from_dict(d)),
+                    lambda m: m.cfg.to_dict())

@@ -126,7 +126,8 @@ class TriplaneVQVAEConfig:
     def from_dict(cls, d: dict[str, Any]) -> "TriplaneVQVAEConfig":
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"unknown triplane tokenizer keys {sorted(unknown)}; allowed: {sorted(cls.__dataclass_fields__)}")
+            raise ValueError(f"unknown triplane tokenizer keys {sorted(unknown)}; "
+                             f"allowed: {sorted(cls.__dataclass_fields__)}")
         return cls(**copy.deepcopy(d))
 
 
@@ -164,7 +165,8 @@ def _gn(c: int) -> nn.GroupNorm:
 class ResBlock2d(nn.Module):
     def __init__(self, c: int):
         super().__init__()
-        self.body = nn.Sequential(_gn(c), nn.SiLU(), nn.Conv2d(c, c, 3, padding=1), _gn(c), nn.SiLU(), nn.Conv2d(c, c, 3, padding=1))
+        self.body = nn.Sequential(_gn(c), nn.SiLU(), nn.Conv2d(c, c, 3, padding=1),
+                                  _gn(c), nn.SiLU(), nn.Conv2d(c, c, 3, padding=1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
@@ -329,4 +331,5 @@ class TriplaneVQVAE(nn.Module):
         return total, logs
 
 
-register_model_kind("sar3d_tokenizer", lambda d: TriplaneVQVAE(TriplaneVQVAEConfig.from_dict(d)), lambda m: m.config.to_dict())
+register_model_kind("sar3d_tokenizer", lambda d: TriplaneVQVAE(TriplaneVQVAEConfig.from_dict(d)),
+                    lambda m: m.config.to_dict())
