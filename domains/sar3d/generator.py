@@ -63,6 +63,7 @@ class SAR3DGeneratorConfig:
     Args:
         condition: ``"class"`` or ``"image"``.
         num_classes: number of classes (``condition="class"``).
+        class_names: the name of each class label (the data's ``classes``; empty: labels are unnamed).
         vocab_size, latent_dim, sides: the tokenizer's codebook size, Cvae and plane sides (set from the
             tokenizer by :func:`create_generator`).
         transformer: :class:`~scalear.transformer.TransformerConfig` fields (depth, width, heads, ...).
@@ -74,6 +75,7 @@ class SAR3DGeneratorConfig:
 
     condition: Condition = "class"
     num_classes: int = 4
+    class_names: tuple[str, ...] = ()
     vocab_size: int = 512
     latent_dim: int = 8
     sides: tuple[int, ...] = (1, 2, 3, 4, 6, 8)
@@ -89,6 +91,10 @@ class SAR3DGeneratorConfig:
 
     def __post_init__(self) -> None:
         self.sides, self.encoder_channels = tuple(int(s) for s in self.sides), tuple(int(c) for c in self.encoder_channels)
+        self.class_names = tuple(str(c) for c in self.class_names)
+        if self.class_names and (self.condition != "class" or len(self.class_names) != self.num_classes):
+            raise ValueError(f"class_names {list(self.class_names)} need a class-conditional generator with as many "
+                             f"classes (num_classes={self.num_classes})")
         if self.condition not in ("class", "image"):
             raise ValueError(f"condition must be 'class' or 'image', got {self.condition!r}")
         if self.condition == "class" and self.num_classes < 1:
@@ -112,6 +118,7 @@ class SAR3DGeneratorConfig:
     def to_dict(self) -> dict[str, Any]:
         d = copy.deepcopy(asdict(self))
         d["sides"], d["encoder_channels"] = list(self.sides), list(self.encoder_channels)
+        d["class_names"] = list(self.class_names)
         return d
 
     @classmethod

@@ -136,6 +136,19 @@ class SAR3DGeneratorModule(NextScaleModule):
         self.image_key = image_key
         self.register_buffer("level_L", self.tokenizer.schedule.level_ids(), persistent=False)
 
+    def setup(self, stage: str) -> None:
+        """Name the classes after the data module's ``classes`` (exported with the generator), checking their
+        number against ``num_classes``."""
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        names = list(getattr(dm, "classes", None) or [])
+        cfg = self.generator.cfg
+        if cfg.condition != "class" or not names or list(cfg.class_names) == names:
+            return
+        if len(names) != cfg.num_classes:
+            raise ValueError(f"the data has {len(names)} classes {names} but the generator num_classes={cfg.num_classes}; "
+                             f"set --model.init_args.num_classes {len(names)}")
+        cfg.class_names = tuple(names)
+
     def trainable(self) -> nn.Module:
         return self.generator
 
