@@ -1,4 +1,5 @@
-"""Signed distance fields to meshes: dense evaluation, marching cubes, export; and analytic shapes for tests.
+"""Signed distance fields to meshes for SAR3D (the implementation is the core's :mod:`scalear.fields`, re-exported
+here), and analytic shapes for tests.
 
 SAR3D extracts meshes from its triplane with marching cubes (NeRF density) or FlexiCubes (``utils/render_utils.py``);
 scalear's tokenizer decodes a signed distance field, so its zero level set is extracted with
@@ -20,69 +21,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from scalear.io import atomic_write
-
-MESH_FORMATS = ("obj", "ply", "glb", "stl")
-
-
-class EmptyFieldError(ValueError):
-    """The field has no crossing of the iso-level: the object is empty (all outside) or fills the whole cube."""
-
-
-# ------------------------------------------------------------------------------------------- grids
-def voxel_centres(resolution: int, device: torch.device | str | None = None) -> torch.Tensor:
-    """Voxel centres of ``[-0.5, 0.5]^3`` as (R, R, R, 3), ``[i, j, k] = (x_i, y_j, z_k)``."""
-    c = (torch.arange(resolution, device=device, dtype=torch.float32) + 0.5) / resolution - 0.5
-    return torch.stack(torch.meshgrid(c, c, c, indexing="ij"), dim=-1)
-
-
-@torch.no_grad()
-def sdf_to_grid(sdf_fn: Callable[[torch.Tensor], torch.Tensor], resolution: int = 64, chunk: int = 65536,
-                batch_size: int = 1, device: torch.device | str | None = None) -> torch.Tensor:
-    """Evaluate ``sdf_fn`` (points (B, N, 3) -> SDF (B, N)) on the voxel centres of a ``resolution^3`` grid,
-    ``chunk`` points at a time; returns (B, R, R, R) float32 on the CPU."""
-    if resolution < 2 or chunk < 1:
-        raise ValueError(f"need resolution >= 2 and chunk >= 1, got {resolution}, {chunk}")
-    pts = voxel_centres(resolution, device).reshape(1, -1, 3).expand(batch_size, -1, -1)
-    out = [sdf_fn(pts[:, s : s + chunk]).float().cpu() for s in range(0, pts.shape[1], chunk)]
-    return torch.cat(out, dim=1).reshape(batch_size, resolution, resolution, resolution)
-
-
-def extract_mesh(sdf_grid: torch.Tensor | np.ndarray, level: float = 0.0):
-    """Zero level set of an SDF grid (R, R, R) of voxel centres of ``[-0.5, 0.5]^3`` -> ``trimesh.Trimesh``.
-
-    Vertices are in the cube's coordinates (axis order x, y, z as the grid's), faces wound outward (positive
-    volume). Raises :class:`EmptyFieldError` when the field never crosses ``level``.
-    """
-    import trimesh
-    from skimage.measure import marching_cubes
-
-    g = sdf_grid.detach().cpu().numpy() if isinstance(sdf_grid, torch.Tensor) else np.asarray(sdf_grid)
-    g = np.squeeze(g).astype(np.float32)
-    if g.ndim != 3 or len(set(g.shape)) != 1:
-        raise ValueError(f"expected a cubic SDF grid (R, R, R), got shape {tuple(np.shape(sdf_grid))}")
-    if not np.isfinite(g).all():
-        raise ValueError("the SDF grid has non-finite values")
-    if not (g.min() < level < g.max()):
-        what = "empty (no point inside)" if g.min() >= level else "full (no point outside)"
-        raise EmptyFieldError(f"the field has no crossing of level {level} (min {g.min():.4f}, max {g.max():.4f}): "
-                              f"the object is {what}")
-    R = g.shape[0]
-    verts, faces, _, _ = marching_cubes(g, level=level, spacing=(1.0 / R,) * 3)
-    verts = verts - 0.5 + 0.5 / R
-    mesh = trimesh.Trimesh(vertices=verts, faces=faces, process=True)
-    if mesh.volume < 0:
-        mesh.invert()
-    return mesh
-
-
-def export_mesh(mesh, path: str | Path, fmt: str | None = None) -> Path:
-    """Write ``mesh`` as ``fmt`` (``obj``, ``ply``, ``glb``, ``stl``; default: the file's suffix), atomically."""
-    path = Path(path)
-    fmt = (fmt or path.suffix.lstrip(".")).lower()
-    if fmt not in MESH_FORMATS:
-        raise ValueError(f"unsupported mesh format {fmt!r} for {path}; choose one of {MESH_FORMATS}")
-    return atomic_write(path, lambda tmp: mesh.export(tmp, file_type=fmt))
+from scalear.fields import MESH_FORMATS, EmptyFieldError, export_mesh, extract_mesh, sdf_to_grid, voxel_centres  # noqa: F401
 
 
 def load_mesh(path: str | Path):
