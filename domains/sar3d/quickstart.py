@@ -24,13 +24,15 @@ from scalear.io import atomic_write, from_pretrained
 from scalear.quickstart import config_path, fit_with_cli
 
 #: training steps per stage (full run, fast run)
-STEPS: dict[str, tuple[int, int]] = {"tokenizer": (300, 3), "generator": (600, 3)}
+STEPS: dict[str, tuple[int, int]] = {"tokenizer": (150, 3), "generator": (200, 3)}
+#: generator batch size (the config's 16 halved for the CPU budget)
+GENERATOR_BATCH = 8
 #: procedural objects per class for training (full, fast); 4 per class are held out
 TRAIN_PER_CLASS: tuple[int, int] = (24, 3)
 #: generated objects per class (full, fast)
 PER_CLASS: tuple[int, int] = (6, 2)
-#: marching-cubes resolution of reconstructions and generated objects
-RESOLUTION = 48
+#: marching-cubes resolution of reconstructions and generated objects (full, fast)
+RESOLUTION: tuple[int, int] = (48, 24)
 
 
 def _args(stage: str, fast: bool, cache: Path) -> list[str]:
@@ -47,7 +49,8 @@ def train(out: Path, fast: bool) -> dict[str, float]:
     seconds["tokenizer"] = time.perf_counter() - t
     t = time.perf_counter()
     fit_with_cli(config_path("sar3d", "generator_tiny"), out / "generator", export,
-                 [*_args("generator", fast, cache), "--model.init_args.tokenizer", str(export / "tokenizer")])
+                 [*_args("generator", fast, cache), "--model.init_args.tokenizer", str(export / "tokenizer"),
+                  "--data.init_args.batch_size", str(GENERATOR_BATCH)])
     seconds["generator"] = time.perf_counter() - t
     return seconds
 
@@ -89,13 +92,14 @@ def run(out: Path, fast: bool = False) -> str:
     from scalear.viz import save_png
 
     out = Path(out) / "sar3d"
+    res = RESOLUTION[1 if fast else 0]
     seconds = train(out, fast)
     tok = from_pretrained(out / "export" / "tokenizer").eval()
     dm = _data(out, fast)
     val = dm.val_dataset
 
     t = time.perf_counter()
-    by_scale = reconstruction_by_scale(tok, DataLoader(val, batch_size=8), RESOLUTION)
+    by_scale = reconstruction_by_scale(tok, DataLoader(val, batch_size=8), res)
     seconds["reconstruction"] = time.perf_counter() - t
 
     # one held-out object per class, decoded from 1..K scales (coarse to fine), then the truth
@@ -108,7 +112,7 @@ def run(out: Path, fast: bool = False) -> str:
         idx = tok.grid_to_indices(item["grid"][None])
         paths = []
         for k in range(1, K + 1):
-            mesh = indices_to_meshes(tok, idx, RESOLUTION, upto=k)[0]
+            mesh = indices_to_meshes(tok, idx, res, upto=k)[0]
             if mesh is not None:
                 paths.append(shaded_preview(mesh, pics / f"{cls}_scales_1-{k}.png", size=128, views=1))
         truth = normalize_mesh(load_mesh(val.records[i].path))
@@ -119,7 +123,7 @@ def run(out: Path, fast: bool = False) -> str:
     t = time.perf_counter()
     gen, gtok = load_generator(out / "export")
     n = PER_CLASS[1 if fast else 0]
-    rep = generate_to_folder(gen, gtok, out / "generated", n=n, fmt="obj", seed=0, resolution=RESOLUTION,
+    rep = generate_to_folder(gen, gtok, out / "generated", n=n, fmt="obj", seed=0, resolution=res,
                              progress=False)
     seconds["generation"] = time.perf_counter() - t
     loaded = {p.stem: trimesh.load(p, force="mesh") for p in rep.written}
@@ -131,13 +135,14 @@ def run(out: Path, fast: bool = False) -> str:
         ref_idx = [i for i in range(len(val)) if val.label_names[i] == c]
         reference[c] = torch.stack([val[i]["surface"][:1024] for i in ref_idx])
     scores = generation_by_class(generated, reference)
-    previews = [[p for i in range(n) if (p := out / "generated" / f"{c}_{i}.png").exists()] for c in classes]
-    save_png(_stack([_tile_row(row) for row in previews if row]), out / "generated_per_class.png")
+    rows = [[shaded_preview(loaded[f"{c}_{i}"], pics / f"generated_{c}_{i}.png", size=128, views=1)
+             for i in range(n) if f"{c}_{i}" in loaded] for c in classes]
+    save_png(_stack([_tile_row(row) for row in rows if row]), out / "generated_per_class.png")
 
     metrics = {"reconstruction_by_scale": {str(k): v for k, v in by_scale.items()}, "generation": scores,
                "generated": {"written": len(rep.written), "valid": len(valid), "empty": rep.empty, "per_class": n},
                "steps": {k: v[1 if fast else 0] for k, v in STEPS.items()}, "seconds": seconds,
-               "tokens": tok.schedule.total_tokens, "threads": torch.get_num_threads(), "fast": fast}
+               "tokens": tok.schedule.total_tokens, "resolution": res, "threads": torch.get_num_threads(), "fast": fast}
     atomic_write(out / "metrics.json", lambda p: Path(p).write_text(json.dumps(metrics, indent=2)))
     return _markdown(metrics, classes, tok)
 
@@ -163,10 +168,12 @@ of side {sched}: {m['tokens']} tokens, one cosine codebook of {tok.config.vocab_
 {m['steps']['tokenizer']} steps, {s['tokenizer'] / 60:.1f} min) and class-conditional next-scale transformer
 ({m['steps']['generator']} steps, {s['generator'] / 60:.1f} min) on {m['threads']} CPU thread(s).
 
-Held-out objects reconstructed from their first k scales (marching cubes at {RESOLUTION}^3; Chamfer on surface
+Held-out objects reconstructed from their first k scales (marching cubes at {m['resolution']}^3; Chamfer on surface
 samples, F-score at 0.02, IoU of the SDF signs at the query points):
 
 {format_reconstruction_table(rec)}
+
+One held-out object per class from its first 1, 2, ..., K scales, then the true mesh:
 
 ![reconstruction by scale](sar3d/reconstruction_by_scale.png)
 
@@ -178,10 +185,12 @@ classes:
 
 {chr(10).join(mmd_rows)}
 
+Generated objects, one row per class ({', '.join(classes)}):
+
 ![generated per class](sar3d/generated_per_class.png)
 
 Your objects: `scalear sar3d generate --model OUT/sar3d/export --class chair --n 4 --format glb --out objects`.
 """
 
 
-__all__ = ["STEPS", "TRAIN_PER_CLASS", "PER_CLASS", "RESOLUTION", "train", "run"]
+__all__ = ["STEPS", "GENERATOR_BATCH", "TRAIN_PER_CLASS", "PER_CLASS", "RESOLUTION", "train", "run"]
