@@ -9,6 +9,7 @@ from scalear import metrics3d
 from scalear.metrics3d import (
     chamfer_distance,
     coverage,
+    emd,
     fscore,
     generation_metrics,
     knn,
@@ -16,6 +17,7 @@ from scalear.metrics3d import (
     normal_consistency,
     one_nna,
     pairwise_chamfer,
+    pairwise_emd,
     volume_iou,
 )
 
@@ -185,3 +187,68 @@ def test_matches_pytorch3d():  # pragma: no cover - only where pytorch3d is inst
     ref, _ = p3d_chamfer(x, y, batch_reduction=None)  # mean_x + mean_y of squared distances
     torch.testing.assert_close(chamfer_distance(x, y).l2, ref)
     assert not math.isnan(ref.sum().item())
+
+
+def test_emd_hand_computed():
+    x = _pts([0, 0, 0], [1, 0, 0], [0, 2, 0])
+    assert emd(x, x[:, [2, 0, 1]]).item() == 0.0  # a permutation of the same set
+    t = torch.tensor([0.3, -1.2, 0.4], dtype=torch.float64)
+    assert emd(x, x + t).item() == pytest.approx(t.norm().item())  # translated: every point moves by |t|
+    # two points each: the crossing matching costs (sqrt(2) + sqrt(2)) / 2, the straight one (1 + 1) / 2
+    a, b = _pts([0, 0, 0], [1, 0, 0]), _pts([1, 1, 0], [0, 1, 0])
+    assert emd(a, b).item() == pytest.approx(1.0)
+    # EMD is a matching, not nearest neighbours: both points of a lie next to b[0], one must go to b[1]
+    a, b = _pts([0, 0, 0], [0.1, 0, 0]), _pts([0, 0, 0], [5, 0, 0])
+    assert emd(a, b).item() == pytest.approx((0 + 4.9) / 2)
+    assert chamfer_distance(a, b).l1.item() < emd(a, b).item()
+
+
+def test_emd_bounds_symmetry_gradient_and_errors():
+    x, y = torch.rand(3, 40, 3, dtype=torch.float64), torch.rand(3, 40, 3, dtype=torch.float64)
+    e = emd(x, y)
+    torch.testing.assert_close(e, emd(y, x))
+    d2x, _ = knn(x, y)
+    d2y, _ = knn(y, x)
+    # every point's matched partner is at least as far as its nearest neighbour
+    assert torch.all(e >= d2x[..., 0].sqrt().mean(1) - 1e-12) and torch.all(e >= d2y[..., 0].sqrt().mean(1) - 1e-12)
+    assert torch.all(e >= chamfer_distance(x, y).l1 - 1e-12)
+    # against brute force over all permutations on a tiny set
+    import itertools
+
+    a, b = torch.rand(1, 5, 3, dtype=torch.float64), torch.rand(1, 5, 3, dtype=torch.float64)
+    best = min((a[0] - b[0, list(p)]).norm(dim=-1).mean().item() for p in itertools.permutations(range(5)))
+    assert emd(a, b).item() == pytest.approx(best)
+    xg = x.clone().requires_grad_(True)
+    emd(xg, y).sum().backward()
+    assert torch.isfinite(xg.grad).all() and xg.grad.abs().sum() > 0
+    assert emd(x, y, reduction="mean").item() == pytest.approx(e.mean().item())
+    with pytest.raises(ValueError, match="equal size"):
+        emd(x, y[:, :30])
+
+
+def test_pairwise_emd():
+    a, b = torch.rand(4, 16, 3), torch.rand(3, 16, 3)
+    D = pairwise_emd(a, b, batch_size=5)
+    ref = torch.stack([torch.stack([emd(a[i : i + 1], b[j : j + 1])[0] for j in range(3)]) for i in range(4)])
+    assert D.shape == (4, 3)
+    torch.testing.assert_close(D, ref)
+    Daa = pairwise_emd(a)
+    torch.testing.assert_close(Daa, Daa.T)
+    assert torch.equal(Daa.diagonal(), torch.zeros(4))
+    with pytest.raises(ValueError, match="equal size"):
+        pairwise_emd(a, b[:, :8])
+
+
+def test_generation_metrics_with_emd():
+    gen, ref = torch.randn(12, 16, 3), torch.randn(12, 16, 3)
+    m = generation_metrics(gen, ref, distances=("cd", "emd"))
+    cd_keys = {"cov", "mmd", "1nna"}
+    assert set(m) == cd_keys | {f"{k}_{d}" for k in cd_keys for d in ("cd", "emd")}
+    assert all(m[k] == m[f"{k}_cd"] for k in cd_keys)  # the unsuffixed keys stay CD-L2
+    assert m == {**generation_metrics(gen, ref), **{k: v for k, v in m.items() if "_" in k}}
+    only = generation_metrics(gen, ref + 10.0, distances=("emd",))
+    assert set(only) == {"cov_emd", "mmd_emd", "1nna_emd"} and only["1nna_emd"] == 1.0
+    self_m = generation_metrics(ref, ref, distances=("emd",))
+    assert self_m["cov_emd"] == 1.0 and self_m["mmd_emd"] == 0.0
+    with pytest.raises(ValueError, match="distances"):
+        generation_metrics(gen, ref, distances=("l1",))
