@@ -61,6 +61,25 @@ def run_lightning(argv: Sequence[str], run: bool = True):
     )
 
 
+def run_domain_verbs(argv: Sequence[str] | None, parser: Callable[[], argparse.ArgumentParser],
+                     verbs: dict[str, Callable[[argparse.Namespace], int]], default_verb: str | None = None) -> int:
+    """The ``main(argv)`` of a domain's CLI: ``fit ...`` goes to :func:`run_lightning` untouched (LightningCLI
+    parses its own arguments), no arguments print the help, anything else is parsed and dispatched on ``verb``;
+    ``default_verb`` is prepended when the first argument is not a verb (``scalear restore --model ...``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "fit":
+        run_lightning(["fit", *argv[1:]])
+        return 0
+    p = parser()
+    if not argv:
+        p.print_help()
+        return 0
+    if default_verb is not None and argv[0] not in (*verbs, "-h", "--help"):
+        argv = [default_verb, *argv]
+    a = p.parse_args(argv)
+    return int(verbs[a.verb](a) or 0)
+
+
 def _has_omegaconf() -> bool:
     try:
         import omegaconf  # noqa: F401

@@ -211,24 +211,11 @@ class _ListDataset(Dataset):
         return self.items[i]
 
 
-def _fit(argv: list[str]) -> int:
-    from scalear.cli import run_lightning
-
-    run_lightning(["fit", *argv])
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``scalear depth`` (registered in the ``scalear.domains`` entry-point group)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "fit":
-        return _fit(argv[1:])
-    p = build_parser()
-    if not argv:
-        p.print_help()
-        return 0
-    a = p.parse_args(argv)
-    return _predict(a) if a.verb == "predict" else _eval(a)
+    from scalear.cli import run_domain_verbs
+
+    return run_domain_verbs(argv, build_parser, {"predict": _predict, "eval": _eval})
 
 
 if __name__ == "__main__":

@@ -152,21 +152,11 @@ def _eval(a: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``scalear restore`` (registered in the ``scalear.domains`` entry-point group)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "fit":
-        from scalear.cli import run_lightning
+    """Entry point of ``scalear restore`` (registered in the ``scalear.domains`` entry-point group); the verb
+    defaults to ``predict`` (``scalear restore --model ... --input ...``)."""
+    from scalear.cli import run_domain_verbs
 
-        run_lightning(["fit", *argv[1:]])
-        return 0
-    p = build_parser()
-    if not argv:
-        p.print_help()
-        return 0
-    if argv[0] not in ("predict", "eval", "-h", "--help"):
-        argv = ["predict", *argv]  # `scalear restore --model ... --input ...`
-    a = p.parse_args(argv)
-    return _predict(a) if a.verb == "predict" else _eval(a)
+    return run_domain_verbs(argv, build_parser, {"predict": _predict, "eval": _eval}, default_verb="predict")
 
 
 if __name__ == "__main__":

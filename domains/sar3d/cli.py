@@ -158,18 +158,9 @@ def _eval(a: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``scalear sar3d`` (registered in the ``scalear.domains`` entry-point group)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "fit":
-        from scalear.cli import run_lightning
+    from scalear.cli import run_domain_verbs
 
-        run_lightning(["fit", *argv[1:]])
-        return 0
-    p = build_parser()
-    if not argv:
-        p.print_help()
-        return 0
-    a = p.parse_args(argv)
-    return {"generate": _generate, "render": _render, "eval": _eval}[a.verb](a)
+    return run_domain_verbs(argv, build_parser, {"generate": _generate, "render": _render, "eval": _eval})
 
 
 if __name__ == "__main__":
