@@ -1,0 +1,326 @@
+"""Point-cloud datasets for G3PT: input clouds and, where a mesh exists, occupancy queries; the data module.
+
+Sources (:func:`scan_point_cloud_folder`, :func:`h5_records`):
+
+* the procedural meshes of SAR3D (chairs, tables, mugs, lamps; :func:`~scalear.datasets.meshes.write_procedural_set`);
+* a folder of meshes (ShapeNetCore v2, ModelNet ``<class>/<train|test>/*.off``, generic ``<class>/*.obj``...:
+  :func:`~scalear.datasets.meshes.scan_mesh_folder`) and / or of point-cloud files (``.pcd .xyz .txt .pts .npy
+  .npz``, and PLY without faces) in the same layouts: the label is the first folder, a ``train`` / ``test``
+  second folder is the split;
+* ModelNet40 HDF5 files (PointNet's ``ply_data_{train,test}*.h5``: ``data`` (S, N, 3), ``label`` (S, 1)), one
+  file or a folder of them; class names from ``shape_names.txt`` next to them when present, else the label
+  number; the split from ``train`` / ``test`` in the file name.
+
+Each object is preprocessed once into ``<cache_dir>/<label>-<object id>-<key>.npz`` (key = hash of the file's
+bytes and the settings; written atomically). A mesh is loaded and normalised like SAR3D's
+(:func:`~scalear.datasets.meshes.normalize_mesh`: bounding box centred, longest side 0.9, so it lies in
+[-0.45, 0.45]^3); the cache holds a pool of surface samples with normals, their farthest point sample and a
+pool of occupancy queries (half near the surface, surface samples + N(0, sigma^2) noise clipped to the cube,
+half uniform in [-0.5, 0.5]^3) labelled by open3d ray casting (``signed_distance < 0``; open meshes by the ray
+vote of :func:`~scalear.datasets.meshes.signed_distance`, and refused when they enclose no volume). A point
+cloud (file or HDF5 row) is normalised the same way (:func:`~.io.normalize_points`) and has no queries:
+**occupancy needs a mesh**, so items of pure point clouds carry no ``"query"`` / ``"occupancy"``. Items::
+
+    {"points": (N, 3) float32 input cloud in [-0.45, 0.45]^3, N = n_points,
+     "query": (Q, 3) float32 in [-0.5, 0.5]^3, "occupancy": (Q,) float32 in {0, 1}   (meshes only),
+     "label": int64 class index, "name": str "<label>/<object id>"}
+
+``points`` is the cached farthest point sample in evaluation and a random subset of the pool in training;
+``query`` is the first Q of the (shuffled) pool in evaluation and a random Q of it in training. Clouds with
+fewer than N points are filled up by repeating random points. A data set mixing meshes and point clouds
+gives items with different keys, which the default collate function cannot batch: keep them apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from scalear.datasets.meshes.data import MIN_ENCLOSURE, _file_hash, _savez, split_records
+from scalear.datasets.meshes.folders import scan_mesh_folder
+from scalear.datasets.meshes.io import MESH_SUFFIXES, MeshError, inspect_mesh, normalize_mesh
+from scalear.datasets.meshes.procedural import PROCEDURAL_CLASSES, write_procedural_set
+from scalear.datasets.meshes.sampling import enclosure, sample_sdf, sample_surface
+from scalear.datasets.pointclouds.io import (
+    H5_SUFFIXES,
+    POINT_SUFFIXES,
+    PointCloudError,
+    _ply_faces,
+    farthest_point_sample,
+    load_h5_point_clouds,
+    load_point_cloud,
+    normalize_points,
+)
+from scalear.io import atomic_write
+
+CACHE_VERSION = 1
+POOL_FACTOR = 4  # surface samples and occupancy queries cached per object = POOL_FACTOR * n_points / n_query
+_SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class PointCloudRecord:
+    """One object: its file, class name, split (``"train"`` / ``"test"`` or None), object id, and for an HDF5
+    file the row ``index`` of its cloud (None for other files)."""
+
+    path: Path
+    label: str
+    split: str | None
+    object_id: str
+    index: int | None = None
+
+
+def h5_records(path: str | Path) -> list[PointCloudRecord]:
+    """The clouds of a ModelNet40 HDF5 file, or of every ``*.h5`` / ``*.hdf5`` file in a folder, as records."""
+    path = Path(path)
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in H5_SUFFIXES) if path.is_dir() else [path]
+    if not files:
+        raise ValueError(f"no HDF5 files (*.h5, *.hdf5) in {path}")
+    records = []
+    for f in files:
+        names_file = f.parent / "shape_names.txt"
+        names = names_file.read_text().split() if names_file.is_file() else None
+        split = next((s for s in _SPLITS if s in f.stem.lower()), None)
+        _, labels = load_h5_point_clouds(f)
+        for i, lab in enumerate(labels.tolist()):
+            label = names[lab] if names is not None and 0 <= lab < len(names) else str(lab)
+            records.append(PointCloudRecord(f, label, split, f"{f.stem}_{i:05d}", i))
+    return records
+
+
+def scan_point_cloud_folder(root: str | Path) -> list[PointCloudRecord]:
+    """The meshes (layouts of :func:`~scalear.datasets.meshes.scan_mesh_folder`) and point-cloud files
+    (``<class>/[train|test/]<file>``, or ``"object"`` for files in the root) under ``root``, sorted by path.
+    A folder with HDF5 files in it (ModelNet40's ``modelnet40_ply_hdf5_2048/``) is read by :func:`h5_records`."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"point-cloud folder not found: {root}")
+    if any(p.suffix.lower() in H5_SUFFIXES for p in root.iterdir()):  # modelnet40_ply_hdf5_2048/
+        return h5_records(root)
+    try:
+        meshes = [PointCloudRecord(r.path, r.label, r.split, r.object_id) for r in scan_mesh_folder(root)]
+    except ValueError:  # no mesh files
+        meshes = []
+    clouds = []
+    suffixes = tuple(s for s in POINT_SUFFIXES if s not in MESH_SUFFIXES and s not in H5_SUFFIXES)
+    for p in sorted(root.rglob("*")):
+        parts = p.relative_to(root).parts
+        if not p.is_file() or p.suffix.lower() not in suffixes or any(s.startswith(".") for s in parts):
+            continue
+        label = parts[0] if len(parts) > 1 else "object"
+        split = parts[1].lower() if len(parts) == 3 and parts[1].lower() in _SPLITS else None
+        clouds.append(PointCloudRecord(p, label, split, p.stem))
+    records = sorted(meshes + clouds, key=lambda r: str(r.path))
+    if not records:
+        raise ValueError(f"no mesh or point-cloud files found in {root}")
+    return records
+
+
+def preprocess_object(rec: PointCloudRecord, settings: dict, seed: int,
+                      points: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The cache entry of one object (see the module docstring); :class:`PointCloudError` if unusable.
+    ``points`` (N, 3): the cloud of a point-cloud record when already read (e.g. an HDF5 row)."""
+    rng = np.random.default_rng(seed)
+    n_pool, n_points = settings["n_pool"], settings["n_points"]
+    is_mesh = rec.index is None and rec.path.suffix.lower() in MESH_SUFFIXES
+    if is_mesh and rec.path.suffix.lower() == ".ply":
+        is_mesh = _ply_faces(rec.path) > 0
+    if not is_mesh:
+        if points is None:
+            points = (load_h5_point_clouds(rec.path)[0][rec.index] if rec.index is not None
+                      else load_point_cloud(rec.path))
+        try:
+            points = normalize_points(points)
+        except ValueError as e:
+            raise PointCloudError(f"{rec.path}: {e}") from e
+        order = rng.permutation(len(points))
+        return {"surface": points[order], "fps": farthest_point_sample(points, n_points)}
+    try:
+        mesh, info = inspect_mesh(rec.path)
+        mesh = normalize_mesh(mesh)
+        if not info.watertight and (e := enclosure(mesh)) < MIN_ENCLOSURE:
+            raise MeshError(f"{rec.path}: open surface that encloses no volume (enclosure {e:.2f} < "
+                            f"{MIN_ENCLOSURE}): no inside to label")
+    except MeshError as e:
+        raise PointCloudError(str(e)) from e
+    surface, normals = sample_surface(mesh, n_pool, rng)
+    n_query_pool = settings["n_query_pool"]
+    n_near = int(round(settings["near_fraction"] * n_query_pool))
+    query, sdf = sample_sdf(mesh, n_near, n_query_pool - n_near, settings["sigma"], rng)
+    order = rng.permutation(n_query_pool)  # mix near and uniform queries: any prefix has the same proportions
+    return {"surface": surface, "normals": normals, "fps": farthest_point_sample(surface, n_points),
+            "query": query[order], "occupancy": sdf[order] < 0}
+
+
+class PointCloudDataset(Dataset):
+    """Input point clouds with occupancy queries where a mesh exists (items and caching: module docstring).
+
+    ``records``: a list of :class:`PointCloudRecord`, a folder (:func:`scan_point_cloud_folder`) or an HDF5 file
+    (:func:`h5_records`); ``split`` keeps the records of that split. Bad files are skipped with a warning and
+    listed in ``skipped`` as ``(path, reason)``; ValueError when none is left. ``train`` (default: ``split ==
+    "train"``) draws random points and queries per item; otherwise items are fixed. ``classes`` fixes the label
+    order (default: the sorted labels of all given records, before the split filter).
+    """
+
+    def __init__(self, records: Sequence[PointCloudRecord] | str | Path, cache_dir: str | Path,
+                 n_points: int = 2048, n_query: int = 2048, near_fraction: float = 0.5, sigma: float = 0.01,
+                 split: str | None = None, seed: int = 0, train: bool | None = None,
+                 classes: Sequence[str] | None = None) -> None:
+        if not 0 <= near_fraction <= 1:
+            raise ValueError(f"near_fraction must be in [0, 1], got {near_fraction}")
+        if n_points < 1 or n_query < 1:
+            raise ValueError(f"n_points and n_query must be >= 1, got {n_points} and {n_query}")
+        if isinstance(records, (str, Path)):
+            src = Path(records)
+            all_records = h5_records(src) if src.is_file() else scan_point_cloud_folder(src)
+        else:
+            all_records = list(records)
+        self.classes: list[str] = list(classes) if classes is not None else sorted({r.label for r in all_records})
+        recs = [r for r in all_records if split is None or r.split == split]
+        if not recs:
+            raise ValueError(f"no objects with split {split!r} among {len(all_records)} records")
+        self.cache_dir = Path(cache_dir)
+        self.n_points, self.n_query = n_points, n_query
+        self.train = (split == "train") if train is None else train
+        self.settings = {"version": CACHE_VERSION, "n_points": n_points, "n_pool": POOL_FACTOR * n_points,
+                         "n_query_pool": POOL_FACTOR * n_query, "near_fraction": near_fraction, "sigma": sigma,
+                         "seed": seed}
+        self.records: list[PointCloudRecord] = []
+        self.files: list[Path] = []
+        self.skipped: list[tuple[Path, str]] = []
+        hashes: dict[Path, str] = {}
+        h5: dict[Path, np.ndarray] = {}  # HDF5 files read once, not once per row
+        for rec in tqdm(recs, desc=f"point clouds -> {self.cache_dir}", leave=False):
+            try:
+                self.files.append(self._cached(rec, hashes, h5))
+                self.records.append(rec)
+            except (PointCloudError, FileNotFoundError) as e:
+                self.skipped.append((rec.path, str(e)))
+                warnings.warn(f"skipping {rec.path}: {e}", stacklevel=2)
+        if not self.records:
+            raise ValueError(f"none of the {len(recs)} objects could be used; reasons: "
+                             + "; ".join(reason for _, reason in self.skipped[:5]))
+        if unknown := sorted({r.label for r in self.records} - set(self.classes)):
+            raise ValueError(f"labels {unknown} are not among classes {self.classes}")
+        self.labels = [self.classes.index(r.label) for r in self.records]
+
+    def _cached(self, rec: PointCloudRecord, hashes: dict[Path, str], h5: dict[Path, np.ndarray]) -> Path:
+        if not rec.path.is_file():
+            raise FileNotFoundError(f"file not found: {rec.path}")
+        if rec.path not in hashes:  # an HDF5 file holds many objects: hash it once
+            hashes[rec.path] = _file_hash(rec.path)
+        key_src = hashes[rec.path] + json.dumps({**self.settings, "index": rec.index}, sort_keys=True)
+        key = hashlib.sha1(key_src.encode()).hexdigest()[:16]
+        safe_id = re.sub(r"[^\w.-]", "_", f"{rec.label}-{rec.object_id}")
+        path = self.cache_dir / f"{safe_id}-{key}.npz"
+        if not path.is_file():
+            points = None
+            if rec.index is not None:
+                if rec.path not in h5:
+                    h5[rec.path] = load_h5_point_clouds(rec.path)[0]
+                points = h5[rec.path][rec.index]
+            arrays = preprocess_object(rec, self.settings, int(key, 16) % 2**32, points)
+            atomic_write(path, lambda p: _savez(p, arrays))
+        return path
+
+    def has_occupancy(self, i: int) -> bool:
+        """Whether item ``i`` carries ``"query"`` / ``"occupancy"`` (its object is a mesh)."""
+        with np.load(self.files[i]) as z:
+            return "query" in z.files
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _take(self, n_have: int, n: int) -> np.ndarray:
+        """Indices of ``n`` of ``n_have`` items: random in training, the first ones otherwise; repeated random
+        ones fill up when ``n_have < n``."""
+        if n_have >= n:
+            return torch.randperm(n_have)[:n].numpy() if self.train else np.arange(n)
+        extra = torch.randint(n_have, (n - n_have,)).numpy() if self.train else \
+            np.random.default_rng(n_have).integers(n_have, size=n - n_have)
+        return np.concatenate([np.arange(n_have), extra])
+
+    def __getitem__(self, i: int) -> dict:
+        rec = self.records[i]
+        with np.load(self.files[i]) as z:
+            pool = z["surface"] if self.train else z["fps"]
+            item = {"points": torch.from_numpy(pool[self._take(len(pool), self.n_points)].astype(np.float32))}
+            if "query" in z.files:
+                q = self._take(len(z["query"]), self.n_query)
+                item["query"] = torch.from_numpy(z["query"][q].astype(np.float32))
+                item["occupancy"] = torch.from_numpy(z["occupancy"][q].astype(np.float32))
+        item["label"] = torch.tensor(self.labels[i], dtype=torch.int64)
+        item["name"] = f"{rec.label}/{rec.object_id}"
+        return item
+
+
+class PointCloudDataModule(L.LightningDataModule):
+    """Train / val :class:`PointCloudDataset` s of the procedural meshes (``root=None``: ``per_class +
+    val_per_class`` objects of each of :data:`~scalear.datasets.meshes.PROCEDURAL_CLASSES` in
+    ``<cache_dir>/procedural``, the last ``val_per_class`` of each class for validation), of a folder, or of a
+    ModelNet40 HDF5 file / folder. A folder's or file's own train / test split is used when it has one (test ->
+    val), else ``val_per_class`` objects per class are held out (:func:`~scalear.datasets.meshes.split_records`)."""
+
+    def __init__(self, root: str | None = None, cache_dir: str = "scalear_cache/pointclouds", per_class: int = 24,
+                 val_per_class: int = 4, n_points: int = 2048, n_query: int = 2048, batch_size: int = 16,
+                 num_workers: int = 0, seed: int = 0) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.train_dataset: PointCloudDataset | None = None
+        self.val_dataset: PointCloudDataset | None = None
+
+    def _records(self) -> tuple[list[PointCloudRecord], list[PointCloudRecord]]:
+        hp = self.hparams
+        if hp.root is None:
+            n = hp.per_class + hp.val_per_class
+            folder = Path(hp.cache_dir) / "procedural"
+            write_procedural_set(folder, n, hp.seed)
+            number = lambda r: int(r.object_id.rsplit("_", 1)[1])  # noqa: E731
+            records = [r for r in scan_point_cloud_folder(folder) if r.label in PROCEDURAL_CLASSES and number(r) < n]
+            return [r for r in records if number(r) < hp.per_class], [r for r in records if number(r) >= hp.per_class]
+        root = Path(hp.root)
+        records = h5_records(root) if root.is_file() else scan_point_cloud_folder(root)
+        return split_records(records, hp.val_per_class)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_dataset is not None:
+            return
+        hp = self.hparams
+        train, val = self._records()
+        classes = sorted({r.label for r in train + val})
+        kw = dict(cache_dir=Path(hp.cache_dir) / "samples", n_points=hp.n_points, n_query=hp.n_query, seed=hp.seed,
+                  classes=classes)
+        self.train_dataset = PointCloudDataset(train, train=True, **kw)
+        self.val_dataset = PointCloudDataset(val, train=False, **kw) if val else None
+
+    def prepare_data(self) -> None:
+        self.setup()  # writes the procedural set and the cache once (rank 0); setup() on each rank reads it
+
+    @property
+    def classes(self) -> list[str]:
+        if self.train_dataset is None:
+            self.setup()
+        return self.train_dataset.classes
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        return DataLoader(self.train_dataset, batch_size=self.hparams.batch_size, shuffle=True, drop_last=False,
+                          num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0)
+
+    def val_dataloader(self) -> DataLoader:
+        self.setup()
+        if self.val_dataset is None:
+            raise ValueError("no validation objects: set val_per_class > 0 or use data with a test split")
+        return DataLoader(self.val_dataset, batch_size=self.hparams.batch_size, shuffle=False,
+                          num_workers=self.hparams.num_workers)
