@@ -52,6 +52,19 @@ def test_real_pcd_extents(shared_data):
     np.testing.assert_allclose(np.ptp(airplane, 0), [0.70, 0.20, 0.66], atol=0.01)
 
 
+@pytest.mark.shared_data
+def test_real_meshes_give_surface_samples(shared_data):
+    meshes = shared_data / "meshes"
+    for name in ("suzanne.ply", "ballA.off", "featuretype.STL"):  # suzanne.ply: a PLY with faces
+        points, normals = load_point_cloud(meshes / name, return_normals=True, n_mesh_points=256, seed=1)
+        assert points.shape == normals.shape == (256, 3) and np.isfinite(points).all(), name
+        assert np.array_equal(points, load_point_cloud(meshes / name, n_mesh_points=256, seed=1))  # seeded
+    for name, problem in (("soup.stl", "triangle soup"), ("notenoughindices.obj", "too few faces"),
+                          ("empty.ply", "no points")):
+        with pytest.raises(PointCloudError, match=f"{name}.*{problem}"):
+            load_point_cloud(meshes / "bad" / name)
+
+
 def test_text_npy_npz_round_trips(tmp_path):
     pts = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
     np.savetxt(tmp_path / "a.xyz", pts)
@@ -66,6 +79,8 @@ def test_text_npy_npz_round_trips(tmp_path):
         np.testing.assert_allclose(out, pts, rtol=1e-6, atol=1e-6, err_msg=name)
     _, normals = load_point_cloud(tmp_path / "d.npz", return_normals=True)
     assert np.array_equal(normals[:, 1], np.ones(50))
+    np.savez(tmp_path / "g.npz", points=pts, normals=np.full((50, 3), np.nan))  # bad normals are dropped
+    assert load_point_cloud(tmp_path / "g.npz", return_normals=True)[1] is None
     assert load_point_cloud(tmp_path / "a.xyz", return_normals=True)[1] is None
 
 

@@ -177,7 +177,7 @@ def load_point_cloud(path: str | Path, return_normals: bool = False, n_mesh_poin
     """The points ``(N, 3)`` float32 of a point-cloud or mesh file (formats: module docstring).
 
     With ``return_normals`` returns ``(points, normals)``, ``normals`` (N, 3) float32 or None when the file
-    has none (text files never do). Meshes give ``n_mesh_points`` surface samples drawn with ``seed``.
+    has none or they are unusable (misshapen, NaN); text files never have them. Meshes give ``n_mesh_points`` surface samples drawn with ``seed``.
     :class:`PointCloudError` (naming the file) for unusable files, FileNotFoundError for missing ones.
     """
     path = Path(path)
@@ -204,8 +204,10 @@ def load_point_cloud(path: str | Path, return_normals: bool = False, n_mesh_poin
     else:
         points, normals = _load_h5_single(path)
     points = _check(points, path)
-    if normals is not None:
-        normals = _check(normals, path, "normals") if len(normals) == len(points) else None
+    if normals is not None:  # unusable normals are dropped, not fatal: the points are what matters
+        normals = np.asarray(normals)
+        ok = normals.shape == points.shape and normals.dtype.kind == "f" and np.isfinite(normals).all()
+        normals = normals.astype(np.float32) if ok else None
     return (points, normals) if return_normals else points
 
 
