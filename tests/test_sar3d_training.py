@@ -109,4 +109,7 @@ def test_configs_fit_two_steps_through_the_cli(tmp_path):
         metrics = fit_with_cli(CONFIGS / name, out, out / "export",
                                [*data, *short, *small, "--model.init_args.tokenizer", str(tok_dir)])
         assert metrics.is_file() and "val/ce" in metrics.read_text()
-        assert isinstance(from_pretrained(out / "export" / "generator"), SAR3DGenerator)
+        gen = from_pretrained(out / "export" / "generator")
+        assert isinstance(gen, SAR3DGenerator)
+        # a class-conditional export names its labels after the data module's classes
+        assert gen.cfg.class_names == (("chair", "lamp", "mug", "table") if gen.cfg.condition == "class" else ())
