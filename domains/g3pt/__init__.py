@@ -2,11 +2,16 @@
 
 - :mod:`~scalear.domains.g3pt.tokenizer`: the Cross-scale Vector Quantization tokenizer (point cloud -> learnable
   latent queries -> residual multi-level lookup-free quantization with learnable down-/up-sampling queries ->
-  occupancy decoder).
+  occupancy decoder; meshes through :mod:`scalear.fields`).
+- :mod:`~scalear.domains.g3pt.generator`: the Cross-scale Querying Transformer, the core next-scale transformer over
+  the tokenizer's levels, class- or image-conditioned, with classifier-free guidance.
 """
 
+from scalear.domains.g3pt.generator import (G3PT_GENERATOR_PRESETS, G3PTGenerator, G3PTGeneratorConfig, ImageEncoder,
+                                            create_generator, generator_config)
 from scalear.domains.g3pt.tokenizer import (G3PT_TOKENIZER_PRESETS, CrossScaleOutput, CrossScaleQuantizer, G3PTTokenizer,
                                             G3PTTokenizerConfig, create_tokenizer, fourier_features, tokenizer_config)
 
-__all__ = ["G3PT_TOKENIZER_PRESETS", "CrossScaleOutput", "CrossScaleQuantizer", "G3PTTokenizer", "G3PTTokenizerConfig",
-           "create_tokenizer", "fourier_features", "tokenizer_config"]
+__all__ = ["G3PT_GENERATOR_PRESETS", "G3PTGenerator", "G3PTGeneratorConfig", "ImageEncoder", "create_generator",
+           "generator_config", "G3PT_TOKENIZER_PRESETS", "CrossScaleOutput", "CrossScaleQuantizer", "G3PTTokenizer",
+           "G3PTTokenizerConfig", "create_tokenizer", "fourier_features", "tokenizer_config"]
