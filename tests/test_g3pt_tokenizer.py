@@ -45,14 +45,22 @@ def analytic_shapes(n: int, num_points: int = 128, num_query: int = 256, seed: i
     return {"points": pts, "query": q, "occupancy": occ.float(), "label": kind}
 
 
-def _train(tok: G3PTTokenizer, data: dict, steps: int, lr: float = 1e-3, batch: int = 16) -> list[float]:
+def _train(tok: G3PTTokenizer, data: dict | None, steps: int, lr: float = 1e-3, batch: int = 16,
+           boxes: bool = True) -> list[float]:
+    """AdamW steps on random batches of ``data``, or on fresh analytic shapes every step when ``data`` is None;
+    returns the full-reconstruction BCE of every step."""
     opt = torch.optim.AdamW(tok.parameters(), lr=lr, weight_decay=0.0)
     g = torch.Generator().manual_seed(0)
-    n, losses = data["points"].shape[0], []
+    losses = []
     tok.train()
-    for _ in range(steps):
-        b = torch.randint(0, n, (min(batch, n),), generator=g) if n > batch else torch.arange(n)
-        loss, logs = tok.loss({k: v[b] for k, v in data.items()})
+    for step in range(steps):
+        if data is None:
+            b = analytic_shapes(batch, seed=1000 + step, boxes=boxes)
+        else:
+            n = data["points"].shape[0]
+            pick = torch.randint(0, n, (batch,), generator=g) if n > batch else torch.arange(n)
+            b = {k: v[pick] for k, v in data.items()}
+        loss, logs = tok.loss(b)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -188,15 +196,18 @@ def test_bad_inputs_raise():
 
 @pytest.mark.slow
 def test_reconstruction_improves_as_levels_are_added():
-    """A briefly trained tiny tokenizer (spheres, ~1-2 min on one thread): on held-out shapes the occupancy BCE
-    does not rise and the IoU does not fall as levels of detail are added, and the full set beats the first level."""
-    tok = create_tokenizer("tiny", num_freqs=3)
-    train = analytic_shapes(256, seed=1, boxes=False)
-    test = analytic_shapes(32, num_query=512, seed=2, boxes=False)
-    losses = _train(tok, train, steps=300, lr=1e-3, batch=16)
+    """A briefly trained tiny tokenizer (fresh spheres and boxes every step, ~2 min on one thread): on held-out
+    shapes the occupancy BCE of the reconstruction from levels 1..k does not rise as levels are added (within
+    float noise) and the full set of levels beats the first level.
+
+    Measured (500 steps, 123 s with another process on the second core): BCE per level 0.392, 0.352, 0.347, 0.345;
+    IoU 0.457, 0.457, 0.483, 0.478; train BCE 0.615 -> 0.355. With ``entropy_weight=0.02`` instead of 0.1 the codes
+    collapse (BCE 0.452 at every level): LFQ's entropy term is what keeps the levels informative."""
+    tok = create_tokenizer("tiny", num_freqs=3, enc_blocks=0, dec_blocks=0)
+    losses = _train(tok, None, steps=500, lr=2e-3, batch=16)
     assert sum(losses[-20:]) / 20 < 0.6 * sum(losses[:5]) / 5
-    levels = _per_level(tok, test)
+    levels = _per_level(tok, analytic_shapes(64, num_query=512, seed=2))
+    print("per level (BCE, IoU):", levels)
     bce = [b for b, _ in levels]
     assert all(b1 <= b0 + 2e-3 for b0, b1 in zip(bce, bce[1:])), levels
-    assert bce[-1] < bce[0], levels
-    assert levels[-1][1] >= levels[0][1], levels
+    assert bce[-1] < bce[0] - 0.01, levels
