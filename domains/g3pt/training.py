@@ -1,0 +1,190 @@
+"""Training G3PT in two stages through LightningCLI (``configs/g3pt/*.yaml``).
+
+1. :class:`G3PTTokenizerModule`: the Cross-scale VQ tokenizer on batches ``{"points", "query", "occupancy"}``
+   (:class:`scalear.datasets.pointclouds.data.PointCloudDataModule`) with :meth:`G3PTTokenizer.loss` (occupancy
+   BCE of the full and the partial reconstructions + LFQ entropy and commitment losses). Validation logs the
+   occupancy BCE and IoU of the reconstruction from the first ``k`` levels of detail for every ``k``
+   (``val/bce_l<k>``, ``val/iou_l<k>``, ``k = 1..K``; falling / rising as levels are added) and the codebook usage.
+   Exports ``tokenizer``.
+2. :class:`G3PTGeneratorModule`: the core :class:`~scalear.training.nextscale.NextScaleModule` recipe (VAR's
+   teacher-forced cross-entropy over all tokens, condition dropout for CFG) on the frozen stage-1 tokenizer, with
+   the targets ``tokenizer.points_to_indices(batch["points"])`` and the condition a class label (or a condition
+   image, where a data module provides one). Exports ``generator`` and ``tokenizer``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from scalear.domains.g3pt.generator import Condition, G3PTGenerator, generator_config
+from scalear.domains.g3pt.tokenizer import G3PTTokenizer, tokenizer_config
+from scalear.io import from_pretrained
+from scalear.training.base import ScalearModule
+from scalear.training.nextscale import NextScaleModule
+
+
+# ------------------------------------------------------------------------------------------- stage 1
+class G3PTTokenizerModule(ScalearModule):
+    """LightningModule training a :class:`~scalear.domains.g3pt.tokenizer.G3PTTokenizer`.
+
+    Args:
+        preset: a :data:`~scalear.domains.g3pt.tokenizer.G3PT_TOKENIZER_PRESETS` name.
+        tokenizer: overrides of the preset's :class:`~scalear.domains.g3pt.tokenizer.G3PTTokenizerConfig` fields
+            (loss weights included: ``entropy_weight``, ``commit_weight``, ``prefix_weight``).
+        Other arguments: see :class:`~scalear.training.base.ScalearModule`.
+    """
+
+    def __init__(
+        self,
+        preset: str = "tiny",
+        tokenizer: dict[str, Any] | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.95),
+        warmup_steps: int = 0,
+        min_lr_ratio: float = 0.0,
+        export_dir: str | None = "export",
+    ):
+        super().__init__(lr, weight_decay, betas, warmup_steps, min_lr_ratio, export_dir)
+        self.save_hyperparameters()
+        self.tokenizer = G3PTTokenizer(tokenizer_config(preset, **(tokenizer or {})))
+
+    def exported_models(self) -> dict[str, nn.Module]:
+        return {"tokenizer": self.tokenizer}
+
+    @staticmethod
+    def _check_batch(batch: dict) -> None:
+        if "query" not in batch or "occupancy" not in batch:
+            raise ValueError("G3PT tokenizer training needs occupancy queries (batch keys 'query', 'occupancy'); "
+                             "pure point clouds have none: train on meshes")
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        self._check_batch(batch)
+        loss, logs = self.tokenizer.loss(batch)
+        B = batch["points"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=B)
+        self.log("train/bce", logs["bce"], prog_bar=True, batch_size=B)
+        self.log_dict({f"train/{k}": logs[k] for k in ("bce_prefix", "commit", "entropy", "usage", "acc")},
+                      batch_size=B)
+        return loss
+
+    @torch.no_grad()
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._check_batch(batch)
+        tok, B = self.tokenizer, batch["points"].shape[0]
+        idx = tok.points_to_indices(batch["points"])  # [(B, M_k)]
+        occ_BQ = batch["occupancy"].float()
+        inside_BQ = occ_BQ > 0.5
+        for k in range(1, len(idx) + 1):
+            logits_BQ = tok.occupancy_logits(tok.indices_to_fhat(idx, k), batch["query"])
+            bce = F.binary_cross_entropy_with_logits(logits_BQ, occ_BQ)
+            pred_BQ = logits_BQ > 0
+            iou = ((pred_BQ & inside_BQ).sum(1).float() / (pred_BQ | inside_BQ).sum(1).clamp(min=1)).mean()
+            self.log_dict({f"val/bce_l{k}": bce, f"val/iou_l{k}": iou}, batch_size=B, sync_dist=True)
+        self.log("val/bce", bce, prog_bar=True, batch_size=B, sync_dist=True)
+        self.log("val/iou", iou, prog_bar=True, batch_size=B, sync_dist=True)
+        self.log("val/acc", (pred_BQ == inside_BQ).float().mean(), batch_size=B, sync_dist=True)
+        usage = [100.0 * i.unique().numel() / min(i.numel(), tok.quantizer.vocab_size) for i in idx]
+        self.log("val/usage", sum(usage) / len(usage), batch_size=B, sync_dist=True)
+
+
+# ------------------------------------------------------------------------------------------- stage 2
+class G3PTGeneratorModule(NextScaleModule):
+    """LightningModule training a :class:`~scalear.domains.g3pt.generator.G3PTGenerator` on a frozen tokenizer.
+
+    Args:
+        tokenizer: folder of an exported :class:`~scalear.domains.g3pt.tokenizer.G3PTTokenizer`.
+        preset: a :data:`~scalear.domains.g3pt.generator.G3PT_GENERATOR_PRESETS` name.
+        condition: ``"class"`` (labels) or ``"image"`` (batch key ``image_key``).
+        num_classes: classes of a class-conditional model (the data module's ``len(classes)``).
+        generator: overrides of :class:`~scalear.domains.g3pt.generator.G3PTGeneratorConfig` fields
+            (``transformer`` is merged into the preset's).
+        points_key, label_key, image_key: batch keys.
+        Other arguments: see :class:`~scalear.training.nextscale.NextScaleModule`.
+    """
+
+    def __init__(
+        self,
+        tokenizer: str,
+        preset: str = "tiny",
+        condition: Condition = "class",
+        num_classes: int = 4,
+        generator: dict[str, Any] | None = None,
+        label_smoothing: float = 0.0,
+        points_key: str = "points",
+        label_key: str = "label",
+        image_key: str = "image",
+        lr: float = 1e-3,
+        weight_decay: float = 0.05,
+        betas: tuple[float, float] = (0.9, 0.95),
+        warmup_steps: int = 0,
+        min_lr_ratio: float = 0.0,
+        export_dir: str | None = "export",
+    ):
+        ScalearModule.__init__(self, lr, weight_decay, betas, warmup_steps, min_lr_ratio, export_dir)
+        self.save_hyperparameters()
+        tok = from_pretrained(tokenizer)
+        if not isinstance(tok, G3PTTokenizer):
+            raise ValueError(f"{tokenizer} holds a {type(tok).__name__}, not a G3PT tokenizer")
+        self.tokenizer: G3PTTokenizer = tok.eval().requires_grad_(False)
+        self.generator = G3PTGenerator(generator_config(preset, self.tokenizer, condition=condition,
+                                                        num_classes=num_classes, **dict(generator or {})))
+        self.transformer = self.generator.transformer
+        self.label_smoothing, self.input_key, self.label_key = label_smoothing, points_key, label_key
+        self.image_key = image_key
+        self.register_buffer("level_L", self.tokenizer.schedule.level_ids(), persistent=False)
+
+    def setup(self, stage: str) -> None:
+        """Check the data module's ``classes`` against ``num_classes`` and, where the generator config has a
+        ``class_names`` field, name the classes after them (exported with the generator)."""
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        names = list(getattr(dm, "classes", None) or [])
+        cfg = self.generator.cfg
+        if cfg.condition != "class" or not names:
+            return
+        if len(names) != cfg.num_classes:
+            raise ValueError(f"the data has {len(names)} classes {names} but the generator num_classes={cfg.num_classes}; "
+                             f"set --model.init_args.num_classes {len(names)}")
+        if hasattr(cfg, "class_names"):
+            cfg.class_names = tuple(names)
+
+    def trainable(self) -> nn.Module:
+        return self.generator
+
+    def no_weight_decay(self) -> set[str]:
+        names = {f"transformer.{n}" for n in self.generator.transformer.no_weight_decay_names()}
+        if self.generator.image_encoder is not None:
+            enc = self.generator.image_encoder
+            names |= {f"image_encoder.{n}" for n, p in enc.named_parameters() if p.ndim <= 1 or n == "pos"}
+        return names
+
+    def exported_models(self) -> dict[str, nn.Module]:
+        return {"generator": self.generator, "tokenizer": self.tokenizer}
+
+    def condition(self, batch: dict) -> dict[str, torch.Tensor]:
+        if self.generator.cfg.condition == "class":
+            return self.generator.condition_kwargs(labels=batch[self.label_key])
+        if self.image_key not in batch:
+            raise ValueError(f"an image-conditional generator needs condition images under batch key {self.image_key!r}")
+        return self.generator.condition_kwargs(images=batch[self.image_key])
+
+    @torch.no_grad()
+    def target_indices(self, batch: dict) -> list[torch.Tensor]:
+        return self.tokenizer.points_to_indices(batch[self.input_key])
+
+    def forward_logits(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = self.target_indices(batch)  # [(B, M_k)]
+        x_BlC = self.tokenizer.quantizer.teacher_forcing_input(idx)
+        return self.transformer(x_BlC, **self.condition(batch)), torch.cat(idx, dim=1)
+
+    @torch.no_grad()
+    def generate(self, labels: torch.Tensor | None = None, images: torch.Tensor | None = None,
+                 resolution: int = 64, **kwargs: Any) -> tuple[list, list[torch.Tensor]]:
+        """Sample shapes (:meth:`G3PTGenerator.sample` keywords) -> (meshes or None, per-level indices)."""
+        self.generator.eval()
+        indices = self.generator.generate(self.tokenizer, labels, images, **kwargs)
+        return self.tokenizer.indices_to_meshes(indices, resolution), indices
