@@ -96,3 +96,34 @@ def test_bench_sar3d_runs(bench, capsys):
     assert r["sec_per_object"] == r["sec_tokens"] + r["sec_decode"] + r["sec_mesh"]
     out = capsys.readouterr().out
     assert "SAR3D generation time per object" in out and "0.82 s" in out
+
+
+def test_bench_g3pt_runs(bench, capsys):
+    mod = bench("bench_g3pt")
+    results = mod.main(["--presets", "tiny", "--resolution", "16", "--min-time", "0", "--repeats", "1"])
+    assert [r["preset"] for r in results] == ["tiny"]
+    r = results[0]
+    assert r["sec_tokens"] > 0 and r["sec_decode"] > 0 and r["sec_mesh"] > 0
+    assert r["sec_per_shape"] == r["sec_tokens"] + r["sec_decode"] + r["sec_mesh"]
+    assert "G3PT generation time per shape" in capsys.readouterr().out
+    for bad in (["--presets", "huge"], ["--resolution", "1"], ["--batch", "0"]):
+        with pytest.raises(SystemExit):
+            mod.parse_args(bad)
+
+
+def test_scaling_g3pt_runs(bench, capsys, tmp_path):
+    """Three tiny widths, a few steps each on a handful of procedural shapes (the real table: benchmarks/README.md)."""
+    import math
+
+    mod = bench("scaling_g3pt")
+    out = mod.main(["--quick", "--cache-dir", str(tmp_path), "--threads", "1"])
+    rows = out["rows"]
+    assert len(rows) == 3
+    assert rows[0]["params"] < rows[1]["params"] < rows[2]["params"]
+    assert all(math.isfinite(r["train_loss"]) and math.isfinite(r["val_bce"]) for r in rows)
+    assert all(len(r["val_iou_levels"]) == 4 and 0 <= r["val_iou"] <= 1 for r in rows)
+    assert math.isfinite(out["b"]) and out["a"] > 0
+    text = capsys.readouterr().out
+    assert "G3PT tokenizer scaling" in text and "N^-" in text
+    with pytest.raises(SystemExit):
+        mod.parse_args(["--widths", "32"])
