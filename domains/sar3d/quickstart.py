@@ -64,11 +64,15 @@ def _data(out: Path, fast: bool):
     return dm
 
 
-def _tile_row(paths: list[Path]) -> np.ndarray:
+def _tile_row(paths: list[Path | None], size: int = 128) -> np.ndarray:
+    """PNG tiles side by side; ``None`` (an empty field) is a blank tile."""
     from PIL import Image
 
     tiles = []
     for p in paths:
+        if p is None:
+            tiles.append(np.full((size, size, 3), 255, np.uint8))
+            continue
         with Image.open(p) as im:
             tiles.append(np.asarray(im.convert("RGB")))
     gap = np.full((tiles[0].shape[0], 4, 3), 255, np.uint8)
@@ -113,8 +117,7 @@ def run(out: Path, fast: bool = False) -> str:
         paths = []
         for k in range(1, K + 1):
             mesh = indices_to_meshes(tok, idx, res, upto=k)[0]
-            if mesh is not None:
-                paths.append(shaded_preview(mesh, pics / f"{cls}_scales_1-{k}.png", size=128, views=1))
+            paths.append(None if mesh is None else shaded_preview(mesh, pics / f"{cls}_scales_1-{k}.png", size=128, views=1))
         truth = normalize_mesh(load_mesh(val.records[i].path))
         paths.append(shaded_preview(truth, pics / f"{cls}_truth.png", size=128, views=1))
         rows.append(_tile_row(paths))
