@@ -164,9 +164,43 @@ def split_records(records: Sequence[MeshRecord], val_per_class: int) -> tuple[li
     return train, val
 
 
-class MeshDataModule(L.LightningDataModule):
+class CachedSplitDataModule(L.LightningDataModule):
+    """What the mesh and point-cloud data modules share: ``setup()`` (a subclass's) builds ``train_dataset`` and
+    ``val_dataset`` (None without held-out objects) from cached samples; ``prepare_data`` fills the cache once;
+    ``classes`` and the loaders (``hparams.batch_size``, ``hparams.num_workers``) come from them."""
+
+    train_dataset: Dataset | None = None
+    val_dataset: Dataset | None = None
+    #: what the held-out items are, for the error when there are none
+    val_items: str = "objects"
+
+    def prepare_data(self) -> None:
+        self.setup()  # writes the procedural set and the cache once (rank 0); setup() on each rank reads it
+
+    @property
+    def classes(self) -> list[str]:
+        if self.train_dataset is None:
+            self.setup()
+        return self.train_dataset.classes
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        return DataLoader(self.train_dataset, batch_size=self.hparams.batch_size, shuffle=True, drop_last=False,
+                          num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0)
+
+    def val_dataloader(self) -> DataLoader:
+        self.setup()
+        if self.val_dataset is None:
+            raise ValueError(f"no validation {self.val_items}: set val_per_class > 0 or use data with a test split")
+        return DataLoader(self.val_dataset, batch_size=self.hparams.batch_size, shuffle=False,
+                          num_workers=self.hparams.num_workers)
+
+
+class MeshDataModule(CachedSplitDataModule):
     """Train / val :class:`MeshSDFDataset` s of a mesh folder, or of the procedural set (``root=None``:
     ``per_class + val_per_class`` objects of each of :data:`PROCEDURAL_CLASSES` in ``<cache_dir>/procedural``)."""
+
+    val_items = "meshes"
 
     def __init__(self, root: str | None = None, cache_dir: str = "scalear_cache/meshes", per_class: int = 24,
                  val_per_class: int = 4, grid_resolution: int = 32, n_points: int = 4096, image_size: int = 64,
@@ -198,23 +232,3 @@ class MeshDataModule(L.LightningDataModule):
         self.train_dataset = MeshSDFDataset(train, train=True, **kw)
         self.val_dataset = MeshSDFDataset(val, train=False, **kw) if val else None
 
-    def prepare_data(self) -> None:
-        self.setup()  # writes the procedural set and the cache once (rank 0); setup() on each rank reads it
-
-    @property
-    def classes(self) -> list[str]:
-        if self.train_dataset is None:
-            self.setup()
-        return self.train_dataset.classes
-
-    def train_dataloader(self) -> DataLoader:
-        self.setup()
-        return DataLoader(self.train_dataset, batch_size=self.hparams.batch_size, shuffle=True, drop_last=False,
-                          num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0)
-
-    def val_dataloader(self) -> DataLoader:
-        self.setup()
-        if self.val_dataset is None:
-            raise ValueError("no validation meshes: set val_per_class > 0 or use a folder with a test split")
-        return DataLoader(self.val_dataset, batch_size=self.hparams.batch_size, shuffle=False,
-                          num_workers=self.hparams.num_workers)

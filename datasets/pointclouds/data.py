@@ -41,13 +41,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from scalear.datasets.meshes.data import MIN_ENCLOSURE, _file_hash, _savez, split_records
+from scalear.datasets.meshes.data import MIN_ENCLOSURE, CachedSplitDataModule, _file_hash, _savez, split_records
 from scalear.datasets.meshes.folders import scan_mesh_folder
 from scalear.datasets.meshes.io import MESH_SUFFIXES, MeshError, inspect_mesh, normalize_mesh
 from scalear.datasets.meshes.procedural import PROCEDURAL_CLASSES, write_procedural_set
@@ -265,7 +264,7 @@ class PointCloudDataset(Dataset):
         return item
 
 
-class PointCloudDataModule(L.LightningDataModule):
+class PointCloudDataModule(CachedSplitDataModule):
     """Train / val :class:`PointCloudDataset` s of the procedural meshes (``root=None``: ``per_class +
     val_per_class`` objects of each of :data:`~scalear.datasets.meshes.PROCEDURAL_CLASSES` in
     ``<cache_dir>/procedural``, the last ``val_per_class`` of each class for validation), of a folder, or of a
@@ -304,23 +303,3 @@ class PointCloudDataModule(L.LightningDataModule):
         self.train_dataset = PointCloudDataset(train, train=True, **kw)
         self.val_dataset = PointCloudDataset(val, train=False, **kw) if val else None
 
-    def prepare_data(self) -> None:
-        self.setup()  # writes the procedural set and the cache once (rank 0); setup() on each rank reads it
-
-    @property
-    def classes(self) -> list[str]:
-        if self.train_dataset is None:
-            self.setup()
-        return self.train_dataset.classes
-
-    def train_dataloader(self) -> DataLoader:
-        self.setup()
-        return DataLoader(self.train_dataset, batch_size=self.hparams.batch_size, shuffle=True, drop_last=False,
-                          num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0)
-
-    def val_dataloader(self) -> DataLoader:
-        self.setup()
-        if self.val_dataset is None:
-            raise ValueError("no validation objects: set val_per_class > 0 or use data with a test split")
-        return DataLoader(self.val_dataset, batch_size=self.hparams.batch_size, shuffle=False,
-                          num_workers=self.hparams.num_workers)
