@@ -190,3 +190,41 @@ def fmt_ms(seconds: float) -> str:
 
 def fmt_params(n: int) -> str:
     return f"{n / 1e6:,.1f}M"
+
+
+def procedural_sdf_grid(resolution: int, shape: str = "chair") -> "np.ndarray":
+    """The SDF grid of a procedural object (seed 0): what the 3D benchmarks time marching cubes on, since
+    randomly initialised decoders give no object-like level set."""
+    import numpy as np
+
+    from scalear.datasets.meshes.procedural import make_shape
+    from scalear.datasets.meshes.sampling import sdf_grid
+
+    return sdf_grid(make_shape(shape, np.random.default_rng(0)), resolution)
+
+
+def time_generation_stages(tokens: Callable[[], object], decode: Callable[[], object], sdf_grid: "np.ndarray",
+                           batch: int, device: torch.device, args: argparse.Namespace) -> tuple[float, float, float]:
+    """Seconds per object of a 3D generator's three stages: sampling the tokens, decoding the field (both for
+    ``batch`` objects per call, on ``device``) and marching cubes of ``sdf_grid`` on the CPU."""
+    from scalear.fields import extract_mesh
+
+    t_tokens = time_runs(tokens, device, args.min_time, args.repeats) / batch
+    t_decode = time_runs(decode, device, args.min_time, args.repeats) / batch
+    t_mesh = time_runs(lambda: extract_mesh(sdf_grid), torch.device("cpu"), args.min_time, args.repeats)
+    return t_tokens, t_decode, t_mesh
+
+
+def measure_presets(measure: Callable[..., tuple[list[str], dict]], args: argparse.Namespace, device: torch.device,
+                    *extra: object) -> tuple[list[list[str]], list[dict]]:
+    """``measure(preset, args, device, *extra)`` for each of ``args.presets``, after one untimed warm-up run of
+    ``tiny`` (thread pools, kernels); returns the table rows and the numbers."""
+    warm = argparse.Namespace(**{**vars(args), "batch": 1, "min_time": 0.0, "repeats": 1})
+    measure("tiny", warm, device, *extra)
+    rows, results = [], []
+    for preset in [x for x in args.presets.split(",") if x]:
+        print(f"measuring {preset} ...", file=sys.stderr, flush=True)
+        row, result = measure(preset, args, device, *extra)
+        rows.append(row)
+        results.append(result)
+    return rows, results

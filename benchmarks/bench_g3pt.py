@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import argparse
 import gc
-import sys
 
 import numpy as np
 import torch
 
-from _common import add_common_args, autocast, environment, fmt_ms, fmt_params, print_table, setup, time_runs
+from _common import (add_common_args, autocast, environment, fmt_ms, fmt_params, measure_presets, print_table,
+                     procedural_sdf_grid, setup, time_generation_stages)
 from scalear.domains.g3pt.generator import G3PT_GENERATOR_PRESETS, create_generator
 from scalear.domains.g3pt.tokenizer import G3PT_TOKENIZER_PRESETS, create_tokenizer
-from scalear.fields import extract_mesh
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -46,13 +45,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _chair_grid(resolution: int) -> np.ndarray:
-    from scalear.datasets.meshes.procedural import make_shape
-    from scalear.datasets.meshes.sampling import sdf_grid
-
-    return sdf_grid(make_shape("chair", np.random.default_rng(0)), resolution)
-
-
 def measure(preset: str, args: argparse.Namespace, device: torch.device, chair: np.ndarray) -> tuple[list[str], dict]:
     """One table row: seconds per shape for tokens, decoding and mesh extraction."""
     tok = create_tokenizer(preset).to(device).eval()
@@ -69,9 +61,7 @@ def measure(preset: str, args: argparse.Namespace, device: torch.device, chair: 
         with autocast(device, args.dtype):
             tok.fhat_to_grid(tok.indices_to_fhat(indices), args.resolution)
 
-    t_tokens = time_runs(tokens, device, args.min_time, args.repeats) / B
-    t_decode = time_runs(decode, device, args.min_time, args.repeats) / B
-    t_mesh = time_runs(lambda: extract_mesh(chair), torch.device("cpu"), args.min_time, args.repeats)
+    t_tokens, t_decode, t_mesh = time_generation_stages(tokens, decode, chair, B, device, args)
     total = t_tokens + t_decode + t_mesh
     sizes = tok.config.sizes
     n_tok = sum(sizes)
@@ -90,15 +80,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     """Run the benchmark, print the table and return its numbers."""
     args = parse_args(argv)
     device = setup(args)
-    chair = _chair_grid(args.resolution)
-    warm = argparse.Namespace(**{**vars(args), "batch": 1, "min_time": 0.0, "repeats": 1})
-    measure("tiny", warm, device, chair)  # one-off runtime set-up outside the table
-    rows, results = [], []
-    for preset in [x for x in args.presets.split(",") if x]:
-        print(f"measuring {preset} ...", file=sys.stderr, flush=True)
-        row, result = measure(preset, args, device, chair)
-        rows.append(row)
-        results.append(result)
+    rows, results = measure_presets(measure, args, device, procedural_sdf_grid(args.resolution))
     columns = ["preset", "levels", "tokens", "tokenizer\nparams", "generator\nparams", "tokens\nms/shape",
                "decoding\nms/shape", "mesh\nms/shape", "total\ns/shape"]
     caption = (f"{environment(device, args.dtype)}\nbatch {args.batch}, class-conditioned, cfg 3, top-p 0.9 (KV cache); "

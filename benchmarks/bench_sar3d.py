@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import gc
-import sys
 
 import numpy as np
 import torch
 
-from _common import add_common_args, autocast, environment, fmt_ms, fmt_params, print_table, setup, time_runs
+from _common import (add_common_args, autocast, environment, fmt_ms, fmt_params, measure_presets, print_table,
+                     procedural_sdf_grid, setup, time_generation_stages)
 from scalear.domains.sar3d.generator import GENERATOR_PRESETS, create_generator, indices_to_sdf_grids
-from scalear.domains.sar3d.mesh import extract_mesh
 from scalear.domains.sar3d.tokenizer import TRIPLANE_PRESETS, create_tokenizer
 
 
@@ -43,13 +42,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown:
         p.error(f"unknown presets {unknown}; available: {sorted(GENERATOR_PRESETS)}")
     return args
-
-
-def _chair_grid(resolution: int) -> np.ndarray:
-    from scalear.datasets.meshes.procedural import make_shape
-    from scalear.datasets.meshes.sampling import sdf_grid
-
-    return sdf_grid(make_shape("chair", np.random.default_rng(0)), resolution)
 
 
 def measure(preset: str, args: argparse.Namespace, device: torch.device, chair: np.ndarray) -> tuple[list[str], dict]:
@@ -71,9 +63,7 @@ def measure(preset: str, args: argparse.Namespace, device: torch.device, chair: 
         with autocast(device, args.dtype):
             indices_to_sdf_grids(tok, indices, args.resolution)
 
-    t_tokens = time_runs(tokens, device, args.min_time, args.repeats) / B
-    t_decode = time_runs(decode, device, args.min_time, args.repeats) / B
-    t_mesh = time_runs(lambda: extract_mesh(chair), torch.device("cpu"), args.min_time, args.repeats)
+    t_tokens, t_decode, t_mesh = time_generation_stages(tokens, decode, chair, B, device, args)
     total = t_tokens + t_decode + t_mesh
     s = tok.schedule
     row = [preset, f"{s.num_scales}: {s.shapes[0][0]}..{s.shapes[-1][0]}", str(s.total_tokens), fmt_params(tok.num_params()),
@@ -89,15 +79,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     """Run the benchmark, print the table and return its numbers."""
     args = parse_args(argv)
     device = setup(args)
-    chair = _chair_grid(args.resolution)
-    warm = argparse.Namespace(**{**vars(args), "batch": 1, "min_time": 0.0, "repeats": 1})
-    measure("tiny", warm, device, chair)  # one-off runtime set-up outside the table
-    rows, results = [], []
-    for preset in [x for x in args.presets.split(",") if x]:
-        print(f"measuring {preset} ...", file=sys.stderr, flush=True)
-        row, result = measure(preset, args, device, chair)
-        rows.append(row)
-        results.append(result)
+    rows, results = measure_presets(measure, args, device, procedural_sdf_grid(args.resolution))
     columns = ["preset", "scales", "tokens", "tokenizer\nparams", "generator\nparams", "tokens\nms/obj",
                "decoding\nms/obj", "mesh\nms/obj", "total\ns/obj"]
     caption = (f"{environment(device, args.dtype)}\nbatch {args.batch}, {args.condition}-conditioned, cfg 4, "
