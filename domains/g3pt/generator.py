@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from scalear.domains.g3pt.tokenizer import G3PTTokenizer
+from scalear.conditioning import ImageEncoder, check_generator_config, condition_fields
 from scalear.io import register_model_kind
 from scalear.sampling import SampleOutput, sample
 from scalear.schedules import ScaleSchedule
@@ -85,23 +86,16 @@ class G3PTGeneratorConfig:
 
     def __post_init__(self) -> None:
         self.sizes, self.encoder_channels = tuple(int(s) for s in self.sizes), tuple(int(c) for c in self.encoder_channels)
-        if self.condition not in ("class", "image"):
-            raise ValueError(f"condition must be 'class' or 'image', got {self.condition!r}")
-        if self.condition == "class" and self.num_classes < 1:
-            raise ValueError("a class-conditional generator needs num_classes >= 1")
-        if unknown := sorted(set(self.transformer) - (set(TransformerConfig.__dataclass_fields__) - _DERIVED)):
-            raise ValueError(f"unknown or derived G3PT transformer keys {unknown}")
+        check_generator_config("G3PT", self.condition, self.num_classes, self.transformer, _DERIVED, self.image_size,
+                               self.encoder_channels)
         self.transformer = dict(self.transformer)
-        if self.image_size % 2 ** len(self.encoder_channels):
-            raise ValueError(f"image_size {self.image_size} must be divisible by 2^{len(self.encoder_channels)}")
 
     @property
     def schedule(self) -> ScaleSchedule:
         return ScaleSchedule.seq_1d(self.sizes)
 
     def transformer_config(self) -> TransformerConfig:
-        cond = ({"num_classes": self.num_classes} if self.condition == "class"
-                else {"cond_dim": self.encoder_channels[-1], "context_dim": self.encoder_channels[-1]})
+        cond = condition_fields(self.condition, self.num_classes, self.encoder_channels)
         return TransformerConfig(**self.transformer, vocab_size=self.vocab_size, latent_dim=self.latent_dim,
                                  schedule=self.schedule, cond_drop_rate=self.cond_drop_rate, **cond)
 
@@ -149,32 +143,6 @@ def generator_config(name: str = "tiny", tokenizer: G3PTTokenizer | None = None,
 def create_generator(name: str = "tiny", tokenizer: G3PTTokenizer | None = None, **overrides: Any) -> "G3PTGenerator":
     """Build a :data:`G3PT_GENERATOR_PRESETS` generator matching ``tokenizer`` (see :func:`generator_config`)."""
     return G3PTGenerator(generator_config(name, tokenizer, **overrides))
-
-
-class ImageEncoder(nn.Module):
-    """A small CNN over the condition image (B, C, S, S) -> patch tokens (B, T, D) and a pooled feature (B, D)."""
-
-    def __init__(self, in_channels: int = 3, channels: tuple[int, ...] = (32, 64, 128), image_size: int = 64):
-        super().__init__()
-        self.in_channels, self.image_size = in_channels, image_size
-        layers: list[nn.Module] = []
-        cin = in_channels
-        for c in channels:
-            layers += [nn.Conv2d(cin, c, 3, stride=2, padding=1), nn.GroupNorm(min(8, c), c), nn.SiLU(),
-                       nn.Conv2d(c, c, 3, padding=1), nn.GroupNorm(min(8, c), c), nn.SiLU()]
-            cin = c
-        self.body = nn.Sequential(*layers)
-        side = image_size // 2 ** len(channels)
-        self.num_tokens, self.dim = side * side, channels[-1]
-        self.pos = nn.Parameter(torch.randn(1, self.num_tokens, self.dim) * 0.02)
-        self.norm, self.pool_norm = nn.LayerNorm(self.dim), nn.LayerNorm(self.dim)
-
-    def forward(self, image_BCSS: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        want = (self.in_channels, self.image_size, self.image_size)
-        if image_BCSS.ndim != 4 or tuple(image_BCSS.shape[1:]) != want:
-            raise ValueError(f"expected condition images (B, {', '.join(map(str, want))}), got {tuple(image_BCSS.shape)}")
-        h = self.body(image_BCSS.float()).flatten(2).transpose(1, 2)  # (B, T, D)
-        return self.norm(h + self.pos), self.pool_norm(h.mean(dim=1))
 
 
 class G3PTGenerator(nn.Module):

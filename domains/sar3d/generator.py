@@ -44,6 +44,7 @@ from torch import nn
 
 from scalear.domains.sar3d.mesh import EmptyFieldError, extract_mesh, sdf_to_grid
 from scalear.domains.sar3d.tokenizer import TriplaneVQVAE
+from scalear.conditioning import ImageEncoder, check_generator_config, condition_fields
 from scalear.io import register_model_kind
 from scalear.sampling import SampleOutput, sample
 from scalear.schedules import ScaleSchedule
@@ -95,23 +96,16 @@ class SAR3DGeneratorConfig:
         if self.class_names and (self.condition != "class" or len(self.class_names) != self.num_classes):
             raise ValueError(f"class_names {list(self.class_names)} need a class-conditional generator with as many "
                              f"classes (num_classes={self.num_classes})")
-        if self.condition not in ("class", "image"):
-            raise ValueError(f"condition must be 'class' or 'image', got {self.condition!r}")
-        if self.condition == "class" and self.num_classes < 1:
-            raise ValueError("a class-conditional generator needs num_classes >= 1")
-        if unknown := sorted(set(self.transformer) - (set(TransformerConfig.__dataclass_fields__) - _DERIVED)):
-            raise ValueError(f"unknown or derived SAR3D transformer keys {unknown}")
+        check_generator_config("SAR3D", self.condition, self.num_classes, self.transformer, _DERIVED, self.image_size,
+                               self.encoder_channels)
         self.transformer = dict(self.transformer)
-        if self.image_size % 2 ** len(self.encoder_channels):
-            raise ValueError(f"image_size {self.image_size} must be divisible by 2^{len(self.encoder_channels)}")
 
     @property
     def schedule(self) -> ScaleSchedule:
         return ScaleSchedule.triplane(self.sides)
 
     def transformer_config(self) -> TransformerConfig:
-        cond = ({"num_classes": self.num_classes} if self.condition == "class"
-                else {"cond_dim": self.encoder_channels[-1], "context_dim": self.encoder_channels[-1]})
+        cond = condition_fields(self.condition, self.num_classes, self.encoder_channels)
         return TransformerConfig(**self.transformer, vocab_size=self.vocab_size, latent_dim=self.latent_dim,
                                  schedule=self.schedule, cond_drop_rate=self.cond_drop_rate, **cond)
 
@@ -161,38 +155,6 @@ def generator_config(name: str = "tiny", tokenizer: TriplaneVQVAE | None = None,
 def create_generator(name: str = "tiny", tokenizer: TriplaneVQVAE | None = None, **overrides: Any) -> "SAR3DGenerator":
     """Build a :data:`GENERATOR_PRESETS` generator matching ``tokenizer`` (see :func:`generator_config`)."""
     return SAR3DGenerator(generator_config(name, tokenizer, **overrides))
-
-
-# ------------------------------------------------------------------------------------------- image encoder
-class ImageEncoder(nn.Module):
-    """A small CNN over the condition render (B, C, S, S) -> patch tokens (B, T, D) and a pooled feature (B, D).
-
-    Stands in for SAR3D's frozen DINOv2-large (patch tokens + ``pooler_output``); trained with the generator.
-    """
-
-    def __init__(self, in_channels: int = 4, channels: tuple[int, ...] = (32, 64, 128), image_size: int = 64):
-        super().__init__()
-        self.in_channels, self.image_size = in_channels, image_size
-        layers: list[nn.Module] = []
-        cin = in_channels
-        for c in channels:
-            layers += [nn.Conv2d(cin, c, 3, stride=2, padding=1), nn.GroupNorm(min(8, c), c), nn.SiLU(),
-                       nn.Conv2d(c, c, 3, padding=1), nn.GroupNorm(min(8, c), c), nn.SiLU()]
-            cin = c
-        self.body = nn.Sequential(*layers)
-        side = image_size // 2 ** len(channels)
-        self.num_tokens, self.dim = side * side, channels[-1]
-        self.pos = nn.Parameter(torch.randn(1, self.num_tokens, self.dim) * 0.02)
-        self.norm, self.pool_norm = nn.LayerNorm(self.dim), nn.LayerNorm(self.dim)
-
-    def forward(self, image_BCSS: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        want = (self.in_channels, self.image_size, self.image_size)
-        if image_BCSS.ndim != 4 or tuple(image_BCSS.shape[1:]) != want:
-            raise ValueError(f"expected condition images (B, {', '.join(map(str, want))}), "
-                             f"got shape {tuple(image_BCSS.shape)}")
-        h = self.body(image_BCSS.float()).flatten(2).transpose(1, 2)  # (B, T, D)
-        tokens = self.norm(h + self.pos)
-        return tokens, self.pool_norm(h.mean(dim=1))
 
 
 # ------------------------------------------------------------------------------------------- generator
