@@ -1,20 +1,33 @@
-"""What the conditional 3D generators share (SAR3D, G3PT): the image encoder of their image condition and the
-checks and transformer conditions of their configs.
+"""What the conditional 3D generators share (SAR3D, G3PT): a next-scale transformer over a frozen tokenizer's
+token schedule, conditioned on a class label or on an image, sampled with classifier-free guidance.
 
-The papers condition on frozen pretrained features (SAR3D: DINOv2-large patch tokens + ``pooler_output``);
-no pretrained weights can be downloaded here, so :class:`ImageEncoder` is a small CNN trained jointly with the
-generator: its patch tokens are the transformer's cross-attention context (``context_dim``) and its pooled
-feature the start token and AdaLN condition (``cond_dim``).
+* :class:`ImageEncoder`: the papers condition on frozen pretrained features (SAR3D: DINOv2-large patch tokens +
+  ``pooler_output``); no pretrained weights can be downloaded here, so a small CNN is trained jointly with the
+  generator: its patch tokens are the transformer's cross-attention context (``context_dim``) and its pooled
+  feature the start token and AdaLN condition (``cond_dim``).
+* :class:`ConditionalGeneratorConfig` / :class:`ConditionalGenerator`: the config fields, checks, conditions
+  and KV-cached sampling (:func:`scalear.sampling.sample`) of both generators. A domain subclasses them with its
+  token schedule (:meth:`ConditionalGeneratorConfig.schedule`), its tokenizer type and the attribute holding the
+  tokenizer's quantizer.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import copy
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar, Literal, Sequence
 
 import torch
 from torch import nn
 
-from scalear.transformer import TransformerConfig
+from scalear.sampling import SampleOutput, sample
+from scalear.schedules import ScaleSchedule
+from scalear.transformer import NextScaleTransformer, TransformerConfig
+
+Condition = Literal["class", "image"]
+#: TransformerConfig fields a conditional generator sets itself
+DERIVED_TRANSFORMER_FIELDS = frozenset({"vocab_size", "latent_dim", "schedule", "num_classes", "cond_dim",
+                                        "context_dim", "prefix_dim", "max_prefix_len", "cond_drop_rate"})
 
 
 class ImageEncoder(nn.Module):
@@ -44,25 +57,197 @@ class ImageEncoder(nn.Module):
         return self.norm(h + self.pos), self.pool_norm(h.mean(dim=1))
 
 
-def check_generator_config(what: str, condition: str, num_classes: int, transformer: dict[str, Any],
-                           derived: set[str], image_size: int, encoder_channels: tuple[int, ...]) -> None:
-    """Refuse a conditional generator config that cannot be built (``what`` names the model in the errors)."""
-    if condition not in ("class", "image"):
-        raise ValueError(f"condition must be 'class' or 'image', got {condition!r}")
-    if condition == "class" and num_classes < 1:
-        raise ValueError("a class-conditional generator needs num_classes >= 1")
-    if unknown := sorted(set(transformer) - (set(TransformerConfig.__dataclass_fields__) - derived)):
-        raise ValueError(f"unknown or derived {what} transformer keys {unknown}")
-    if image_size % 2 ** len(encoder_channels):
-        raise ValueError(f"image_size {image_size} must be divisible by 2^{len(encoder_channels)}")
+def check_config_keys(cls: type, d: dict[str, Any], what: str) -> None:
+    """Refuse keys of ``d`` that are not fields of the dataclass ``cls`` (``what`` names the config)."""
+    if unknown := sorted(set(d) - set(cls.__dataclass_fields__)):
+        raise ValueError(f"unknown {what} keys {unknown}; allowed: {sorted(cls.__dataclass_fields__)}")
 
 
-def condition_fields(condition: str, num_classes: int, encoder_channels: tuple[int, ...]) -> dict[str, int]:
-    """The :class:`~scalear.transformer.TransformerConfig` condition fields: a class embedding, or the image
-    encoder's pooled feature (AdaLN, start token) and patch tokens (cross-attention)."""
-    if condition == "class":
-        return {"num_classes": num_classes}
-    return {"cond_dim": encoder_channels[-1], "context_dim": encoder_channels[-1]}
+# ------------------------------------------------------------------------------------------- config
+@dataclass
+class ConditionalGeneratorConfig:
+    """Fields shared by the conditional generators (a domain subclass adds its schedule's fields and defaults).
+
+    Args:
+        condition: ``"class"`` or ``"image"``.
+        num_classes: number of classes (``condition="class"``).
+        class_names: the name of each class label (the data's ``classes``; empty: labels are unnamed).
+        vocab_size, latent_dim: the tokenizer's vocabulary and the width of its transformer inputs (set from the
+            tokenizer by the domain's ``generator_config``).
+        transformer: :class:`~scalear.transformer.TransformerConfig` fields (depth, width, heads, ...).
+        image_channels, image_size: the condition image.
+        encoder_channels: widths of :class:`ImageEncoder`, one stride-2 stage each; the last is the context width.
+        cond_drop_rate: condition dropout for classifier-free guidance.
+        cfg, top_k, top_p, temperature: sampling defaults.
+    """
+
+    #: the model's name in error messages
+    what: ClassVar[str] = "generator"
+
+    condition: Condition = "class"
+    num_classes: int = 4
+    class_names: tuple[str, ...] = ()
+    vocab_size: int = 512
+    latent_dim: int = 8
+    transformer: dict[str, Any] = field(default_factory=lambda: dict(depth=4, width=128, num_heads=4, drop_path_rate=0.0))
+    image_channels: int = 4
+    image_size: int = 64
+    encoder_channels: tuple[int, ...] = (32, 64, 128)
+    cond_drop_rate: float = 0.1
+    cfg: float = 4.0
+    top_k: int = 0
+    top_p: float = 0.0
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        self.encoder_channels = tuple(int(c) for c in self.encoder_channels)
+        self.class_names = tuple(str(c) for c in self.class_names)
+        self.transformer = dict(self.transformer)
+        if self.condition not in ("class", "image"):
+            raise ValueError(f"condition must be 'class' or 'image', got {self.condition!r}")
+        if self.condition == "class" and self.num_classes < 1:
+            raise ValueError("a class-conditional generator needs num_classes >= 1")
+        if self.class_names and (self.condition != "class" or len(self.class_names) != self.num_classes):
+            raise ValueError(f"class_names {list(self.class_names)} need a class-conditional generator with as many "
+                             f"classes (num_classes={self.num_classes})")
+        allowed = set(TransformerConfig.__dataclass_fields__) - DERIVED_TRANSFORMER_FIELDS
+        if unknown := sorted(set(self.transformer) - allowed):
+            raise ValueError(f"unknown or derived {self.what} transformer keys {unknown}")
+        if self.image_size % 2 ** len(self.encoder_channels):
+            raise ValueError(f"image_size {self.image_size} must be divisible by 2^{len(self.encoder_channels)}")
+
+    @property
+    def schedule(self) -> ScaleSchedule:
+        raise NotImplementedError
+
+    def transformer_config(self) -> TransformerConfig:
+        """The transformer's config: class embedding, or the image encoder's pooled feature (AdaLN, start token)
+        and patch tokens (cross-attention)."""
+        cond = ({"num_classes": self.num_classes} if self.condition == "class" else
+                {"cond_dim": self.encoder_channels[-1], "context_dim": self.encoder_channels[-1]})
+        return TransformerConfig(**self.transformer, vocab_size=self.vocab_size, latent_dim=self.latent_dim,
+                                 schedule=self.schedule, cond_drop_rate=self.cond_drop_rate, **cond)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in copy.deepcopy(asdict(self)).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        check_config_keys(cls, d, f"{cls.what} generator")
+        return cls(**copy.deepcopy(d))
+
+    @classmethod
+    def from_preset(cls, presets: dict[str, "ConditionalGeneratorConfig"], name: str,
+                    tokenizer_fields: dict[str, Any] | None = None, **overrides: Any):
+        """The preset ``name`` with overrides (a ``transformer`` dict is merged into the preset's) and the fields
+        that the tokenizer fixes (``vocab_size``, ``latent_dim``, the schedule's)."""
+        if name not in presets:
+            raise KeyError(f"unknown {cls.what} generator preset {name!r}; available: {sorted(presets)}")
+        d = presets[name].to_dict()
+        if "transformer" in overrides:
+            overrides["transformer"] = {**d["transformer"], **overrides["transformer"]}
+        return cls.from_dict({**d, **overrides, **(tokenizer_fields or {})})
 
 
-__all__ = ["ImageEncoder", "check_generator_config", "condition_fields"]
+# ------------------------------------------------------------------------------------------- generator
+class ConditionalGenerator(nn.Module):
+    """Image encoder (image condition) + :class:`~scalear.transformer.NextScaleTransformer` over a tokenizer's
+    schedule. Subclasses set :attr:`quantizer_attr` (the tokenizer attribute holding its multi-scale quantizer)."""
+
+    quantizer_attr: ClassVar[str] = "quantize"
+
+    def __init__(self, cfg: ConditionalGeneratorConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.image_encoder = (ImageEncoder(cfg.image_channels, cfg.encoder_channels, cfg.image_size)
+                              if cfg.condition == "image" else None)
+        self.transformer = NextScaleTransformer(cfg.transformer_config())
+
+    @property
+    def schedule(self) -> ScaleSchedule:
+        return self.transformer.cfg.schedule
+
+    @property
+    def device(self) -> torch.device:
+        return self.transformer.pos_1LC.device
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def no_weight_decay_names(self) -> set[str]:
+        names = {f"transformer.{n}" for n in self.transformer.no_weight_decay_names()}
+        if self.image_encoder is not None:
+            names |= {f"image_encoder.{n}" for n, p in self.image_encoder.named_parameters() if p.ndim <= 1 or n == "pos"}
+        return names
+
+    def quantizer(self, tokenizer: nn.Module) -> nn.Module:
+        return getattr(tokenizer, self.quantizer_attr)
+
+    def check_tokenizer(self, tokenizer: nn.Module) -> None:
+        q = self.quantizer(tokenizer)
+        if q.schedule != self.schedule or q.vocab_size != self.cfg.vocab_size or q.dim != self.cfg.latent_dim:
+            raise ValueError(f"tokenizer ({q.schedule}, V={q.vocab_size}, C={q.dim}) does not match the generator "
+                             f"({self.schedule}, V={self.cfg.vocab_size}, C={self.cfg.latent_dim})")
+
+    def class_labels(self, names: Sequence[str] | None = None) -> list[tuple[int, str]]:
+        """``(label, name)`` of the requested classes, given by name (``class_names``) or by index; ``None``: all."""
+        known = list(self.cfg.class_names) or [str(i) for i in range(self.cfg.num_classes)]
+        if names is None:
+            return list(enumerate(known))
+        out = []
+        for n in names:
+            if n in known:
+                out.append((known.index(n), n))
+            elif n.isdigit() and int(n) < self.cfg.num_classes:
+                out.append((int(n), known[int(n)]))
+            else:
+                raise ValueError(f"unknown class {n!r}; this generator knows {known}")
+        return out
+
+    def condition_kwargs(self, labels: torch.Tensor | None = None,
+                         images: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Transformer keyword conditions: ``label_B`` (class) or ``cond_BD`` + ``context_BTD`` (image)."""
+        if self.cfg.condition == "class":
+            if labels is None:
+                raise ValueError("this generator is class-conditional: pass labels (B,) int64")
+            labels = torch.as_tensor(labels, device=self.device).long().view(-1)
+            if labels.min() < 0 or labels.max() >= self.cfg.num_classes:
+                raise ValueError(f"labels must be in [0, {self.cfg.num_classes}), got {labels.tolist()}")
+            return {"label_B": labels}
+        if images is None:
+            raise ValueError("this generator is image-conditional: pass images (B, C, S, S)")
+        tokens, pooled = self.image_encoder(images.to(self.device))
+        return {"cond_BD": pooled, "context_BTD": tokens}
+
+    def forward(self, x_BlC: torch.Tensor, labels: torch.Tensor | None = None, images: torch.Tensor | None = None,
+                drop_B: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher-forced logits (B, L, V) from the inputs of scales 2..K (the quantizer's ``teacher_forcing_input``)."""
+        return self.transformer(x_BlC, drop_B=drop_B, **self.condition_kwargs(labels, images))
+
+    @torch.no_grad()
+    def sample(self, tokenizer: nn.Module, labels: torch.Tensor | None = None, images: torch.Tensor | None = None, *,
+               seed: int | None = None, generator: torch.Generator | None = None, cfg: float | None = None,
+               top_k: int | None = None, top_p: float | None = None, temperature: float | None = None,
+               **kwargs: Any) -> SampleOutput:
+        """KV-cached sampling (:func:`scalear.sampling.sample`); ``None`` arguments take the config's defaults;
+        ``seed`` makes a fresh seeded generator on the model's device."""
+        self.check_tokenizer(tokenizer)
+        c = self.cfg
+        cond = self.condition_kwargs(labels, images)
+        B = next(iter(cond.values())).shape[0]
+        if generator is None and seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(seed)
+        return sample(self.transformer, self.quantizer(tokenizer), B, cfg=c.cfg if cfg is None else cfg,
+                      top_k=c.top_k if top_k is None else top_k, top_p=c.top_p if top_p is None else top_p,
+                      temperature=c.temperature if temperature is None else temperature, generator=generator,
+                      **cond, **kwargs)
+
+    @torch.no_grad()
+    def generate(self, tokenizer: nn.Module, labels: torch.Tensor | None = None, images: torch.Tensor | None = None,
+                 **kwargs: Any) -> list[torch.Tensor]:
+        """Per-scale token indices of generated samples (arguments as :meth:`sample`)."""
+        return self.sample(tokenizer, labels, images, **kwargs).indices
+
+
+__all__ = ["Condition", "DERIVED_TRANSFORMER_FIELDS", "ImageEncoder", "check_config_keys", "ConditionalGeneratorConfig",
+           "ConditionalGenerator"]

@@ -20,11 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scalear.domains.g3pt.generator import Condition, G3PTGenerator, generator_config
+from scalear.domains.g3pt.generator import G3PTGenerator, generator_config
 from scalear.domains.g3pt.tokenizer import G3PTTokenizer, tokenizer_config
-from scalear.io import from_pretrained
 from scalear.training.base import ScalearModule
-from scalear.training.nextscale import NextScaleModule
+from scalear.training.conditional import ConditionalGeneratorModule
 
 
 # ------------------------------------------------------------------------------------------- stage 1
@@ -93,98 +92,27 @@ class G3PTTokenizerModule(ScalearModule):
 
 
 # ------------------------------------------------------------------------------------------- stage 2
-class G3PTGeneratorModule(NextScaleModule):
-    """LightningModule training a :class:`~scalear.domains.g3pt.generator.G3PTGenerator` on a frozen tokenizer.
+class G3PTGeneratorModule(ConditionalGeneratorModule):
+    """LightningModule training a :class:`~scalear.domains.g3pt.generator.G3PTGenerator` on a frozen
+    :class:`~scalear.domains.g3pt.tokenizer.G3PTTokenizer` (arguments: see
+    :class:`~scalear.training.conditional.ConditionalGeneratorModule`; ``preset`` names a
+    :data:`~scalear.domains.g3pt.generator.G3PT_GENERATOR_PRESETS` entry, ``input_key`` defaults to ``"points"``)."""
 
-    Args:
-        tokenizer: folder of an exported :class:`~scalear.domains.g3pt.tokenizer.G3PTTokenizer`.
-        preset: a :data:`~scalear.domains.g3pt.generator.G3PT_GENERATOR_PRESETS` name.
-        condition: ``"class"`` (labels) or ``"image"`` (batch key ``image_key``).
-        num_classes: classes of a class-conditional model (the data module's ``len(classes)``).
-        generator: overrides of :class:`~scalear.domains.g3pt.generator.G3PTGeneratorConfig` fields
-            (``transformer`` is merged into the preset's).
-        points_key, label_key, image_key: batch keys.
-        Other arguments: see :class:`~scalear.training.nextscale.NextScaleModule`.
-    """
+    tokenizer_type = G3PTTokenizer
+    tokenizer_name = "G3PT tokenizer"
+    default_input_key = "points"
 
-    def __init__(
-        self,
-        tokenizer: str,
-        preset: str = "tiny",
-        condition: Condition = "class",
-        num_classes: int = 4,
-        generator: dict[str, Any] | None = None,
-        label_smoothing: float = 0.0,
-        points_key: str = "points",
-        label_key: str = "label",
-        image_key: str = "image",
-        lr: float = 1e-3,
-        weight_decay: float = 0.05,
-        betas: tuple[float, float] = (0.9, 0.95),
-        warmup_steps: int = 0,
-        min_lr_ratio: float = 0.0,
-        export_dir: str | None = "export",
-    ):
-        ScalearModule.__init__(self, lr, weight_decay, betas, warmup_steps, min_lr_ratio, export_dir)
-        self.save_hyperparameters()
-        tok = from_pretrained(tokenizer)
-        if not isinstance(tok, G3PTTokenizer):
-            raise ValueError(f"{tokenizer} holds a {type(tok).__name__}, not a G3PT tokenizer")
-        self.tokenizer: G3PTTokenizer = tok.eval().requires_grad_(False)
-        self.generator = G3PTGenerator(generator_config(preset, self.tokenizer, condition=condition,
-                                                        num_classes=num_classes, **dict(generator or {})))
-        self.transformer = self.generator.transformer
-        self.label_smoothing, self.input_key, self.label_key = label_smoothing, points_key, label_key
-        self.image_key = image_key
-        self.register_buffer("level_L", self.tokenizer.schedule.level_ids(), persistent=False)
-
-    def setup(self, stage: str) -> None:
-        """Check the data module's ``classes`` against ``num_classes`` and, where the generator config has a
-        ``class_names`` field, name the classes after them (exported with the generator)."""
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        names = list(getattr(dm, "classes", None) or [])
-        cfg = self.generator.cfg
-        if cfg.condition != "class" or not names:
-            return
-        if len(names) != cfg.num_classes:
-            raise ValueError(f"the data has {len(names)} classes {names} but the generator num_classes={cfg.num_classes}; "
-                             f"set --model.init_args.num_classes {len(names)}")
-        if hasattr(cfg, "class_names"):
-            cfg.class_names = tuple(names)
-
-    def trainable(self) -> nn.Module:
-        return self.generator
-
-    def no_weight_decay(self) -> set[str]:
-        names = {f"transformer.{n}" for n in self.generator.transformer.no_weight_decay_names()}
-        if self.generator.image_encoder is not None:
-            enc = self.generator.image_encoder
-            names |= {f"image_encoder.{n}" for n, p in enc.named_parameters() if p.ndim <= 1 or n == "pos"}
-        return names
-
-    def exported_models(self) -> dict[str, nn.Module]:
-        return {"generator": self.generator, "tokenizer": self.tokenizer}
-
-    def condition(self, batch: dict) -> dict[str, torch.Tensor]:
-        if self.generator.cfg.condition == "class":
-            return self.generator.condition_kwargs(labels=batch[self.label_key])
-        if self.image_key not in batch:
-            raise ValueError(f"an image-conditional generator needs condition images under batch key {self.image_key!r}")
-        return self.generator.condition_kwargs(images=batch[self.image_key])
+    def build_generator(self, preset: str, tokenizer: G3PTTokenizer, **overrides: Any) -> G3PTGenerator:
+        return G3PTGenerator(generator_config(preset, tokenizer, **overrides))
 
     @torch.no_grad()
     def target_indices(self, batch: dict) -> list[torch.Tensor]:
         return self.tokenizer.points_to_indices(batch[self.input_key])
 
-    def forward_logits(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = self.target_indices(batch)  # [(B, M_k)]
-        x_BlC = self.tokenizer.quantizer.teacher_forcing_input(idx)
-        return self.transformer(x_BlC, **self.condition(batch)), torch.cat(idx, dim=1)
-
     @torch.no_grad()
     def generate(self, labels: torch.Tensor | None = None, images: torch.Tensor | None = None,
                  resolution: int = 64, **kwargs: Any) -> tuple[list, list[torch.Tensor]]:
-        """Sample shapes (:meth:`G3PTGenerator.sample` keywords) -> (meshes or None, per-level indices)."""
+        """Sample shapes (:meth:`G3PTGenerator.generate` keywords) -> (meshes or None, per-level indices)."""
         self.generator.eval()
         indices = self.generator.generate(self.tokenizer, labels, images, **kwargs)
         return self.tokenizer.indices_to_meshes(indices, resolution), indices

@@ -41,22 +41,6 @@ def load_generator(folder: str | Path, device: torch.device | str = "cpu") -> tu
     return gen.to(device).eval(), tok.to(device).eval()
 
 
-def class_indices(gen: SAR3DGenerator, names: Sequence[str] | None) -> list[tuple[int, str]]:
-    """``(label, name)`` of the requested classes (names or indices; ``None``: all of the generator's)."""
-    known = list(gen.cfg.class_names) or [str(i) for i in range(gen.cfg.num_classes)]
-    if names is None:
-        return list(enumerate(known))
-    out = []
-    for n in names:
-        if n in known:
-            out.append((known.index(n), n))
-        elif n.isdigit() and int(n) < gen.cfg.num_classes:
-            out.append((int(n), known[int(n)]))
-        else:
-            raise ValueError(f"unknown class {n!r}; this generator knows {known}")
-    return out
-
-
 def save_condition_png(image_4SS: torch.Tensor, path: str | Path) -> Path:
     """Write a condition render (4, S, S) in [0, 1] as a 16-bit RGBA PNG (normals RGB, depth alpha)."""
     from PIL import Image
@@ -131,7 +115,7 @@ def generate_to_folder(gen: SAR3DGenerator, tok: TriplaneVQVAE, out: str | Path,
     if gen.cfg.condition == "class":
         if images:
             raise ValueError("this generator is class-conditional: give classes, not images")
-        for label, name in class_indices(gen, classes):
+        for label, name in gen.class_labels(classes):
             jobs.append((name, {"labels": torch.full((n,), label, dtype=torch.long, device=device)}))
     else:
         if not images:
@@ -150,5 +134,5 @@ def generate_to_folder(gen: SAR3DGenerator, tok: TriplaneVQVAE, out: str | Path,
     return report
 
 
-__all__ = ["load_generator", "class_indices", "save_condition_png", "load_condition", "GenerationReport",
+__all__ = ["load_generator", "save_condition_png", "load_condition", "GenerationReport",
            "write_objects", "generate_to_folder"]

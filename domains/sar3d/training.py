@@ -17,11 +17,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from scalear.domains.sar3d.generator import Condition, SAR3DGenerator, generator_config, indices_to_meshes
+from scalear.domains.sar3d.generator import SAR3DGenerator, generator_config, indices_to_meshes
 from scalear.domains.sar3d.tokenizer import TriplaneVQVAE, tokenizer_config
-from scalear.io import from_pretrained
 from scalear.training.base import ScalearModule
-from scalear.training.nextscale import NextScaleModule
+from scalear.training.conditional import ConditionalGeneratorModule
 
 
 def _subsample_points(batch: dict, n: int | None) -> dict:
@@ -91,77 +90,19 @@ class TriplaneTokenizerModule(ScalearModule):
 
 
 # ------------------------------------------------------------------------------------------- stage 2
-class SAR3DGeneratorModule(NextScaleModule):
-    """LightningModule training a :class:`~scalear.domains.sar3d.generator.SAR3DGenerator` on a frozen tokenizer.
+class SAR3DGeneratorModule(ConditionalGeneratorModule):
+    """LightningModule training a :class:`~scalear.domains.sar3d.generator.SAR3DGenerator` on a frozen
+    :class:`~scalear.domains.sar3d.tokenizer.TriplaneVQVAE` (arguments: see
+    :class:`~scalear.training.conditional.ConditionalGeneratorModule`; ``preset`` names a
+    :data:`~scalear.domains.sar3d.generator.GENERATOR_PRESETS` entry, ``input_key`` defaults to ``"grid"`` and
+    ``condition="image"`` reads the condition render under ``image_key``)."""
 
-    Args:
-        tokenizer: folder of an exported :class:`~scalear.domains.sar3d.tokenizer.TriplaneVQVAE`.
-        preset: a :data:`~scalear.domains.sar3d.generator.GENERATOR_PRESETS` name.
-        condition: ``"class"`` (labels) or ``"image"`` (the condition render).
-        num_classes: classes of a class-conditional model (the data module's ``len(classes)``).
-        generator: overrides of :class:`~scalear.domains.sar3d.generator.SAR3DGeneratorConfig` fields
-            (``transformer`` is merged into the preset's).
-        grid_key, label_key, image_key: batch keys.
-        Other arguments: see :class:`~scalear.training.nextscale.NextScaleModule`.
-    """
+    tokenizer_type = TriplaneVQVAE
+    tokenizer_name = "SAR3D triplane tokenizer"
+    default_input_key = "grid"
 
-    def __init__(
-        self,
-        tokenizer: str,
-        preset: str = "tiny",
-        condition: Condition = "class",
-        num_classes: int = 4,
-        generator: dict[str, Any] | None = None,
-        label_smoothing: float = 0.0,
-        grid_key: str = "grid",
-        label_key: str = "label",
-        image_key: str = "image",
-        lr: float = 1e-3,
-        weight_decay: float = 0.05,
-        betas: tuple[float, float] = (0.9, 0.95),
-        warmup_steps: int = 0,
-        min_lr_ratio: float = 0.0,
-        export_dir: str | None = "export",
-    ):
-        ScalearModule.__init__(self, lr, weight_decay, betas, warmup_steps, min_lr_ratio, export_dir)
-        self.save_hyperparameters()
-        tok = from_pretrained(tokenizer)
-        if not isinstance(tok, TriplaneVQVAE):
-            raise ValueError(f"{tokenizer} holds a {type(tok).__name__}, not a SAR3D triplane tokenizer")
-        self.tokenizer: TriplaneVQVAE = tok.eval().requires_grad_(False)
-        self.generator = SAR3DGenerator(generator_config(preset, self.tokenizer, condition=condition,
-                                                         num_classes=num_classes, **dict(generator or {})))
-        self.transformer = self.generator.transformer
-        self.label_smoothing, self.input_key, self.label_key = label_smoothing, grid_key, label_key
-        self.image_key = image_key
-        self.register_buffer("level_L", self.tokenizer.schedule.level_ids(), persistent=False)
-
-    def setup(self, stage: str) -> None:
-        """Name the classes after the data module's ``classes`` (exported with the generator), checking their
-        number against ``num_classes``."""
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        names = list(getattr(dm, "classes", None) or [])
-        cfg = self.generator.cfg
-        if cfg.condition != "class" or not names or list(cfg.class_names) == names:
-            return
-        if len(names) != cfg.num_classes:
-            raise ValueError(f"the data has {len(names)} classes {names} but the generator num_classes={cfg.num_classes}; "
-                             f"set --model.init_args.num_classes {len(names)}")
-        cfg.class_names = tuple(names)
-
-    def trainable(self) -> nn.Module:
-        return self.generator
-
-    def no_weight_decay(self) -> set[str]:
-        return self.generator.no_weight_decay_names()
-
-    def exported_models(self) -> dict[str, nn.Module]:
-        return {"generator": self.generator, "tokenizer": self.tokenizer}
-
-    def condition(self, batch: dict) -> dict[str, torch.Tensor]:
-        if self.generator.cfg.condition == "class":
-            return self.generator.condition_kwargs(labels=batch[self.label_key])
-        return self.generator.condition_kwargs(images=batch[self.image_key])
+    def build_generator(self, preset: str, tokenizer: TriplaneVQVAE, **overrides: Any) -> SAR3DGenerator:
+        return SAR3DGenerator(generator_config(preset, tokenizer, **overrides))
 
     @torch.no_grad()
     def target_indices(self, batch: dict) -> list[torch.Tensor]:

@@ -1,0 +1,113 @@
+"""Training a class- or image-conditional generator (:class:`~scalear.conditioning.ConditionalGenerator`) on a
+frozen tokenizer: the :class:`~scalear.training.nextscale.NextScaleModule` recipe (VAR's teacher-forced
+cross-entropy over all tokens, condition dropout for classifier-free guidance), shared by SAR3D and G3PT.
+
+A domain subclasses :class:`ConditionalGeneratorModule` with its tokenizer and generator types
+(:attr:`~ConditionalGeneratorModule.tokenizer_type`, :meth:`~ConditionalGeneratorModule.build_generator`), the
+batch key it tokenizes (:attr:`~ConditionalGeneratorModule.default_input_key`) and
+:meth:`~scalear.training.nextscale.NextScaleModule.target_indices`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from scalear.conditioning import Condition, ConditionalGenerator
+from scalear.io import from_pretrained
+from scalear.training.base import ScalearModule
+from scalear.training.nextscale import NextScaleModule
+
+
+class ConditionalGeneratorModule(NextScaleModule):
+    """LightningModule training a conditional generator on a frozen, exported tokenizer.
+
+    Args:
+        tokenizer: folder of an exported tokenizer of :attr:`tokenizer_type`.
+        preset: a generator preset name of the domain.
+        condition: ``"class"`` (labels under ``label_key``) or ``"image"`` (condition images under ``image_key``).
+        num_classes: classes of a class-conditional model (checked against the data module's ``classes``, whose
+            names are exported with the generator).
+        generator: overrides of the domain's generator config fields (``transformer`` is merged into the preset's).
+        input_key: the batch key the tokenizer reads (default: the domain's :attr:`default_input_key`).
+        Other arguments: see :class:`~scalear.training.nextscale.NextScaleModule`.
+    """
+
+    #: the tokenizer class this module trains on, its name in errors, and the batch key it tokenizes by default
+    tokenizer_type: ClassVar[type[nn.Module]] = nn.Module
+    tokenizer_name: ClassVar[str] = "tokenizer"
+    default_input_key: ClassVar[str] = "image"
+
+    def __init__(
+        self,
+        tokenizer: str,
+        preset: str = "tiny",
+        condition: Condition = "class",
+        num_classes: int = 4,
+        generator: dict[str, Any] | None = None,
+        label_smoothing: float = 0.0,
+        input_key: str | None = None,
+        label_key: str = "label",
+        image_key: str = "image",
+        lr: float = 1e-3,
+        weight_decay: float = 0.05,
+        betas: tuple[float, float] = (0.9, 0.95),
+        warmup_steps: int = 0,
+        min_lr_ratio: float = 0.0,
+        export_dir: str | None = "export",
+    ):
+        ScalearModule.__init__(self, lr, weight_decay, betas, warmup_steps, min_lr_ratio, export_dir)
+        self.save_hyperparameters()
+        tok = from_pretrained(tokenizer)
+        if not isinstance(tok, self.tokenizer_type):
+            raise ValueError(f"{tokenizer} holds a {type(tok).__name__}, not a {self.tokenizer_name}")
+        self.tokenizer = tok.eval().requires_grad_(False)
+        self.generator: ConditionalGenerator = self.build_generator(
+            preset, self.tokenizer, condition=condition, num_classes=num_classes, **dict(generator or {}))
+        self.transformer = self.generator.transformer
+        self.label_smoothing, self.label_key, self.image_key = label_smoothing, label_key, image_key
+        self.input_key = input_key or self.default_input_key
+        self.register_buffer("level_L", self.generator.schedule.level_ids(), persistent=False)
+
+    def build_generator(self, preset: str, tokenizer: nn.Module, **overrides: Any) -> ConditionalGenerator:
+        """The domain's generator of ``preset`` matching ``tokenizer``."""
+        raise NotImplementedError
+
+    def setup(self, stage: str) -> None:
+        """Name the classes after the data module's ``classes`` (exported with the generator), checking their
+        number against ``num_classes``."""
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        names = list(getattr(dm, "classes", None) or [])
+        cfg = self.generator.cfg
+        if cfg.condition != "class" or not names or list(cfg.class_names) == names:
+            return
+        if len(names) != cfg.num_classes:
+            raise ValueError(f"the data has {len(names)} classes {names} but the generator num_classes={cfg.num_classes}; "
+                             f"set --model.init_args.num_classes {len(names)}")
+        cfg.class_names = tuple(names)
+
+    def trainable(self) -> nn.Module:
+        return self.generator
+
+    def no_weight_decay(self) -> set[str]:
+        return self.generator.no_weight_decay_names()
+
+    def exported_models(self) -> dict[str, nn.Module]:
+        return {"generator": self.generator, "tokenizer": self.tokenizer}
+
+    def condition(self, batch: dict) -> dict[str, torch.Tensor]:
+        if self.generator.cfg.condition == "class":
+            return self.generator.condition_kwargs(labels=batch[self.label_key])
+        if self.image_key not in batch:
+            raise ValueError(f"an image-conditional generator needs condition images under batch key {self.image_key!r}")
+        return self.generator.condition_kwargs(images=batch[self.image_key])
+
+    def forward_logits(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = self.target_indices(batch)
+        x_BlC = self.generator.quantizer(self.tokenizer).teacher_forcing_input(idx)
+        return self.transformer(x_BlC, **self.condition(batch)), torch.cat(idx, dim=1)
+
+
+__all__ = ["ConditionalGeneratorModule"]
