@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, Literal, Sequence
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Literal, Sequence
 
 import torch
 from torch import nn
@@ -203,6 +204,23 @@ class ConditionalGenerator(nn.Module):
             else:
                 raise ValueError(f"unknown class {n!r}; this generator knows {known}")
         return out
+
+    def condition_jobs(self, n: int, classes: Sequence[str] | None = None, images: Sequence[str | Path] | None = None,
+                       load_image: Callable[[Path, int], torch.Tensor] | None = None) -> list[tuple[str, dict]]:
+        """``(name, condition)`` per class (class-conditional: ``classes`` names or indices, default all) or per
+        image file (image-conditional: ``load_image(path, image_size) -> (C, S, S)``), each condition holding
+        ``n`` copies (the keywords of :meth:`generate`)."""
+        if self.cfg.condition == "class":
+            if images:
+                raise ValueError("this generator is class-conditional: give classes, not images")
+            return [(name, {"labels": torch.full((n,), label, dtype=torch.long, device=self.device)})
+                    for label, name in self.class_labels(classes)]
+        if not images:
+            raise ValueError("this generator is image-conditional: give one or more images (--image)")
+        if load_image is None:
+            raise ValueError("image conditions need a load_image function")
+        return [(Path(p).stem, {"images": load_image(Path(p), self.cfg.image_size).to(self.device)[None].expand(n, -1, -1, -1)})
+                for p in images]
 
     def condition_kwargs(self, labels: torch.Tensor | None = None,
                          images: torch.Tensor | None = None) -> dict[str, torch.Tensor]:

@@ -9,8 +9,9 @@ set is extracted with :func:`skimage.measure.marching_cubes`.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -80,4 +81,32 @@ def export_mesh(mesh, path: str | Path, fmt: str | None = None) -> Path:
     return atomic_write(path, lambda tmp: mesh.export(tmp, file_type=fmt))
 
 
-__all__ = ["MESH_FORMATS", "EmptyFieldError", "voxel_centres", "sdf_to_grid", "extract_mesh", "export_mesh"]
+# ------------------------------------------------------------------------------------------- meshes to points
+def surface_samples(mesh, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` area-uniform points on a ``trimesh.Trimesh`` and their face normals, (n, 3) float32 each."""
+    import trimesh
+
+    pts, face = trimesh.sample.sample_surface(mesh, n, seed=seed)
+    return torch.as_tensor(pts, dtype=torch.float32), torch.as_tensor(mesh.face_normals[face], dtype=torch.float32)
+
+
+def meshes_to_points(meshes: Sequence, n: int = 1024, seed: int = 0) -> tuple[torch.Tensor, list[int]]:
+    """Surface samples ``(M, n, 3)`` of the non-empty meshes, and the positions of those meshes."""
+    kept = [i for i, m in enumerate(meshes) if m is not None and len(m.faces)]
+    if not kept:
+        return torch.empty(0, n, 3), []
+    return torch.stack([surface_samples(meshes[i], n, seed + i)[0] for i in kept]), kept
+
+
+def mesh_is_valid(mesh) -> bool:
+    """A generated mesh is valid when it has faces, finite vertices and trimesh can compute its volume."""
+    if mesh is None or len(mesh.faces) == 0:
+        return False
+    v = np.asarray(mesh.vertices)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return bool(np.isfinite(v).all() and np.isfinite(mesh.volume))
+
+
+__all__ = ["MESH_FORMATS", "EmptyFieldError", "voxel_centres", "sdf_to_grid", "extract_mesh", "export_mesh",
+           "surface_samples", "meshes_to_points", "mesh_is_valid"]

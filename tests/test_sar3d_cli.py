@@ -8,8 +8,10 @@ import torch
 import trimesh
 
 from scalear.domains.sar3d.cli import main
-from scalear.domains.sar3d.evaluate import generation_by_class, mesh_is_valid, meshes_to_points, reconstruction_by_scale
-from scalear.domains.sar3d.generate import load_condition, save_condition_png
+from scalear.domains.sar3d.evaluate import reconstruction_by_scale
+from scalear.fields import mesh_is_valid, meshes_to_points
+from scalear.metrics3d import generation_by_class
+from scalear.datasets.meshes.render import load_condition, save_condition_png
 from scalear.domains.sar3d.generator import create_generator
 from scalear.domains.sar3d.tokenizer import create_tokenizer
 from scalear.io import save_pretrained

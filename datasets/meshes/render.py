@@ -101,3 +101,38 @@ def shaded_preview(mesh: trimesh.Trimesh, path: str | Path, size: int = 256, vie
     tiles = [shade(mesh, e, size) for e in eyes]
     img = tiles[0] if views == 1 else np.concatenate([np.concatenate(tiles[:2], 1), np.concatenate(tiles[2:], 1)])
     return save_png(img, path)
+
+
+def save_condition_png(image_4SS: torch.Tensor, path: str | Path) -> Path:
+    """Write a condition render (4, S, S) in [0, 1] as an 8-bit RGBA PNG (normals RGB, depth alpha)."""
+    from PIL import Image
+
+    from scalear.io import atomic_write
+
+    x = image_4SS.detach().float().clamp(0, 1).cpu().numpy()
+    rgba = (np.concatenate([x[1:4], x[:1]]).transpose(1, 2, 0) * 255).round().astype(np.uint8)
+    return atomic_write(path, lambda p: Image.fromarray(rgba, mode="RGBA").save(p, format="PNG"))
+
+
+def load_condition(path: str | Path, size: int) -> torch.Tensor:
+    """A (4, size, size) condition from a mesh file (rendered from view 0) or an RGBA PNG of
+    :func:`save_condition_png`; errors name the file."""
+    from scalear.datasets.meshes.io import MESH_SUFFIXES, load_mesh, normalize_mesh
+
+    path = Path(path)
+    if path.suffix.lower() in MESH_SUFFIXES:
+        return render_condition_image(normalize_mesh(load_mesh(path)), 0, size)
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"{path}: an image condition is a mesh file ({', '.join(MESH_SUFFIXES)}) or an RGBA "
+                         "condition PNG (scalear sar3d render)")
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            if im.mode != "RGBA":
+                raise ValueError(f"{path}: mode {im.mode}, but a condition PNG is RGBA (normals RGB, depth alpha); "
+                                 "photographs are not supported: render the object with scalear sar3d render")
+            a = np.asarray(im.resize((size, size), Image.NEAREST), dtype=np.float32) / 255
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"{path}: not a readable PNG ({e})") from e
+    return torch.from_numpy(np.concatenate([a[..., 3:], a[..., :3]], -1).transpose(2, 0, 1).copy())

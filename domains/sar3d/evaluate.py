@@ -1,4 +1,5 @@
-"""SAR3D evaluation: reconstruction quality per number of scales, and generation quality per class.
+"""SAR3D evaluation: reconstruction quality per number of scales (generation quality per class is the shared
+:func:`scalear.metrics3d.generation_by_class`, described below).
 
 Reconstruction (the tokenizer; "the Chamfer distance falls as scales are added"): each held-out object is
 tokenized, decoded from its first ``k`` scales for every ``k``, meshed by marching cubes and compared with the
@@ -17,7 +18,6 @@ Objects whose decoded field has no surface count as failures (reported, excluded
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -27,20 +27,13 @@ import torch
 from scalear.domains.sar3d.generator import indices_to_sdf_grids
 from scalear.domains.sar3d.mesh import EmptyFieldError, extract_mesh
 from scalear.domains.sar3d.tokenizer import TriplaneVQVAE
-from scalear.metrics3d import chamfer_distance, coverage, fscore, mmd, normal_consistency, one_nna, pairwise_chamfer, volume_iou
+from scalear.fields import surface_samples
+from scalear.metrics3d import chamfer_distance, fscore, normal_consistency, volume_iou
 
 #: F-score threshold: 2% of the unit cube's side (objects span 0.9 of it); our grids are 32^3 to 64^3. With the
 #: data's 2,048 reference surface samples (spacing ~0.02-0.03 on these objects) even an exact surface scores
 #: below 1: compare F-scores at equal sample counts only
 FSCORE_THRESHOLD = 0.02
-
-
-def surface_samples(mesh, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` area-uniform points on a ``trimesh.Trimesh`` and their face normals, (n, 3) float32 each."""
-    import trimesh
-
-    pts, face = trimesh.sample.sample_surface(mesh, n, seed=seed)
-    return torch.as_tensor(pts, dtype=torch.float32), torch.as_tensor(mesh.face_normals[face], dtype=torch.float32)
 
 
 @dataclass
@@ -100,46 +93,4 @@ def _surface_metrics(mesh, gt_pts: torch.Tensor, gt_normals: torch.Tensor, n: in
             "normal_consistency": float(normal_consistency(x, nrm[None], y, gt_normals[None].float())[0])}
 
 
-def meshes_to_points(meshes: Sequence, n: int = 1024, seed: int = 0) -> tuple[torch.Tensor, list[int]]:
-    """Surface samples ``(M, n, 3)`` of the non-empty meshes, and the positions of those meshes."""
-    kept = [i for i, m in enumerate(meshes) if m is not None and len(m.faces)]
-    if not kept:
-        return torch.empty(0, n, 3), []
-    return torch.stack([surface_samples(meshes[i], n, seed + i)[0] for i in kept]), kept
-
-
-def generation_by_class(generated: dict[str, torch.Tensor], reference: dict[str, torch.Tensor],
-                        batch_size: int = 64) -> dict:
-    """Per generated class (point sets ``(G, N, 3)``) against every reference class (``(R, N, 3)``):
-    ``{"mmd": {gen: {ref: value}}, "cov": {...}, "1nna": {gen: value vs its own class},
-    "own_class_closest": fraction of generated classes whose own class has the lowest MMD}``."""
-    classes = [c for c in generated if len(generated[c])]
-    if not classes:
-        raise ValueError("no generated objects with a surface to score")
-    out: dict = {"mmd": {}, "cov": {}, "1nna": {}}
-    for g in classes:
-        out["mmd"][g], out["cov"][g] = {}, {}
-        for r, ref in reference.items():
-            D = pairwise_chamfer(generated[g], ref, batch_size)
-            out["mmd"][g][r], out["cov"][g][r] = mmd(D), coverage(D)
-        if g in reference and len(generated[g]) > 1 and len(reference[g]) > 1:
-            gen, ref = generated[g], reference[g]
-            out["1nna"][g] = one_nna(pairwise_chamfer(gen, None, batch_size), pairwise_chamfer(ref, None, batch_size),
-                                     pairwise_chamfer(gen, ref, batch_size))
-    own = [g for g in classes if g in reference and min(out["mmd"][g], key=out["mmd"][g].get) == g]
-    out["own_class_closest"] = len(own) / len(classes)
-    return out
-
-
-def mesh_is_valid(mesh) -> bool:
-    """A generated mesh is valid when it has faces, finite vertices and trimesh can compute its volume."""
-    if mesh is None or len(mesh.faces) == 0:
-        return False
-    v = np.asarray(mesh.vertices)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return bool(np.isfinite(v).all() and np.isfinite(mesh.volume))
-
-
-__all__ = ["FSCORE_THRESHOLD", "surface_samples", "reconstruction_by_scale", "meshes_to_points", "generation_by_class",
-           "mesh_is_valid"]
+__all__ = ["FSCORE_THRESHOLD", "reconstruction_by_scale"]

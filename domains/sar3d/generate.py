@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 
 from scalear.domains.sar3d.generator import SAR3DGenerator, indices_to_meshes
 from scalear.domains.sar3d.mesh import MESH_FORMATS, export_mesh
 from scalear.domains.sar3d.tokenizer import TriplaneVQVAE
+from scalear.datasets.meshes.render import load_condition, save_condition_png
 from scalear.io import atomic_write, from_pretrained
 
 
@@ -39,40 +39,6 @@ def load_generator(folder: str | Path, device: torch.device | str = "cpu") -> tu
                          f"{type(gen).__name__} and {type(tok).__name__}")
     gen.check_tokenizer(tok)
     return gen.to(device).eval(), tok.to(device).eval()
-
-
-def save_condition_png(image_4SS: torch.Tensor, path: str | Path) -> Path:
-    """Write a condition render (4, S, S) in [0, 1] as a 16-bit RGBA PNG (normals RGB, depth alpha)."""
-    from PIL import Image
-
-    x = image_4SS.detach().float().clamp(0, 1).cpu().numpy()
-    rgba = (np.concatenate([x[1:4], x[:1]]).transpose(1, 2, 0) * 255).round().astype(np.uint8)
-    return atomic_write(path, lambda p: Image.fromarray(rgba, mode="RGBA").save(p, format="PNG"))
-
-
-def load_condition(path: str | Path, size: int) -> torch.Tensor:
-    """A (4, size, size) condition from a mesh file (rendered from view 0) or an RGBA PNG of
-    :func:`save_condition_png`; errors name the file."""
-    from scalear.datasets.meshes.io import MESH_SUFFIXES, load_mesh, normalize_mesh
-    from scalear.datasets.meshes.render import render_condition_image
-
-    path = Path(path)
-    if path.suffix.lower() in MESH_SUFFIXES:
-        return render_condition_image(normalize_mesh(load_mesh(path)), 0, size)
-    if path.suffix.lower() != ".png":
-        raise ValueError(f"{path}: an image condition is a mesh file ({', '.join(MESH_SUFFIXES)}) or an RGBA "
-                         "condition PNG (scalear sar3d render)")
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            if im.mode != "RGBA":
-                raise ValueError(f"{path}: mode {im.mode}, but a condition PNG is RGBA (normals RGB, depth alpha); "
-                                 "photographs are not supported: render the object with scalear sar3d render")
-            a = np.asarray(im.resize((size, size), Image.NEAREST), dtype=np.float32) / 255
-    except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"{path}: not a readable PNG ({e})") from e
-    return torch.from_numpy(np.concatenate([a[..., 3:], a[..., :3]], -1).transpose(2, 0, 1).copy())
 
 
 @dataclass
@@ -110,19 +76,7 @@ def generate_to_folder(gen: SAR3DGenerator, tok: TriplaneVQVAE, out: str | Path,
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; give an output folder")
     out.mkdir(parents=True, exist_ok=True)
-    device = gen.transformer.pos_1LC.device
-    jobs: list[tuple[str, dict[str, torch.Tensor]]] = []
-    if gen.cfg.condition == "class":
-        if images:
-            raise ValueError("this generator is class-conditional: give classes, not images")
-        for label, name in gen.class_labels(classes):
-            jobs.append((name, {"labels": torch.full((n,), label, dtype=torch.long, device=device)}))
-    else:
-        if not images:
-            raise ValueError("this generator is image-conditional: give one or more images (--image)")
-        for p in images:
-            img = load_condition(p, gen.cfg.image_size).to(device)
-            jobs.append((Path(p).stem, {"images": img[None].expand(n, -1, -1, -1)}))
+    jobs = gen.condition_jobs(n, classes, images, load_condition)
     report = GenerationReport()
     for c, (name, cond) in enumerate(tqdm(jobs, desc="generating", unit="condition", disable=not progress)):
         indices = gen.generate(tok, seed=seed + 1000 * c, **cond, **sampling)

@@ -90,7 +90,9 @@ def run(out: Path, fast: bool = False) -> str:
 
     from scalear.datasets.meshes.io import load_mesh, normalize_mesh
     from scalear.datasets.meshes.render import shaded_preview
-    from scalear.domains.sar3d.evaluate import generation_by_class, mesh_is_valid, meshes_to_points, reconstruction_by_scale
+    from scalear.domains.sar3d.evaluate import reconstruction_by_scale
+    from scalear.fields import mesh_is_valid, meshes_to_points
+    from scalear.metrics3d import generation_by_class
     from scalear.domains.sar3d.generate import generate_to_folder, load_generator
     from scalear.domains.sar3d.generator import indices_to_meshes
     from scalear.viz import save_png
