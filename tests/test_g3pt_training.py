@@ -120,4 +120,10 @@ def test_configs_fit_two_steps_through_the_cli(tmp_path):
     assert metrics.is_file() and "val/ce" in metrics.read_text()
     gen = from_pretrained(out / "export" / "generator")
     assert isinstance(gen, G3PTGenerator) and gen.cfg.num_classes == 4
+    assert gen.cfg.class_names == ("chair", "lamp", "mug", "table")  # named after the data's classes
     assert isinstance(from_pretrained(out / "export" / "tokenizer"), G3PTTokenizer)
+    out = tmp_path / "gen_image"  # the image-conditional config: the data module renders condition images
+    fit_with_cli(CONFIGS / "generator_image_tiny.yaml", out, out / "export",
+                 [*data, *short, *small, "--model.init_args.tokenizer", str(tok_dir)])
+    gen = from_pretrained(out / "export" / "generator")
+    assert gen.cfg.condition == "image" and gen.image_encoder is not None

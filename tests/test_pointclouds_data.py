@@ -75,6 +75,26 @@ def test_items_and_sphere_occupancy(shapes, tmp_path):
     assert not torch.equal(a["points"], b["points"]) and not torch.equal(a["query"], b["query"])
 
 
+def test_condition_renders_of_meshes_with_image_size(shapes, tmp_path):
+    """image_size adds the 4-channel depth + normal render (SAR3D's) to mesh items: a random view in training,
+    view 0 in evaluation; point clouds have none; without image_size the cache keys do not change."""
+    from scalear.datasets.meshes.io import load_mesh, normalize_mesh
+    from scalear.datasets.meshes.render import render_condition_image
+
+    plain = PointCloudDataset(shapes, tmp_path / "cache", **TINY)
+    ds = PointCloudDataset(shapes, tmp_path / "cache", image_size=32, **TINY)
+    assert "image" not in plain[0] and set(plain.files).isdisjoint(ds.files)
+    assert PointCloudDataset(shapes, tmp_path / "cache", **TINY).files == plain.files
+    img = ds[0]["image"]
+    assert img.shape == (4, 32, 32) and img.dtype == torch.float32
+    truth = render_condition_image(normalize_mesh(load_mesh(shapes / "ball" / "ball_0.obj")), 0, 32)
+    torch.testing.assert_close(img, truth, atol=2e-3, rtol=0)  # float16 in the cache
+    assert "image" not in ds[2]  # a point cloud
+    train = PointCloudDataset(shapes, tmp_path / "cache", image_size=32, train=True, **TINY)
+    views = {tuple(train[1]["image"].flatten()[::97].tolist()) for _ in range(12)}
+    assert len(views) > 1  # the box looks different from different views
+
+
 def test_cache_is_reused_and_keyed_by_settings(shapes, tmp_path, monkeypatch):
     calls = []
     real = data_mod.preprocess_object

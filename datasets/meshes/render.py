@@ -91,6 +91,27 @@ def shade(mesh: trimesh.Trimesh, eye: np.ndarray, size: int) -> np.ndarray:
     return (np.where(mask, g, 1.0)[..., None].repeat(3, -1) * 255).round().astype(np.uint8)
 
 
+def splat_points(points: np.ndarray, eye: np.ndarray, size: int, fov: float = FOV, radius: int = 1) -> np.ndarray:
+    """(H, W, 3) uint8 picture of a point cloud (N, 3) seen from ``eye`` with the pinhole camera of
+    :func:`render_depth_normals`: each point a ``(2 radius + 1)^2`` dot, darker when nearer, drawn far to
+    near so nearer dots cover farther ones; white background."""
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    E = look_at(eye)
+    cam = pts @ E[:3, :3].T + E[:3, 3]
+    cam = cam[cam[:, 2] > 1e-6]
+    f = size / 2 / np.tan(np.radians(fov) / 2)
+    u, v = f * cam[:, 0] / cam[:, 2] + size / 2, f * cam[:, 1] / cam[:, 2] + size / 2
+    dist, half = float(np.linalg.norm(eye)), np.sqrt(3) / 2
+    grey = 0.15 + 0.6 * np.clip((cam[:, 2] - (dist - half)) / (2 * half), 0, 1)  # near dark, far light
+    img = np.ones((size, size))
+    for order in np.argsort(-cam[:, 2]):  # far to near: nearer dots overwrite
+        c, r = int(u[order]), int(v[order])
+        r0, r1, c0, c1 = max(r - radius, 0), min(r + radius + 1, size), max(c - radius, 0), min(c + radius + 1, size)
+        if r0 < r1 and c0 < c1:
+            img[r0:r1, c0:c1] = grey[order]
+    return (img[..., None].repeat(3, -1) * 255).round().astype(np.uint8)
+
+
 def shaded_preview(mesh: trimesh.Trimesh, path: str | Path, size: int = 256, views: int = 4) -> Path:
     """Write a Lambert-shaded PNG of ``mesh`` (1 view, or a 2x2 grid of 4 views) atomically."""
     from scalear.viz import save_png

@@ -19,10 +19,15 @@ pool of occupancy queries (half near the surface, surface samples + N(0, sigma^2
 half uniform in [-0.5, 0.5]^3) labelled by open3d ray casting (``signed_distance < 0``; open meshes by the ray
 vote of :func:`~scalear.datasets.meshes.signed_distance`, and refused when they enclose no volume). A point
 cloud (file or HDF5 row) is normalised the same way (:func:`~.io.normalize_points`) and has no queries:
-**occupancy needs a mesh**, so items of pure point clouds carry no ``"query"`` / ``"occupancy"``. Items::
+**occupancy needs a mesh**, so items of pure point clouds carry no ``"query"`` / ``"occupancy"``. With
+``image_size`` set, a mesh's cache entry also holds :data:`~scalear.datasets.meshes.render.N_VIEWS` condition
+renders (SAR3D's 4-channel depth + normals, :func:`~scalear.datasets.meshes.render_condition_image`), the image
+condition of G3PT's image-to-3D generator. Items::
 
     {"points": (N, 3) float32 input cloud in [-0.45, 0.45]^3, N = n_points,
      "query": (Q, 3) float32 in [-0.5, 0.5]^3, "occupancy": (Q,) float32 in {0, 1}   (meshes only),
+     "image": (4, S, S) float32 condition render, a random view in training, view 0 otherwise
+              (meshes only, with image_size=S),
      "label": int64 class index, "name": str "<label>/<object id>"}
 
 ``points`` is the cached farthest point sample in evaluation and a random subset of the pool in training;
@@ -50,6 +55,7 @@ from scalear.datasets.meshes.data import MIN_ENCLOSURE, CachedSplitDataModule, _
 from scalear.datasets.meshes.folders import scan_mesh_folder
 from scalear.datasets.meshes.io import MESH_SUFFIXES, MeshError, inspect_mesh, normalize_mesh
 from scalear.datasets.meshes.procedural import PROCEDURAL_CLASSES, write_procedural_set
+from scalear.datasets.meshes.render import N_VIEWS, render_condition_image
 from scalear.datasets.meshes.sampling import enclosure, sample_sdf, sample_surface
 from scalear.datasets.pointclouds.io import (
     H5_SUFFIXES,
@@ -158,15 +164,20 @@ def preprocess_object(rec: PointCloudRecord, settings: dict, seed: int,
     n_near = int(round(settings["near_fraction"] * n_query_pool))
     query, sdf = sample_sdf(mesh, n_near, n_query_pool - n_near, settings["sigma"], rng)
     order = rng.permutation(n_query_pool)  # mix near and uniform queries: any prefix has the same proportions
-    return {"surface": surface, "normals": normals, "fps": farthest_point_sample(surface, n_points),
-            "query": query[order], "occupancy": sdf[order] < 0}
+    out = {"surface": surface, "normals": normals, "fps": farthest_point_sample(surface, n_points),
+           "query": query[order], "occupancy": sdf[order] < 0}
+    if settings.get("image_size"):
+        views = [render_condition_image(mesh, v, settings["image_size"]) for v in range(N_VIEWS)]
+        out["images"] = torch.stack(views).numpy().astype(np.float16)
+    return out
 
 
 class PointCloudDataset(Dataset):
     """Input point clouds with occupancy queries where a mesh exists (items and caching: module docstring).
 
     ``records``: a list of :class:`PointCloudRecord`, a folder (:func:`scan_point_cloud_folder`) or an HDF5 file
-    (:func:`h5_records`); ``split`` keeps the records of that split. Bad files are skipped with a warning and
+    (:func:`h5_records`); ``split`` keeps the records of that split; ``image_size``: add condition renders of
+    meshes (module docstring). Bad files are skipped with a warning and
     listed in ``skipped`` as ``(path, reason)``; ValueError when none is left. ``train`` (default: ``split ==
     "train"``) draws random points and queries per item; otherwise items are fixed. ``classes`` fixes the label
     order (default: the sorted labels of all given records, before the split filter).
@@ -175,7 +186,7 @@ class PointCloudDataset(Dataset):
     def __init__(self, records: Sequence[PointCloudRecord] | str | Path, cache_dir: str | Path,
                  n_points: int = 2048, n_query: int = 2048, near_fraction: float = 0.5, sigma: float = 0.01,
                  split: str | None = None, seed: int = 0, train: bool | None = None,
-                 classes: Sequence[str] | None = None) -> None:
+                 classes: Sequence[str] | None = None, image_size: int | None = None) -> None:
         if not 0 <= near_fraction <= 1:
             raise ValueError(f"near_fraction must be in [0, 1], got {near_fraction}")
         if n_points < 1 or n_query < 1:
@@ -195,6 +206,8 @@ class PointCloudDataset(Dataset):
         self.settings = {"version": CACHE_VERSION, "n_points": n_points, "n_pool": POOL_FACTOR * n_points,
                          "n_query_pool": POOL_FACTOR * n_query, "near_fraction": near_fraction, "sigma": sigma,
                          "seed": seed}
+        if image_size:  # only then in the settings, so the cache keys of image-less data stay the same
+            self.settings["image_size"] = int(image_size)
         self.records: list[PointCloudRecord] = []
         self.files: list[Path] = []
         self.skipped: list[tuple[Path, str]] = []
@@ -259,6 +272,9 @@ class PointCloudDataset(Dataset):
                 q = self._take(len(z["query"]), self.n_query)
                 item["query"] = torch.from_numpy(z["query"][q].astype(np.float32))
                 item["occupancy"] = torch.from_numpy(z["occupancy"][q].astype(np.float32))
+            if "images" in z.files:
+                view = int(torch.randint(len(z["images"]), ())) if self.train else 0
+                item["image"] = torch.from_numpy(z["images"][view].astype(np.float32))
         item["label"] = torch.tensor(self.labels[i], dtype=torch.int64)
         item["name"] = f"{rec.label}/{rec.object_id}"
         return item
@@ -269,11 +285,12 @@ class PointCloudDataModule(CachedSplitDataModule):
     val_per_class`` objects of each of :data:`~scalear.datasets.meshes.PROCEDURAL_CLASSES` in
     ``<cache_dir>/procedural``, the last ``val_per_class`` of each class for validation), of a folder, or of a
     ModelNet40 HDF5 file / folder. A folder's or file's own train / test split is used when it has one (test ->
-    val), else ``val_per_class`` objects per class are held out (:func:`~scalear.datasets.meshes.split_records`)."""
+    val), else ``val_per_class`` objects per class are held out (:func:`~scalear.datasets.meshes.split_records`).
+    ``image_size``: items of meshes also carry a condition render ``"image"`` of that side."""
 
     def __init__(self, root: str | None = None, cache_dir: str = "scalear_cache/pointclouds", per_class: int = 24,
                  val_per_class: int = 4, n_points: int = 2048, n_query: int = 2048, batch_size: int = 16,
-                 num_workers: int = 0, seed: int = 0) -> None:
+                 num_workers: int = 0, seed: int = 0, image_size: int | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.train_dataset: PointCloudDataset | None = None
@@ -299,7 +316,7 @@ class PointCloudDataModule(CachedSplitDataModule):
         train, val = self._records()
         classes = sorted({r.label for r in train + val})
         kw = dict(cache_dir=Path(hp.cache_dir) / "samples", n_points=hp.n_points, n_query=hp.n_query, seed=hp.seed,
-                  classes=classes)
+                  classes=classes, image_size=hp.image_size)
         self.train_dataset = PointCloudDataset(train, train=True, **kw)
         self.val_dataset = PointCloudDataset(val, train=False, **kw) if val else None
 

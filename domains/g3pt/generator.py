@@ -15,8 +15,11 @@ Conditions (``condition``):
 * ``"class"``: a class label (start token and AdaLN; label ``num_classes`` is the null class of CFG);
 * ``"image"`` (G3PT's single-image-to-3D): an image ``(B, C, S, S)`` through :class:`ImageEncoder`, a small CNN
   whose patch tokens are the cross-attention context of every block and whose pooled feature is the start token
-  and AdaLN condition. **Deviation**: G3PT uses a pretrained image encoder (details not given); no pretrained
-  weights are available here, so the CNN is trained with the transformer. Text conditioning is not implemented.
+  and AdaLN condition. **Deviations**: G3PT uses a pretrained image encoder on RGB renders (details not given);
+  no pretrained weights are available here, so the CNN is trained with the transformer, and the condition is the
+  4-channel depth + normal render of the mesh (SAR3D's, ray-cast with open3d: the offscreen RGB renderer needs a
+  display), from :class:`~scalear.datasets.pointclouds.PointCloudDataModule` with ``image_size``. Text
+  conditioning is not implemented.
 
 Classifier-free guidance: the condition is dropped with probability ``cond_drop_rate`` (0.1) in training;
 sampling uses VAR's linear guidance ramp (:func:`scalear.sampling.sample`); the defaults (cfg 3, top-k 0,
@@ -49,7 +52,8 @@ from scalear.schedules import ScaleSchedule
 class G3PTGeneratorConfig(ConditionalGeneratorConfig):
     """Hyper-parameters of :class:`G3PTGenerator`: the shared fields of
     :class:`~scalear.conditioning.ConditionalGeneratorConfig` (``class_names`` included) with G3PT's defaults
-    (RGB 64 px condition images; sampling cfg 3, top-k 0, top-p 0.9), plus
+    (sampling cfg 3, top-k 0, top-p 0.9; condition images are the data's 4-channel depth + normal renders of 64 px),
+    plus
 
     Args:
         sizes: the tokenizer's tokens per level of detail (set from the tokenizer by :func:`generator_config`).
@@ -59,7 +63,6 @@ class G3PTGeneratorConfig(ConditionalGeneratorConfig):
 
     vocab_size: int = 1024
     latent_dim: int = 64
-    image_channels: int = 3
     cfg: float = 3.0
     top_k: int = 0
     top_p: float = 0.9
