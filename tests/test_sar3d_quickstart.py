@@ -46,7 +46,6 @@ def check_full_bars(m: dict) -> None:
     gen = m["generated"]
     assert gen["valid"] == gen["written"] >= 0.75 * 4 * PER_CLASS[0]
     assert m["generation"]["own_class_closest"] >= 0.75
-    assert sum(m["seconds"].values()) < 7 * 60
 
 
 @pytest.mark.slow
