@@ -161,8 +161,10 @@ def build_parser(domains: dict[str, Callable]) -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="<command>", title="commands")
     qs = sub.add_parser("quickstart", help="train tiny models on built-in data end to end and write a report")
     qs.add_argument("--out", default="scalear_runs/quickstart", help="output folder (default: %(default)s)")
-    qs.add_argument("--domain", default="all", help="which part to run: core, or a domain with a quickstart part (default: all)")
+    qs.add_argument("--domain", default="all", help="which parts to run, comma-separated: core and the domains with a quickstart part (default: all)")
     qs.add_argument("--fast", action="store_true", help="a much shorter run (smoke test; quality is not reached)")
+    qs.add_argument("--jobs", type=int, default=None,
+                    help="parts run at once in worker processes (default: one per CPU core; 1 on a GPU)")
     sub.add_parser("core", help="train / sample / export the core tokenizer and transformer", add_help=False)
     for name in sorted(domains):
         sub.add_parser(name, help=f"the {name} domain (scalear {name} --help)", add_help=False)
@@ -198,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "quickstart":
         from scalear.quickstart import run_quickstart
 
-        return run_quickstart(args.out, domain=args.domain, fast=args.fast)
+        return run_quickstart(args.out, domain=args.domain, fast=args.fast, jobs=args.jobs)
     if args.command == "info":
         return _info(domains)
     parser.print_help()

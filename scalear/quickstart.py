@@ -163,11 +163,17 @@ def _last(metrics_csv: Path, key: str) -> float:
     return series[-1][1] if series else float("nan")
 
 
-def write_report(out: Path, parts: list[PartResult]) -> Path:
-    """``report.md`` and ``report.html`` with every part's tables and pictures."""
-    head = "# scalear quickstart report\n\n" + "\n".join(
-        f"- **{p.name}**: {p.seconds / 60:.1f} min" for p in parts
-    ) + "\n\n"
+def write_report(out: Path, parts: list[PartResult], failed: dict[str, str] | None = None,
+                 seconds: float | None = None) -> Path:
+    """``report.md`` and ``report.html`` with every part's tables and pictures (and the failed parts' errors)."""
+    failed = failed or {}
+    lines = [f"- **{p.name}**: {p.seconds / 60:.1f} min" for p in parts]
+    lines += [f"- **{n}**: FAILED: `{e}` (log: `logs/{n}.log`)" for n, e in failed.items()]
+    total = f"Wall time {seconds / 60:.1f} min in all. " if seconds is not None else ""
+    head = ("# scalear quickstart report\n\n" + "\n".join(lines) + "\n\n" + total +
+            "Every part trains tiny models on built-in data (each section says what that data is and how to point "
+            "the same commands at real data); checkpoints are under `<part>/*/logs/`, exported weights under "
+            "`<part>/export/`.\n\n")
     md = head + "\n".join(p.markdown for p in parts)
     atomic_write(out / "report.md", lambda p: Path(p).write_text(md))
     atomic_write(out / "report.html", lambda p: Path(p).write_text(markdown_to_html(md)))
@@ -230,25 +236,93 @@ def quickstart_entry_points() -> dict[str, Callable[[Path, bool], str]]:
     return {ep.name: (lambda out, fast, ep=ep: ep.load()(out, fast)) for ep in entry_points(group="scalear.quickstart")}
 
 
-def run_quickstart(out: str | Path, domain: str = "all", fast: bool = False) -> int:
-    """Run the core part and every installed domain's part (or just ``domain``) and write the report."""
+#: rough minutes of each part on one CPU thread: the longest parts start first when they run in parallel
+EXPECTED_MINUTES = {"restoration": 6.6, "sar3d": 6.0, "core": 5.0, "g3pt": 4.0, "depth": 2.5}
+
+
+def _run_part(name: str, out: str, fast: bool, threads: int | None = None, log: str | None = None) -> PartResult:
+    """Run one part; in a worker process (``log`` given) its output goes to the log file, torch uses ``threads``."""
+    if log is not None:
+        import os
+        import sys
+
+        f = open(log, "w", buffering=1)  # noqa: SIM115 - lives as long as the worker
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        sys.stdout = sys.stderr = f
+    if threads:
+        torch.set_num_threads(threads)
+    t0 = time.time()
+    if name == "core":
+        return run_core(Path(out), fast=fast)
+    md = quickstart_entry_points()[name](Path(out), fast)
+    return PartResult(name, md, {}, time.time() - t0)
+
+
+def default_jobs(n_parts: int) -> int:
+    """Parts run at once: one on a GPU (the parts share it), else one per CPU core (one torch thread each)."""
+    import os
+
+    return 1 if torch.cuda.is_available() else max(1, min(n_parts, os.cpu_count() or 1))
+
+
+def _run_parallel(names: list[str], out: Path, fast: bool, jobs: int) -> tuple[list[PartResult], dict[str, str]]:
+    """Parts in ``jobs`` spawned worker processes, longest first; returns the results and the failures."""
+    import os
+    import traceback
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
+    from tqdm.auto import tqdm
+
+    logs = out / "logs"
+    logs.mkdir(exist_ok=True)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    order = sorted(names, key=lambda n: -EXPECTED_MINUTES.get(n, 5.0))
+    print(f"quickstart: {len(names)} parts on {jobs} worker(s) x {threads} thread(s); each part's log: {logs}/<part>.log")
+    results, failed = {}, {}
+    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool, \
+            tqdm(total=len(names), desc="quickstart parts", unit="part") as bar:
+        futures = {pool.submit(_run_part, n, str(out), fast, threads, str(logs / f"{n}.log")): n for n in order}
+        for fut in as_completed(futures):
+            name = futures[fut]
+            try:
+                results[name] = fut.result()
+                bar.set_postfix_str(f"{name} done in {results[name].seconds / 60:.1f} min")
+            except Exception as e:  # noqa: BLE001 - a failed part must not lose the others
+                failed[name] = "".join(traceback.format_exception_only(type(e), e)).strip()
+                bar.set_postfix_str(f"{name} FAILED")
+            bar.update()
+    return [results[n] for n in names if n in results], failed
+
+
+def run_quickstart(out: str | Path, domain: str = "all", fast: bool = False, jobs: int | None = None) -> int:
+    """Run the core part and every installed domain's part (or those named in ``domain``, comma-separated) and
+    write the report.
+
+    ``jobs`` parts run at once in worker processes (default :func:`default_jobs`: one per CPU core, one torch
+    thread each; one on a GPU); with one job the parts run here, one after the other. Returns 1 if a part failed
+    (the others still run and are reported), else 0."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     parts_available = quickstart_entry_points()
     known = ["core", *sorted(parts_available)]
-    if domain != "all" and domain not in known:
-        raise SystemExit(f"scalear quickstart: unknown part {domain!r}; available: {', '.join(known)}")
-    parts = []
-    if domain in ("all", "core"):
-        parts.append(run_core(out, fast=fast))
-    for name, run in sorted(parts_available.items()):
-        if domain in ("all", name):
-            t0 = time.time()
-            parts.append(PartResult(name, run(out, fast), {}, time.time() - t0))
-    report = write_report(out, parts)
+    wanted = known if domain == "all" else [d.strip() for d in domain.split(",") if d.strip()]
+    if unknown := [d for d in wanted if d not in known]:
+        raise SystemExit(f"scalear quickstart: unknown part(s) {', '.join(unknown)}; available: {', '.join(known)}")
+    names = [n for n in known if n in wanted]
+    jobs = default_jobs(len(names)) if jobs is None else max(1, min(jobs, len(names)))
+    t0 = time.time()
+    if jobs == 1:
+        parts, failed = [_run_part(n, str(out), fast) for n in names], {}
+    else:
+        parts, failed = _run_parallel(names, out, fast, jobs)
+    report = write_report(out, parts, failed, time.time() - t0)
     print(f"\nreport: {report}  (and {report.with_suffix('.html')})")
     for p in parts:
         if p.name == "core":
             m = p.metrics
             print(f"core: generated digits recognised as their class: {m['generated_recognised_as_class']:.1%} (chance 10%)")
-    return 0
+    for name, err in failed.items():
+        print(f"part {name} FAILED: {err} (log: {out / 'logs' / f'{name}.log'})")
+    return 1 if failed else 0

@@ -25,3 +25,33 @@ def test_generated_digits_are_recognised(tmp_path):
     for pic in ("samples.png", "reconstructions.png", "tokenizer_curves.png", "transformer_curves.png"):
         assert pic in text and (tmp_path / "core" / pic).stat().st_size > 1000
     assert "<table>" in (tmp_path / "report.html").read_text()
+
+
+def test_report_lists_parts_and_failures(tmp_path):
+    from scalear.quickstart import PartResult
+
+    report = write_report(tmp_path, [PartResult("core", "## Core\n\nbody\n", {}, 90.0)],
+                          {"depth": "ValueError: boom"}, 150.0)
+    text = report.read_text()
+    assert "- **core**: 1.5 min" in text and "- **depth**: FAILED: `ValueError: boom`" in text
+    assert "Wall time 2.5 min in all" in text and "## Core" in text
+    assert "boom" in (tmp_path / "report.html").read_text()
+
+
+def test_unknown_part_is_refused(tmp_path):
+    from scalear.quickstart import run_quickstart
+
+    with pytest.raises(SystemExit, match="unknown part"):
+        run_quickstart(tmp_path, domain="core,nope")
+
+
+def test_parts_run_in_parallel_workers_with_logs(tmp_path):
+    """Two fast parts in two spawned workers: both sections in one report, one log per part."""
+    from scalear.quickstart import run_quickstart
+
+    assert run_quickstart(tmp_path, domain="core,depth", fast=True, jobs=2) == 0
+    text = (tmp_path / "report.md").read_text()
+    assert "## Core" in text and "## Depth" in text and "- **core**:" in text and "- **depth**:" in text
+    for part in ("core", "depth"):
+        assert (tmp_path / "logs" / f"{part}.log").stat().st_size > 0
+        assert (tmp_path / part / "export").is_dir()
