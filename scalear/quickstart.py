@@ -59,6 +59,21 @@ def fit_with_cli(config: Path, root: Path, export_dir: Path, extra: list[str]) -
     return Path(cli.trainer.logger.log_dir) / "metrics.csv"
 
 
+def training_curves(runs: dict[str, tuple[Path, list[str]]], folder: Path, part: str) -> str:
+    """Plot the ``keys`` of each run (``{name: (run root of fit_with_cli, keys)}``; its newest
+    ``logs/version_*/metrics.csv``) into ``folder/<name>_curves.png``; returns the report's Markdown image lines
+    (``part/<name>_curves.png``), skipping runs that logged none of the keys (e.g. a few-step ``--fast`` run)."""
+    lines = []
+    for name, (root, keys) in runs.items():
+        logs = sorted(Path(root).glob("logs/version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
+        try:
+            plot_training_curves(logs[-1], folder / f"{name}_curves.png", keys, name)
+        except (ValueError, IndexError):
+            continue
+        lines.append(f"![{name} training curves]({part}/{name}_curves.png)")
+    return "\n".join(lines)
+
+
 def digit_classifier(image_size: int):
     """An RBF-SVM trained on all real digits, seen through the same resize pipeline as generated ones."""
     from sklearn.svm import SVC

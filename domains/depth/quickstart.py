@@ -19,7 +19,7 @@ from scalear.domains.depth.metrics import DepthEvalConfig, depth_metrics_batch, 
 from scalear.domains.depth.predict import colorize_depth
 from scalear.domains.depth.predictor import ConstantDepthPredictor, fit_constant
 from scalear.io import atomic_write, from_pretrained
-from scalear.quickstart import config_path, fit_with_cli
+from scalear.quickstart import config_path, fit_with_cli, training_curves
 from scalear.viz import save_png
 
 
@@ -84,6 +84,9 @@ def run(out: Path, fast: bool = False) -> str:
                "test_scenes": int(test["image"].shape[0]), "fast": fast}
     atomic_write(out / "metrics.json", lambda p: Path(p).write_text(json.dumps(metrics, indent=2)))
 
+    curves = training_curves({"dar": (out / "dar", ["train/loss", "train/silog_tail", "train/ce_tail", "val/abs_rel"])},
+                             out, "depth")
+
     def table(d: dict) -> str:
         return "\n".join(f"{name}\n{format_table(m)}" for name, m in d.items())
 
@@ -112,6 +115,8 @@ training, so expect a large metric error; the median-scaled row measures the sha
 
 ![procedural](depth/procedural_input_truth_prediction.png)
 ![middlebury](depth/middlebury_input_truth_prediction.png)
+
+{curves}
 
 Real data: `scalear depth fit --config configs/depth/dar_tiny.yaml --data scalear.domains.depth.data.NyuDepthDataModule ...`,
 then `scalear depth eval --model DIR/export/dar --dataset nyu|kitti ...` (see the README).

@@ -20,7 +20,7 @@ import yaml
 from torch.utils.data import DataLoader
 
 from scalear.io import atomic_write, from_pretrained
-from scalear.quickstart import config_path, fit_with_cli
+from scalear.quickstart import config_path, fit_with_cli, training_curves
 
 #: training steps per stage (full run, fast run)
 STEPS: dict[str, tuple[int, int]] = {"tokenizer": (300, 3), "generator": (200, 3)}
@@ -140,6 +140,9 @@ def run(out: Path, fast: bool = False) -> str:
     if previews:
         save_png(_stack(previews), out / "generated_previews.png")
 
+    curves = training_curves({"tokenizer": (out / "tokenizer", ["train/loss", "train/bce", "train/bce_prefix", "train/usage"]),
+                              "generator": (out / "generator", ["train/loss", "train/acc", "train/acc_tail"])},
+                             out, "g3pt")
     metrics = {"reconstruction_by_level": {str(k): v for k, v in by_level.items()}, "generation": scores,
                "generated": {"written": len(rep.written), "valid": int(valid), "empty": rep.empty, "per_class": n},
                "steps": {k: v[i_fast] for k, v in STEPS.items()}, "seconds": seconds,
@@ -210,6 +213,8 @@ Generated point clouds, one row per class ({', '.join(classes)}), and mesh | poi
 ![generated point clouds](g3pt/generated_points_per_class.png)
 
 ![generated previews](g3pt/generated_previews.png)
+
+{curves}
 
 Your shapes: `scalear g3pt generate --model OUT/g3pt/export --class chair --n 4 --format glb --out shapes`.
 """

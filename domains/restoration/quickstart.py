@@ -26,7 +26,7 @@ from scalear.datasets.restoration.data import SKIMAGE_HELDOUT, SkimagePhotos, co
 from scalear.datasets.restoration.degradations import ALL_IN_ONE, EVAL_SUITE
 from scalear.domains.restoration.metrics import RestorationEvaluator
 from scalear.io import atomic_write, from_pretrained
-from scalear.quickstart import config_path, fit_with_cli
+from scalear.quickstart import config_path, fit_with_cli, training_curves
 from scalear.viz import save_png
 
 #: training steps per stage (full run, fast run); the no-prior ablation trains for ``STEPS["varformer"]``
@@ -183,14 +183,17 @@ def run(out: Path, fast: bool = False) -> str:
     save_png(_stack([_row(*(_centre(x, 128) for x in shown[k][first])) for k in EVAL_SUITE]),
              out / f"{first}_all_degradations_degraded_restored_clean.png")
 
+    curves = training_curves({"prior_tokenizer": (out / "prior_tokenizer", ["train/rec", "train/vq", "val/psnr"]),
+                              "prior_transformer": (out / "prior_transformer", ["train/loss", "train/acc", "val/ce"]),
+                              "varformer": (out / "varformer", ["train/loss", "val/psnr_y", "val/ssim"])}, out, "restoration")
     metrics = {"heldout": per_degradation, "tuned_settings": tuned,
                "steps": {k: v[1 if fast else 0] for k, v in STEPS.items()}, "seconds": seconds,
                "photos": list(SKIMAGE_HELDOUT), "crop": crop, "threads": torch.get_num_threads(), "fast": fast}
     atomic_write(out / "metrics.json", lambda p: Path(p).write_text(json.dumps(metrics, indent=2)))
-    return _markdown(metrics, models["Varformer"])
+    return _markdown(metrics, models["Varformer"], curves)
 
 
-def _markdown(m: dict, model) -> str:
+def _markdown(m: dict, model, curves: str = "") -> str:
     lines = ["| degradation | " + " | ".join(METHODS) + " |", "|---|" + "---|" * len(METHODS)]
     for k, row in m["heldout"].items():
         cells = [f"{row[meth]['psnr']:.2f} / {row[meth]['ssim']:.3f}" if meth in row else "-" for meth in METHODS]
@@ -233,6 +236,8 @@ Held-out photos with Gaussian noise (sigma 25): degraded | restored | clean.
 One photo under every degradation (rows in table order, 128 px centre crops): degraded | restored | clean.
 
 ![all degradations](restoration/{m['photos'][0]}_all_degradations_degraded_restored_clean.png)
+
+{curves}
 
 Your photos: `scalear restore --model OUT/restoration/export/varformer --input photos/ --out restored` (OUT: the
 quickstart folder).

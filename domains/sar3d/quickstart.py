@@ -21,7 +21,7 @@ import yaml
 from torch.utils.data import DataLoader
 
 from scalear.io import atomic_write, from_pretrained
-from scalear.quickstart import config_path, fit_with_cli
+from scalear.quickstart import config_path, fit_with_cli, training_curves
 
 #: training steps per stage (full run, fast run)
 STEPS: dict[str, tuple[int, int]] = {"tokenizer": (150, 3), "generator": (200, 3)}
@@ -144,15 +144,18 @@ def run(out: Path, fast: bool = False) -> str:
              for i in range(n) if f"{c}_{i}" in loaded] for c in classes]
     save_png(_stack([_tile_row(row) for row in rows if row]), out / "generated_per_class.png")
 
+    curves = training_curves({"tokenizer": (out / "tokenizer", ["train/loss", "train/sdf_l1", "train/vq", "train/usage"]),
+                              "generator": (out / "generator", ["train/loss", "train/acc", "train/acc_tail"])},
+                             out, "sar3d")
     metrics = {"reconstruction_by_scale": {str(k): v for k, v in by_scale.items()}, "generation": scores,
                "generated": {"written": len(rep.written), "valid": len(valid), "empty": rep.empty, "per_class": n},
                "steps": {k: v[1 if fast else 0] for k, v in STEPS.items()}, "seconds": seconds,
                "tokens": tok.schedule.total_tokens, "resolution": res, "threads": torch.get_num_threads(), "fast": fast}
     atomic_write(out / "metrics.json", lambda p: Path(p).write_text(json.dumps(metrics, indent=2)))
-    return _markdown(metrics, classes, tok)
+    return _markdown(metrics, classes, tok, curves)
 
 
-def _markdown(m: dict, classes: list[str], tok) -> str:
+def _markdown(m: dict, classes: list[str], tok, curves: str = "") -> str:
     from scalear.domains.sar3d.cli import format_reconstruction_table
 
     rec = {int(k): v for k, v in m["reconstruction_by_scale"].items()}
@@ -193,6 +196,8 @@ classes:
 Generated objects, one row per class ({', '.join(classes)}):
 
 ![generated per class](sar3d/generated_per_class.png)
+
+{curves}
 
 Your objects: `scalear sar3d generate --model OUT/sar3d/export --class chair --n 4 --format glb --out objects`.
 """
