@@ -49,16 +49,20 @@ def run_lightning(argv: Sequence[str], run: bool = True):
             # bf16 autocast on GPU unless the config says otherwise; full precision on CPU.
             parser.set_defaults({"trainer.precision": "bf16-mixed" if torch.cuda.is_available() else "32-true"})
 
-    return ScalearCLI(
-        ScalearModule,
-        LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        args=list(argv),
-        run=run,
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"parser_mode": "omegaconf"} if _has_omegaconf() else None,
-    )
+    argv0, sys.argv = sys.argv, sys.argv[:1]  # the arguments are `argv`: Lightning warns when sys.argv has more
+    try:
+        return ScalearCLI(
+            ScalearModule,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            args=list(argv),
+            run=run,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"parser_mode": "omegaconf"} if _has_omegaconf() else None,
+        )
+    finally:
+        sys.argv = argv0
 
 
 def run_domain_verbs(argv: Sequence[str] | None, parser: Callable[[], argparse.ArgumentParser],
