@@ -46,7 +46,8 @@ def test_unknown_part_is_refused(tmp_path):
 
 
 def test_parts_run_in_parallel_workers_with_logs(tmp_path):
-    """Two fast parts in two spawned workers: both sections in one report, one log per part."""
+    """The core and depth parts (fast) in two spawned workers: both sections in one report, one log per part,
+    and each part's outputs."""
     from scalear.quickstart import run_quickstart
 
     assert run_quickstart(tmp_path, domain="core,depth", fast=True, jobs=2) == 0
@@ -54,4 +55,14 @@ def test_parts_run_in_parallel_workers_with_logs(tmp_path):
     assert "## Core" in text and "## Depth" in text and "- **core**:" in text and "- **depth**:" in text
     for part in ("core", "depth"):
         assert (tmp_path / "logs" / f"{part}.log").stat().st_size > 0
-        assert (tmp_path / part / "export").is_dir()
+    core = json.loads((tmp_path / "core" / "metrics.json").read_text())
+    assert core["fast"] is True and 0 <= core["generated_recognised_as_class"] <= 1
+    assert (tmp_path / "core" / "export" / "transformer" / "model.safetensors").is_file()
+    depth = json.loads((tmp_path / "depth" / "metrics.json").read_text())
+    assert len(depth["abs_rel_per_scale"]) == 4 and set(depth["middlebury"]) == {"metric (as predicted)", "median-scaled"}
+    best_constant = next(v for k, v in depth["procedural_test"].items() if k.startswith("best constant"))
+    assert 0 < best_constant["abs_rel"] < 1 and 0 < depth["procedural_test"]["DAR"]["abs_rel"]
+    for pic in ("depth/procedural_input_truth_prediction.png", "depth/middlebury_input_truth_prediction.png",
+                "core/samples.png", "depth/dar_curves.png"):
+        assert pic in text and (tmp_path / pic).stat().st_size > 1000, pic
+    assert (tmp_path / "depth" / "export" / "dar" / "model.safetensors").is_file()
