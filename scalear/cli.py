@@ -65,6 +65,44 @@ def run_lightning(argv: Sequence[str], run: bool = True):
         sys.argv = argv0
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    v = int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return v
+
+
+def add_generate_arguments(g: argparse.ArgumentParser, noun: str, sampling: dict[str, str]) -> None:
+    """The options of a 3D domain's ``generate`` verb (SAR3D, G3PT): export folder, classes or condition images,
+    count, mesh format, output, seed, guidance and top-k / top-p (``sampling`` gives their default in words),
+    marching-cubes resolution, previews, device, progress. :func:`generate_request` reads them back."""
+    from scalear.fields import MESH_FORMATS
+
+    g.add_argument("--model", required=True, help="export folder holding generator/ and tokenizer/")
+    g.add_argument("--class", dest="classes", default=None,
+                   help="comma-separated class names or indices (default: every class of the generator)")
+    g.add_argument("--image", action="append", default=None,
+                   help="image condition: a mesh file or a condition PNG (scalear sar3d render); repeatable")
+    g.add_argument("--n", type=positive_int, default=4, help=f"{noun} per class or image (default: %(default)s)")
+    g.add_argument("--format", choices=MESH_FORMATS, default="obj", help="mesh format (default: %(default)s)")
+    g.add_argument("--out", required=True, help="output folder")
+    g.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
+    g.add_argument("--cfg", type=float, default=None, help=f"classifier-free guidance (default: {sampling['cfg']})")
+    g.add_argument("--top-k", type=int, default=None, help=f"top-k sampling (default: {sampling['top_k']})")
+    g.add_argument("--top-p", type=float, default=None, help=f"top-p sampling (default: {sampling['top_p']})")
+    g.add_argument("--resolution", type=positive_int, default=64, help="marching-cubes grid (default: %(default)s)")
+    g.add_argument("--no-preview", action="store_true", help="no preview PNGs")
+    g.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda if available)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def generate_request(a: argparse.Namespace) -> tuple[list[str] | None, dict[str, float]]:
+    """The requested classes (None: all) and the sampling overrides of :func:`add_generate_arguments`' options."""
+    classes = None if a.classes is None else [c.strip() for c in a.classes.split(",") if c.strip()]
+    return classes, {k: v for k, v in (("cfg", a.cfg), ("top_k", a.top_k), ("top_p", a.top_p)) if v is not None}
+
+
 def run_domain_verbs(argv: Sequence[str] | None, parser: Callable[[], argparse.ArgumentParser],
                      verbs: dict[str, Callable[[argparse.Namespace], int]], default_verb: str | None = None) -> int:
     """The ``main(argv)`` of a domain's CLI: ``fit ...`` goes to :func:`run_lightning` untouched (LightningCLI

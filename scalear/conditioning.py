@@ -267,5 +267,26 @@ class ConditionalGenerator(nn.Module):
         return self.sample(tokenizer, labels, images, **kwargs).indices
 
 
+def load_generator_export(folder: str | Path, generator_type: type[ConditionalGenerator], tokenizer_type: type[nn.Module],
+                          what: str, config: str, device: torch.device | str = "cpu"):
+    """The generator and tokenizer of an export folder (``generator/`` + ``tokenizer/``, as
+    :class:`~scalear.training.conditional.ConditionalGeneratorModule` exports them), checked against each other,
+    in eval mode on ``device``; errors name the folder, ``what`` the model and ``config`` the config to train with."""
+    from scalear.io import from_pretrained
+
+    folder = Path(folder)
+    for name in ("generator", "tokenizer"):
+        if not (folder / name / "config.json").is_file():
+            raise FileNotFoundError(f"{folder} is not a {what} export folder: {folder / name / 'config.json'} is "
+                                    f"missing (train with {config}; it exports generator/ and tokenizer/)")
+    gen, tok = from_pretrained(folder / "generator"), from_pretrained(folder / "tokenizer")
+    if not isinstance(gen, generator_type) or not isinstance(tok, tokenizer_type):
+        raise ValueError(f"{folder}: expected a {what} generator and tokenizer, found "
+                         f"{type(gen).__name__} and {type(tok).__name__}")
+    gen.check_tokenizer(tok)
+    return gen.to(device).eval(), tok.to(device).eval()
+
+
 __all__ = ["Condition", "DERIVED_TRANSFORMER_FIELDS", "ImageEncoder", "check_config_keys", "ConditionalGeneratorConfig",
-           "ConditionalGenerator"]
+           "ConditionalGenerator",
+           "load_generator_export"]

@@ -37,6 +37,33 @@ def save_png(array: np.ndarray, path: str | Path, scale: int = 1) -> Path:
     return atomic_write(path, lambda p: Image.fromarray(array).save(p, format="PNG"))
 
 
+def tile_row(images: list[np.ndarray | None], size: int | None = None, gap: int = 4) -> np.ndarray:
+    """(H, W, 3) uint8 images side by side, ``gap`` white pixels apart; ``None`` is a blank ``size`` x ``size``
+    tile (e.g. a shape whose field was empty)."""
+    if size is None:
+        size = next((im.shape[0] for im in images if im is not None), 0)
+    tiles = [np.full((size, size, 3), 255, np.uint8) if im is None else im for im in images]
+    if not tiles:
+        raise ValueError("tile_row needs at least one image")
+    sep = np.full((tiles[0].shape[0], gap, 3), 255, np.uint8)
+    return np.concatenate([x for t in tiles for x in (t, sep)][:-1], 1)
+
+
+def stack_rows(rows: list[np.ndarray], gap: int = 4) -> np.ndarray:
+    """Rows of (H_i, W_i, 3) uint8 images one above the other, left-aligned on white, ``gap`` pixels apart."""
+    width = max(r.shape[1] for r in rows)
+    padded = [np.pad(r, ((0, gap), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    return np.concatenate(padded, 0)[:-gap]
+
+
+def read_png(path: str | Path) -> np.ndarray:
+    """A PNG (or any image PIL reads) as an (H, W, 3) uint8 array."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
 def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int = 8, scale: int = 4) -> Path:
     return save_png(image_grid(images, nrow), path, scale)
 

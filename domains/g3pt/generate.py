@@ -27,23 +27,14 @@ from scalear.datasets.pointclouds.io import save_ply
 from scalear.domains.g3pt.generator import G3PTGenerator
 from scalear.domains.g3pt.tokenizer import G3PTTokenizer
 from scalear.fields import MESH_FORMATS, export_mesh, surface_samples
-from scalear.io import atomic_write, from_pretrained
+from scalear.conditioning import load_generator_export
+from scalear.io import atomic_write
 from scalear.viz import save_png
 
 
 def load_generator(folder: str | Path, device: torch.device | str = "cpu") -> tuple[G3PTGenerator, G3PTTokenizer]:
     """The generator and tokenizer of an export folder (``generator/`` + ``tokenizer/``), in eval mode."""
-    folder = Path(folder)
-    for name in ("generator", "tokenizer"):
-        if not (folder / name / "config.json").is_file():
-            raise FileNotFoundError(f"{folder} is not a G3PT export folder: {folder / name / 'config.json'} is missing "
-                                    "(train with configs/g3pt/generator_tiny.yaml; it exports generator/ and tokenizer/)")
-    gen, tok = from_pretrained(folder / "generator"), from_pretrained(folder / "tokenizer")
-    if not isinstance(gen, G3PTGenerator) or not isinstance(tok, G3PTTokenizer):
-        raise ValueError(f"{folder}: expected a G3PT generator and tokenizer, found "
-                         f"{type(gen).__name__} and {type(tok).__name__}")
-    gen.check_tokenizer(tok)
-    return gen.to(device).eval(), tok.to(device).eval()
+    return load_generator_export(folder, G3PTGenerator, G3PTTokenizer, "G3PT", "configs/g3pt/generator_tiny.yaml", device)
 
 
 def preview_image(mesh, points: np.ndarray, size: int = 192) -> np.ndarray:

@@ -14,7 +14,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 from torch.utils.data import DataLoader
@@ -62,18 +61,6 @@ def _data(out: Path, fast: bool):
     return dm
 
 
-def _tiles(images: list[np.ndarray | None], size: int) -> np.ndarray:
-    """Images side by side with 4 px gaps; ``None`` (an empty field) is a blank tile."""
-    tiles = [np.full((size, size, 3), 255, np.uint8) if im is None else im for im in images]
-    gap = np.full((size, 4, 3), 255, np.uint8)
-    return np.concatenate([x for t in tiles for x in (t, gap)][:-1], 1)
-
-
-def _stack(rows: list[np.ndarray]) -> np.ndarray:
-    width = max(r.shape[1] for r in rows)
-    return np.concatenate([np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows])
-
-
 def run(out: Path, fast: bool = False) -> str:
     """Train, reconstruct, generate, export and score; returns the Markdown section of the report."""
     from scalear.datasets.meshes.io import load_mesh, normalize_mesh
@@ -82,7 +69,7 @@ def run(out: Path, fast: bool = False) -> str:
     from scalear.domains.g3pt.evaluate import generation_scores, reconstruction_by_level
     from scalear.domains.g3pt.generate import generate_to_folder, load_generator
     from scalear.fields import mesh_is_valid, meshes_to_points
-    from scalear.viz import save_png
+    from scalear.viz import read_png, save_png, stack_rows, tile_row
 
     out = Path(out) / "g3pt"
     i_fast = 1 if fast else 0
@@ -108,8 +95,8 @@ def run(out: Path, fast: bool = False) -> str:
             mesh = tok.indices_to_meshes(idx, res, upto=k)[0]
             pics.append(None if mesh is None else shade(mesh, eye, size))
         pics.append(shade(normalize_mesh(load_mesh(val.records[i].path)), eye, size))
-        rows.append(_tiles(pics, size))
-    save_png(_stack(rows), out / "reconstruction_by_level.png")
+        rows.append(tile_row(pics, size))
+    save_png(stack_rows(rows), out / "reconstruction_by_level.png")
 
     t = time.perf_counter()
     gen, gtok = load_generator(out / "export")
@@ -126,7 +113,7 @@ def run(out: Path, fast: bool = False) -> str:
             if clouds else torch.empty(0, METRIC_POINTS, 3)
         ref_meshes = [normalize_mesh(load_mesh(val.records[i].path)) for i in range(len(val)) if val.records[i].label == c]
         reference[c] = meshes_to_points(ref_meshes, METRIC_POINTS)[0]
-        pics.append(_tiles([splat_points(generated[c][i].numpy(), eye, size) for i in range(len(generated[c]))]
+        pics.append(tile_row([splat_points(generated[c][i].numpy(), eye, size) for i in range(len(generated[c]))]
                            or [None], size))
     import trimesh
 
@@ -134,11 +121,11 @@ def run(out: Path, fast: bool = False) -> str:
     t = time.perf_counter()
     scores = generation_scores(generated, reference)
     seconds["metrics"] = time.perf_counter() - t
-    save_png(_stack(pics), out / "generated_points_per_class.png")
-    previews = [np.asarray(_read_png(out / "generated" / f"{c}_{i}.png")) for c in classes for i in range(min(n, 2))
+    save_png(stack_rows(pics), out / "generated_points_per_class.png")
+    previews = [read_png(out / "generated" / f"{c}_{i}.png") for c in classes for i in range(min(n, 2))
                 if (out / "generated" / f"{c}_{i}.png").is_file()]
     if previews:
-        save_png(_stack(previews), out / "generated_previews.png")
+        save_png(stack_rows(previews), out / "generated_previews.png")
 
     curves = training_curves({"tokenizer": (out / "tokenizer", ["train/loss", "train/bce", "train/bce_prefix", "train/usage"]),
                               "generator": (out / "generator", ["train/loss", "train/acc", "train/acc_tail"])},
@@ -148,14 +135,7 @@ def run(out: Path, fast: bool = False) -> str:
                "steps": {k: v[i_fast] for k, v in STEPS.items()}, "seconds": seconds,
                "tokens": tok.schedule.total_tokens, "resolution": res, "threads": torch.get_num_threads(), "fast": fast}
     atomic_write(out / "metrics.json", lambda p: Path(p).write_text(json.dumps(metrics, indent=2)))
-    return _markdown(metrics, classes, tok)
-
-
-def _read_png(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
+    return _markdown(metrics, classes, tok, curves)
 
 
 def _mmd_table(by_class: dict, classes: list[str], scale: float) -> str:
@@ -169,7 +149,7 @@ def _mmd_table(by_class: dict, classes: list[str], scale: float) -> str:
     return "\n".join(rows)
 
 
-def _markdown(m: dict, classes: list[str], tok) -> str:
+def _markdown(m: dict, classes: list[str], tok, curves: str = "") -> str:
     from scalear.domains.g3pt.evaluate import format_reconstruction_table
 
     rec = {int(k): v for k, v in m["reconstruction_by_level"].items()}

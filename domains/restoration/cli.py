@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from scalear.cli import positive_int
 from scalear.files import resolve_device
 
 DESCRIPTION = """\
@@ -41,16 +42,9 @@ Exit status: 0 all written, 1 some inputs skipped (the rest written), 2 usage er
 """
 
 
-def _positive(text: str) -> int:
-    v = int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return v
-
-
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="exported model folder, or identity")
-    p.add_argument("--tile", type=_positive, default=None, help="restore in tiles of N x N pixels (default: whole images)")
+    p.add_argument("--tile", type=positive_int, default=None, help="restore in tiles of N x N pixels (default: whole images)")
     p.add_argument("--overlap", type=int, default=32, help="minimum overlap of neighbouring tiles (default: %(default)s)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -77,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--clean-dir", default=None, help="folder of clean images to degrade (default: built-in photos)")
     ev.add_argument("--degradations", default=None,
                     help="comma-separated EVAL_SUITE keys or specs (default: the whole suite)")
-    ev.add_argument("--crop", type=_positive, default=None, help="centre crop of N x N pixels (default: full images)")
+    ev.add_argument("--crop", type=positive_int, default=None, help="centre crop of N x N pixels (default: full images)")
     ev.add_argument("--crop-border", type=int, default=0, help="pixels ignored on each side by the metrics")
     ev.add_argument("--seed", type=int, default=0, help="seed of the synthetic degradations")
     ev.add_argument("--out", default=None, help="write the metrics (per degradation and per image) as JSON here")

@@ -27,7 +27,7 @@ from scalear.datasets.restoration.degradations import ALL_IN_ONE, EVAL_SUITE
 from scalear.domains.restoration.metrics import RestorationEvaluator
 from scalear.io import atomic_write, from_pretrained
 from scalear.quickstart import config_path, fit_with_cli, training_curves
-from scalear.viz import save_png
+from scalear.viz import save_png, stack_rows, tile_row
 
 #: training steps per stage (full run, fast run); the no-prior ablation trains for ``STEPS["varformer"]``
 STEPS: dict[str, tuple[int, int]] = {"prior_tokenizer": (80, 3), "prior_transformer": (80, 3), "varformer": (400, 4)}
@@ -99,16 +99,7 @@ def _to_uint8(x_3HW: torch.Tensor) -> np.ndarray:
 
 
 def _row(*images_3HW: torch.Tensor, gap: int = 4) -> np.ndarray:
-    parts = []
-    for im in images_3HW:
-        parts += [_to_uint8(im), np.full((im.shape[1], gap, 3), 255, np.uint8)]
-    return np.concatenate(parts[:-1], 1)
-
-
-def _stack(rows: list[np.ndarray], gap: int = 4) -> np.ndarray:
-    width = max(r.shape[1] for r in rows)
-    padded = [np.pad(r, ((0, gap), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
-    return np.concatenate(padded, 0)[:-gap]
+    return tile_row([_to_uint8(im) for im in images_3HW], gap=gap)
 
 
 def _centre(x_3HW: torch.Tensor, size: int) -> torch.Tensor:
@@ -178,9 +169,9 @@ def run(out: Path, fast: bool = False) -> str:
         r.pop("average")
     per_degradation = {k: {m: results[m][k] for m in METHODS if k in results[m]} for k in EVAL_SUITE}
 
-    save_png(_stack([_row(*shown["noise25"][n]) for n in SKIMAGE_HELDOUT]), out / "noise25_degraded_restored_clean.png")
+    save_png(stack_rows([_row(*shown["noise25"][n]) for n in SKIMAGE_HELDOUT]), out / "noise25_degraded_restored_clean.png")
     first = SKIMAGE_HELDOUT[0]
-    save_png(_stack([_row(*(_centre(x, 128) for x in shown[k][first])) for k in EVAL_SUITE]),
+    save_png(stack_rows([_row(*(_centre(x, 128) for x in shown[k][first])) for k in EVAL_SUITE]),
              out / f"{first}_all_degradations_degraded_restored_clean.png")
 
     curves = training_curves({"prior_tokenizer": (out / "prior_tokenizer", ["train/rec", "train/vq", "val/psnr"]),

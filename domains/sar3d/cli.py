@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from scalear.cli import add_generate_arguments, generate_request, positive_int
 from scalear.files import resolve_device
 
 DESCRIPTION = """\
@@ -29,48 +30,25 @@ SAR3D: 3D objects generated coarse to fine over a multi-scale triplane VQ-VAE.
 """
 
 
-def _positive(text: str) -> int:
-    v = int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return v
-
-
 def build_parser() -> argparse.ArgumentParser:
-    from scalear.domains.sar3d.mesh import MESH_FORMATS
-
     p = argparse.ArgumentParser(prog="scalear sar3d", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="verb", metavar="{generate,render,eval,fit}", title="commands")
     g = sub.add_parser("generate", help="generate objects as meshes")
-    g.add_argument("--model", required=True, help="export folder holding generator/ and tokenizer/")
-    g.add_argument("--class", dest="classes", default=None,
-                   help="comma-separated class names or indices (default: every class of the generator)")
-    g.add_argument("--image", action="append", default=None,
-                   help="image condition: a mesh file or a condition PNG (scalear sar3d render); repeatable")
-    g.add_argument("--n", type=_positive, default=4, help="objects per class or image (default: %(default)s)")
-    g.add_argument("--format", choices=MESH_FORMATS, default="obj", help="mesh format (default: %(default)s)")
-    g.add_argument("--out", required=True, help="output folder")
-    g.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
-    g.add_argument("--cfg", type=float, default=None, help="classifier-free guidance (default: the model's, SAR3D 4)")
-    g.add_argument("--top-k", type=int, default=None, help="top-k sampling (default: the model's, SAR3D 10)")
-    g.add_argument("--top-p", type=float, default=None, help="top-p sampling (default: the model's, SAR3D 0.5)")
-    g.add_argument("--resolution", type=_positive, default=64, help="marching-cubes grid (default: %(default)s)")
-    g.add_argument("--no-preview", action="store_true", help="no preview PNGs")
-    g.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda if available)")
-    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_generate_arguments(g, "objects", {"cfg": "the model's, SAR3D 4", "top_k": "the model's, SAR3D 10",
+                                          "top_p": "the model's, SAR3D 0.5"})
 
     r = sub.add_parser("render", help="condition images and previews of mesh files")
     r.add_argument("--input", required=True, help="a mesh file, a folder of meshes, or a glob pattern (quote it)")
     r.add_argument("--out", required=True, help="output folder (must not hold an input)")
-    r.add_argument("--size", type=_positive, default=64, help="condition image side (default: %(default)s)")
+    r.add_argument("--size", type=positive_int, default=64, help="condition image side (default: %(default)s)")
 
     e = sub.add_parser("eval", help="tokenizer reconstruction per number of scales")
     e.add_argument("--tokenizer", required=True, help="exported triplane tokenizer folder")
     e.add_argument("--root", default=None, help="mesh folder (default: the procedural set); its held-out split is scored")
     e.add_argument("--cache-dir", default="scalear_cache/meshes", help="SDF sample cache (default: %(default)s)")
-    e.add_argument("--val-per-class", type=_positive, default=4, help="held-out objects per class (default: %(default)s)")
-    e.add_argument("--resolution", type=_positive, default=48, help="marching-cubes grid (default: %(default)s)")
+    e.add_argument("--val-per-class", type=positive_int, default=4, help="held-out objects per class (default: %(default)s)")
+    e.add_argument("--resolution", type=positive_int, default=48, help="marching-cubes grid (default: %(default)s)")
     e.add_argument("--out", default=None, help="write the metrics as JSON here")
     e.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda if available)")
     sub.add_parser("fit", help="train (LightningCLI: --config YAML; --help lists its keys)", add_help=False)
@@ -82,8 +60,7 @@ def _generate(a: argparse.Namespace) -> int:
 
     try:
         gen, tok = load_generator(a.model, resolve_device(a.device))
-        classes = None if a.classes is None else [c.strip() for c in a.classes.split(",") if c.strip()]
-        sampling = {k: v for k, v in (("cfg", a.cfg), ("top_k", a.top_k), ("top_p", a.top_p)) if v is not None}
+        classes, sampling = generate_request(a)
         rep = generate_to_folder(gen, tok, a.out, a.n, classes, a.image, a.format, a.seed, a.resolution,
                                  not a.no_preview, not a.quiet, **sampling)
     except (FileNotFoundError, ValueError) as e:

@@ -23,22 +23,13 @@ from scalear.domains.sar3d.generator import SAR3DGenerator, indices_to_meshes
 from scalear.domains.sar3d.mesh import MESH_FORMATS, export_mesh
 from scalear.domains.sar3d.tokenizer import TriplaneVQVAE
 from scalear.datasets.meshes.render import load_condition, save_condition_png
-from scalear.io import atomic_write, from_pretrained
+from scalear.conditioning import load_generator_export
+from scalear.io import atomic_write
 
 
 def load_generator(folder: str | Path, device: torch.device | str = "cpu") -> tuple[SAR3DGenerator, TriplaneVQVAE]:
     """The generator and tokenizer of an export folder (``generator/`` + ``tokenizer/``), in eval mode."""
-    folder = Path(folder)
-    for name in ("generator", "tokenizer"):
-        if not (folder / name / "config.json").is_file():
-            raise FileNotFoundError(f"{folder} is not a SAR3D export folder: {folder / name / 'config.json'} is missing "
-                                    "(train with configs/sar3d/generator_tiny.yaml; it exports generator/ and tokenizer/)")
-    gen, tok = from_pretrained(folder / "generator"), from_pretrained(folder / "tokenizer")
-    if not isinstance(gen, SAR3DGenerator) or not isinstance(tok, TriplaneVQVAE):
-        raise ValueError(f"{folder}: expected a SAR3D generator and triplane tokenizer, found "
-                         f"{type(gen).__name__} and {type(tok).__name__}")
-    gen.check_tokenizer(tok)
-    return gen.to(device).eval(), tok.to(device).eval()
+    return load_generator_export(folder, SAR3DGenerator, TriplaneVQVAE, "SAR3D", "configs/sar3d/generator_tiny.yaml", device)
 
 
 @dataclass

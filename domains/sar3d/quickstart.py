@@ -15,7 +15,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 from torch.utils.data import DataLoader
@@ -64,26 +63,6 @@ def _data(out: Path, fast: bool):
     return dm
 
 
-def _tile_row(paths: list[Path | None], size: int = 128) -> np.ndarray:
-    """PNG tiles side by side; ``None`` (an empty field) is a blank tile."""
-    from PIL import Image
-
-    tiles = []
-    for p in paths:
-        if p is None:
-            tiles.append(np.full((size, size, 3), 255, np.uint8))
-            continue
-        with Image.open(p) as im:
-            tiles.append(np.asarray(im.convert("RGB")))
-    gap = np.full((tiles[0].shape[0], 4, 3), 255, np.uint8)
-    return np.concatenate([x for t in tiles for x in (t, gap)][:-1], 1)
-
-
-def _stack(rows: list[np.ndarray]) -> np.ndarray:
-    width = max(r.shape[1] for r in rows)
-    return np.concatenate([np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows])
-
-
 def run(out: Path, fast: bool = False) -> str:
     """Train, reconstruct, generate, export and score; returns the Markdown section of the report."""
     import trimesh
@@ -95,7 +74,7 @@ def run(out: Path, fast: bool = False) -> str:
     from scalear.metrics3d import generation_by_class
     from scalear.domains.sar3d.generate import generate_to_folder, load_generator
     from scalear.domains.sar3d.generator import indices_to_meshes
-    from scalear.viz import save_png
+    from scalear.viz import read_png, save_png, stack_rows, tile_row
 
     out = Path(out) / "sar3d"
     res = RESOLUTION[1 if fast else 0]
@@ -122,8 +101,8 @@ def run(out: Path, fast: bool = False) -> str:
             paths.append(None if mesh is None else shaded_preview(mesh, pics / f"{cls}_scales_1-{k}.png", size=128, views=1))
         truth = normalize_mesh(load_mesh(val.records[i].path))
         paths.append(shaded_preview(truth, pics / f"{cls}_truth.png", size=128, views=1))
-        rows.append(_tile_row(paths))
-    save_png(_stack(rows), out / "reconstruction_by_scale.png")
+        rows.append(tile_row([None if p is None else read_png(p) for p in paths], 128))
+    save_png(stack_rows(rows), out / "reconstruction_by_scale.png")
 
     t = time.perf_counter()
     gen, gtok = load_generator(out / "export")
@@ -142,7 +121,7 @@ def run(out: Path, fast: bool = False) -> str:
     scores = generation_by_class(generated, reference)
     rows = [[shaded_preview(loaded[f"{c}_{i}"], pics / f"generated_{c}_{i}.png", size=128, views=1)
              for i in range(n) if f"{c}_{i}" in loaded] for c in classes]
-    save_png(_stack([_tile_row(row) for row in rows if row]), out / "generated_per_class.png")
+    save_png(stack_rows([tile_row([read_png(p) for p in row], 128) for row in rows if row]), out / "generated_per_class.png")
 
     curves = training_curves({"tokenizer": (out / "tokenizer", ["train/loss", "train/sdf_l1", "train/vq", "train/usage"]),
                               "generator": (out / "generator", ["train/loss", "train/acc", "train/acc_tail"])},
