@@ -83,16 +83,14 @@ def read_metrics_csv(path: str | Path) -> dict[str, list[tuple[int, float]]]:
 
 def plot_training_curves(metrics_csv: str | Path, path: str | Path, keys: list[str], title: str = "") -> Path:
     """Plot the given metrics of a CSVLogger file against the step, one panel per metric."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend (e.g. notebooks) alone
 
     series = read_metrics_csv(metrics_csv)
-    keys = [k for k in keys if k in series]
+    wanted, keys = keys, [k for k in keys if k in series]
     if not keys:
-        raise ValueError(f"{metrics_csv} has none of the metrics {keys}; it has {sorted(series)}")
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.6), squeeze=False)
+        raise ValueError(f"{metrics_csv} has none of the metrics {wanted}; it has {sorted(series)}")
+    fig = Figure(figsize=(3.2 * len(keys), 2.6))
+    axes = fig.subplots(1, len(keys), squeeze=False)
     for ax, k in zip(axes[0], keys):
         steps, vals = zip(*series[k])
         ax.plot(steps, vals, lw=1.2)
@@ -104,5 +102,4 @@ def plot_training_curves(metrics_csv: str | Path, path: str | Path, keys: list[s
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     atomic_write(path, lambda p: fig.savefig(p, dpi=110, format="png"))
-    plt.close(fig)
     return Path(path)
