@@ -48,7 +48,7 @@ def test_guided_sampling_is_seeded_and_depends_on_the_label(tok):
 
 def test_image_conditioned_generator_samples_and_trains(tok):
     gen = create_generator("tiny", tokenizer=tok, condition="image", image_size=16, encoder_channels=(8, 16), **SMALL_GEN)
-    images = torch.rand(2, 3, 16, 16)
+    images = torch.rand(2, 4, 16, 16)  # depth + normal renders
     pts = torch.rand(2, 64, 3) - 0.5
     loss, logs = gen.loss(tok, pts, images=images)
     loss.backward()

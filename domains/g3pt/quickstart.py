@@ -22,7 +22,7 @@ from scalear.io import atomic_write, from_pretrained
 from scalear.quickstart import config_path, fit_with_cli, training_curves
 
 #: training steps per stage (full run, fast run)
-STEPS: dict[str, tuple[int, int]] = {"tokenizer": (300, 3), "generator": (200, 3)}
+STEPS: dict[str, tuple[int, int]] = {"tokenizer": (450, 3), "generator": (200, 3)}
 #: procedural objects per class for training (full, fast); 4 per class are held out
 TRAIN_PER_CLASS: tuple[int, int] = (24, 3)
 #: generated shapes per class (full, fast)
