@@ -91,21 +91,18 @@ def _reduce(v_B: torch.Tensor, reduction: Reduction) -> torch.Tensor:
 
 @torch.no_grad()
 def _knn_idx_torch(x_BNd: torch.Tensor, y_BMd: torch.Tensor, k: int, chunk_size: int | None) -> torch.Tensor:
-    """Indices ``(B, N, k)`` of the k nearest ``y`` of every ``x``, by exact squared distances in blocks."""
-    B, N, d = x_BNd.shape
+    """Indices ``(B, N, k)`` of the k nearest ``y`` of every ``x``, by exact distances in blocks."""
+    B, N = x_BNd.shape[:2]
     M = y_BMd.shape[1]
     chunk = chunk_size or max(1, KNN_BLOCK_ELEMENTS // max(1, B * M))
     idx = []
     for s in range(0, N, chunk):
-        xc_BcD = x_BNd[:, s : s + chunk]
-        # coordinate by coordinate: exact (no ||x||^2 + ||y||^2 - 2xy cancellation, no TF32), memory B*c*M
-        d2_BcM = torch.zeros(B, xc_BcD.shape[1], M, dtype=x_BNd.dtype, device=x_BNd.device)
-        for j in range(d):
-            d2_BcM += (xc_BcD[:, :, j, None] - y_BMd[:, None, :, j]) ** 2
+        # differences, not ||x||^2 + ||y||^2 - 2xy: exact (no cancellation, no TF32); memory B*c*M
+        dist_BcM = torch.cdist(x_BNd[:, s : s + chunk], y_BMd, compute_mode="donot_use_mm_for_euclid_dist")
         if k == 1:
-            idx.append(d2_BcM.argmin(-1, keepdim=True))
+            idx.append(dist_BcM.argmin(-1, keepdim=True))
         else:
-            idx.append(d2_BcM.topk(k, dim=-1, largest=False, sorted=True).indices)
+            idx.append(dist_BcM.topk(k, dim=-1, largest=False, sorted=True).indices)
     return torch.cat(idx, 1)
 
 
