@@ -252,26 +252,32 @@ def quickstart_entry_points() -> dict[str, Callable[[Path, bool], str]]:
 
 
 #: rough minutes of each part on one CPU thread: the longest parts start first when they run in parallel
-EXPECTED_MINUTES = {"restoration": 6.6, "sar3d": 6.0, "core": 5.0, "g3pt": 4.0, "depth": 2.5}
+EXPECTED_MINUTES = {"restoration": 6.6, "sar3d": 6.0, "g3pt": 5.8, "core": 5.0, "depth": 2.5}
 
 
 def _run_part(name: str, out: str, fast: bool, threads: int | None = None, log: str | None = None) -> PartResult:
     """Run one part; in a worker process (``log`` given) its output goes to the log file, torch uses ``threads``."""
-    if log is not None:
-        import os
-        import sys
+    import os
+    import sys
 
-        f = open(log, "w", buffering=1)  # noqa: SIM115 - lives as long as the worker
-        os.dup2(f.fileno(), 1)
-        os.dup2(f.fileno(), 2)
-        sys.stdout = sys.stderr = f
+    if log is not None:  # at the file-descriptor level, so that every writer (rich, tqdm, C++) follows
+        sys.stdout.flush()
+        sys.stderr.flush()
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
     if threads:
         torch.set_num_threads(threads)
     t0 = time.time()
-    if name == "core":
-        return run_core(Path(out), fast=fast)
-    md = quickstart_entry_points()[name](Path(out), fast)
-    return PartResult(name, md, {}, time.time() - t0)
+    try:
+        if name == "core":
+            return run_core(Path(out), fast=fast)
+        md = quickstart_entry_points()[name](Path(out), fast)
+        return PartResult(name, md, {}, time.time() - t0)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
 
 
 def default_jobs(n_parts: int) -> int:
