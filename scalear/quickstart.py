@@ -251,6 +251,8 @@ def quickstart_entry_points() -> dict[str, Callable[[Path, bool], str]]:
     return {ep.name: (lambda out, fast, ep=ep: ep.load()(out, fast)) for ep in entry_points(group="scalear.quickstart")}
 
 
+#: the report's order of the parts (others follow alphabetically)
+PART_ORDER = ["core", "depth", "restoration", "sar3d", "g3pt"]
 #: rough minutes of each part on one CPU thread: the longest parts start first when they run in parallel
 EXPECTED_MINUTES = {"restoration": 6.6, "sar3d": 6.0, "g3pt": 5.8, "core": 5.0, "depth": 2.5}
 
@@ -327,7 +329,7 @@ def run_quickstart(out: str | Path, domain: str = "all", fast: bool = False, job
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     parts_available = quickstart_entry_points()
-    known = ["core", *sorted(parts_available)]
+    known = sorted(["core", *parts_available], key=lambda n: (PART_ORDER.index(n) if n in PART_ORDER else len(PART_ORDER), n))
     wanted = known if domain == "all" else [d.strip() for d in domain.split(",") if d.strip()]
     if unknown := [d for d in wanted if d not in known]:
         raise SystemExit(f"scalear quickstart: unknown part(s) {', '.join(unknown)}; available: {', '.join(known)}")

@@ -122,10 +122,10 @@ def run(out: Path, fast: bool = False) -> str:
     scores = generation_scores(generated, reference)
     seconds["metrics"] = time.perf_counter() - t
     save_png(stack_rows(pics), out / "generated_points_per_class.png")
-    previews = [read_png(out / "generated" / f"{c}_{i}.png") for c in classes for i in range(min(n, 2))
-                if (out / "generated" / f"{c}_{i}.png").is_file()]
-    if previews:
-        save_png(stack_rows(previews), out / "generated_previews.png")
+    previews = [[read_png(p) for i in range(min(n, 2)) if (p := out / "generated" / f"{c}_{i}.png").is_file()]
+                for c in classes]  # one row per class: two shapes, each mesh | points
+    if any(previews):
+        save_png(stack_rows([tile_row(row, gap=12) for row in previews if row]), out / "generated_previews.png")
 
     curves = training_curves({"tokenizer": (out / "tokenizer", ["train/loss", "train/bce", "train/bce_prefix", "train/usage"]),
                               "generator": (out / "generator", ["train/loss", "train/acc", "train/acc_tail"])},
@@ -188,7 +188,7 @@ EMD x 1e2:
 
 {_mmd_table(g['by_class_emd'], classes, 1e2)}
 
-Generated point clouds, one row per class ({', '.join(classes)}), and mesh | points previews:
+Generated point clouds, one row per class ({', '.join(classes)}), and mesh | points previews (two per class):
 
 ![generated point clouds](g3pt/generated_points_per_class.png)
 
