@@ -16,11 +16,10 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 from torch.utils.data import DataLoader
 
 from scalear.io import atomic_write, from_pretrained
-from scalear.quickstart import config_path, fit_with_cli, training_curves
+from scalear.quickstart import fit_tokenizer_and_generator, tiny_data_module, training_curves
 
 #: training steps per stage (full run, fast run)
 STEPS: dict[str, tuple[int, int]] = {"tokenizer": (150, 3), "generator": (200, 3)}
@@ -34,33 +33,14 @@ PER_CLASS: tuple[int, int] = (6, 2)
 RESOLUTION: tuple[int, int] = (48, 24)
 
 
-def _args(stage: str, fast: bool, cache: Path) -> list[str]:
-    n = STEPS[stage][1 if fast else 0]
-    return ["--trainer.max_steps", str(n), "--trainer.val_check_interval", str(n), "--trainer.limit_val_batches", "0",
-            "--data.init_args.cache_dir", str(cache), "--data.init_args.per_class", str(TRAIN_PER_CLASS[1 if fast else 0])]
-
-
 def train(out: Path, fast: bool) -> dict[str, float]:
     """Both stages; returns the wall time of each in seconds."""
-    export, cache, seconds = out / "export", out / "cache", {}
-    t = time.perf_counter()
-    fit_with_cli(config_path("sar3d", "tokenizer_tiny"), out / "tokenizer", export, _args("tokenizer", fast, cache))
-    seconds["tokenizer"] = time.perf_counter() - t
-    t = time.perf_counter()
-    fit_with_cli(config_path("sar3d", "generator_tiny"), out / "generator", export,
-                 [*_args("generator", fast, cache), "--model.init_args.tokenizer", str(export / "tokenizer"),
-                  "--data.init_args.batch_size", str(GENERATOR_BATCH)])
-    seconds["generator"] = time.perf_counter() - t
-    return seconds
+    i = 1 if fast else 0
+    return fit_tokenizer_and_generator("sar3d", out, {k: v[i] for k, v in STEPS.items()}, TRAIN_PER_CLASS[i], ["--data.init_args.batch_size", str(GENERATOR_BATCH)])
 
 
 def _data(out: Path, fast: bool):
-    from scalear.datasets.meshes.data import MeshDataModule
-
-    args = yaml.safe_load(config_path("sar3d", "tokenizer_tiny").read_text())["data"]["init_args"]
-    dm = MeshDataModule(**{**args, "cache_dir": str(out / "cache"), "per_class": TRAIN_PER_CLASS[1 if fast else 0]})
-    dm.setup("validate")
-    return dm
+    return tiny_data_module("sar3d", out, TRAIN_PER_CLASS[1 if fast else 0])
 
 
 def run(out: Path, fast: bool = False) -> str:
