@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from importlib.metadata import entry_points
 from typing import Callable, Sequence
 
@@ -49,20 +50,19 @@ def run_lightning(argv: Sequence[str], run: bool = True):
             # bf16 autocast on GPU unless the config says otherwise; full precision on CPU.
             parser.set_defaults({"trainer.precision": "bf16-mixed" if torch.cuda.is_available() else "32-true"})
 
-    argv0, sys.argv = sys.argv, sys.argv[:1]  # the arguments are `argv`: Lightning warns when sys.argv has more
-    try:
-        return ScalearCLI(
-            ScalearModule,
-            LightningDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            args=list(argv),
-            run=run,
-            save_config_kwargs={"overwrite": True},
-            parser_kwargs={"parser_mode": "omegaconf"} if _has_omegaconf() else None,
-        )
-    finally:
-        sys.argv = argv0
+    # the arguments are `argv` (sys.argv also holds the domain verb): not a mistake, as Lightning warns. sys.argv
+    # itself must stay: DDP's launcher re-runs the command line from it in the other processes.
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")
+    return ScalearCLI(
+        ScalearModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=list(argv),
+        run=run,
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"parser_mode": "omegaconf"} if _has_omegaconf() else None,
+    )
 
 
 def positive_int(text: str) -> int:
