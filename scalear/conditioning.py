@@ -119,7 +119,8 @@ class ConditionalGeneratorConfig:
 
     @property
     def schedule(self) -> ScaleSchedule:
-        raise NotImplementedError
+        """The tokenizer's token schedule, from the domain's fields (``sides``, ``sizes``): each subclass says."""
+        raise NotImplementedError(f"{type(self).__name__} must define the schedule property")
 
     def transformer_config(self) -> TransformerConfig:
         """The transformer's config: class embedding, or the image encoder's pooled feature (AdaLN, start token)
@@ -265,6 +266,17 @@ class ConditionalGenerator(nn.Module):
                  **kwargs: Any) -> list[torch.Tensor]:
         """Per-scale token indices of generated samples (arguments as :meth:`sample`)."""
         return self.sample(tokenizer, labels, images, **kwargs).indices
+
+    def decode_meshes(self, tokenizer: nn.Module, indices: list[torch.Tensor], resolution: int = 64) -> list:
+        """Per-scale indices -> one ``trimesh.Trimesh`` per sample (``None`` where the decoded field has no
+        surface): each domain decodes its own field."""
+        raise NotImplementedError(f"{type(self).__name__} must define decode_meshes")
+
+    @torch.no_grad()
+    def generate_meshes(self, tokenizer: nn.Module, labels: torch.Tensor | None = None,
+                        images: torch.Tensor | None = None, resolution: int = 64, **kwargs: Any) -> list:
+        """Generated samples as meshes, marching cubes at ``resolution^3`` (arguments as :meth:`sample`)."""
+        return self.decode_meshes(tokenizer, self.generate(tokenizer, labels, images, **kwargs), resolution)
 
 
 def load_generator_export(folder: str | Path, generator_type: type[ConditionalGenerator], tokenizer_type: type[nn.Module],

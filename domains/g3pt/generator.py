@@ -123,11 +123,8 @@ class G3PTGenerator(ConditionalGenerator):
         ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
         return ce, {"ce": float(ce.detach()), "acc": float((logits.argmax(-1) == target).float().mean())}
 
-    @torch.no_grad()
-    def generate_meshes(self, tokenizer: G3PTTokenizer, labels: torch.Tensor | None = None,
-                        images: torch.Tensor | None = None, resolution: int = 64, **kwargs: Any) -> list:
-        """Generated shapes as meshes (``trimesh.Trimesh``; ``None`` where the decoded field has no surface)."""
-        return tokenizer.indices_to_meshes(self.generate(tokenizer, labels, images, **kwargs), resolution)
+    def decode_meshes(self, tokenizer: G3PTTokenizer, indices: list[torch.Tensor], resolution: int = 64) -> list:
+        return tokenizer.indices_to_meshes(indices, resolution)
 
 
 register_model_kind("g3pt_generator", lambda d: G3PTGenerator(G3PTGeneratorConfig.from_dict(d)), lambda m: m.cfg.to_dict())

@@ -108,11 +108,3 @@ class G3PTGeneratorModule(ConditionalGeneratorModule):
     @torch.no_grad()
     def target_indices(self, batch: dict) -> list[torch.Tensor]:
         return self.tokenizer.points_to_indices(batch[self.input_key])
-
-    @torch.no_grad()
-    def generate(self, labels: torch.Tensor | None = None, images: torch.Tensor | None = None,
-                 resolution: int = 64, **kwargs: Any) -> tuple[list, list[torch.Tensor]]:
-        """Sample shapes (:meth:`G3PTGenerator.generate` keywords) -> (meshes or None, per-level indices)."""
-        self.generator.eval()
-        indices = self.generator.generate(self.tokenizer, labels, images, **kwargs)
-        return self.tokenizer.indices_to_meshes(indices, resolution), indices

@@ -116,12 +116,8 @@ class SAR3DGenerator(ConditionalGenerator):
     def __init__(self, cfg: SAR3DGeneratorConfig | None = None):
         super().__init__(cfg or SAR3DGeneratorConfig())
 
-    @torch.no_grad()
-    def generate_meshes(self, tokenizer: TriplaneVQVAE, labels: torch.Tensor | None = None,
-                        images: torch.Tensor | None = None, resolution: int = 64, chunk: int = 65536,
-                        **kwargs: Any) -> list:
-        """Generated objects as meshes (``trimesh.Trimesh``; ``None`` where the field has no surface)."""
-        return indices_to_meshes(tokenizer, self.generate(tokenizer, labels, images, **kwargs), resolution, chunk)
+    def decode_meshes(self, tokenizer: TriplaneVQVAE, indices: list[torch.Tensor], resolution: int = 64) -> list:
+        return indices_to_meshes(tokenizer, indices, resolution)
 
 
 # ------------------------------------------------------------------------------------------- decoding

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from scalear.domains.sar3d.generator import SAR3DGenerator, generator_config, indices_to_meshes
+from scalear.domains.sar3d.generator import SAR3DGenerator, generator_config
 from scalear.domains.sar3d.tokenizer import TriplaneVQVAE, tokenizer_config
 from scalear.training.base import ScalearModule
 from scalear.training.conditional import ConditionalGeneratorModule
@@ -107,11 +107,3 @@ class SAR3DGeneratorModule(ConditionalGeneratorModule):
     @torch.no_grad()
     def target_indices(self, batch: dict) -> list[torch.Tensor]:
         return self.tokenizer.grid_to_indices(batch[self.input_key])
-
-    @torch.no_grad()
-    def generate(self, labels: torch.Tensor | None = None, images: torch.Tensor | None = None,
-                 resolution: int = 64, **kwargs: Any) -> tuple[list, list[torch.Tensor]]:
-        """Sample objects (:meth:`SAR3DGenerator.generate` keywords) -> (meshes or None, per-scale indices)."""
-        self.generator.eval()
-        indices = self.generator.generate(self.tokenizer, labels, images, **kwargs)
-        return indices_to_meshes(self.tokenizer, indices, resolution), indices

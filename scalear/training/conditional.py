@@ -72,8 +72,8 @@ class ConditionalGeneratorModule(NextScaleModule):
         self.register_buffer("level_L", self.generator.schedule.level_ids(), persistent=False)
 
     def build_generator(self, preset: str, tokenizer: nn.Module, **overrides: Any) -> ConditionalGenerator:
-        """The domain's generator of ``preset`` matching ``tokenizer``."""
-        raise NotImplementedError
+        """The domain's generator of ``preset`` matching ``tokenizer``: each subclass builds its own."""
+        raise NotImplementedError(f"{type(self).__name__} must define build_generator")
 
     def setup(self, stage: str) -> None:
         """Name the classes after the data module's ``classes`` (exported with the generator), checking their
@@ -108,6 +108,15 @@ class ConditionalGeneratorModule(NextScaleModule):
         idx = self.target_indices(batch)
         x_BlC = self.generator.quantizer(self.tokenizer).teacher_forcing_input(idx)
         return self.transformer(x_BlC, **self.condition(batch)), torch.cat(idx, dim=1)
+
+
+    @torch.no_grad()
+    def generate(self, labels: torch.Tensor | None = None, images: torch.Tensor | None = None,
+                 resolution: int = 64, **kwargs: Any) -> tuple[list, list[torch.Tensor]]:
+        """Sample (:meth:`ConditionalGenerator.generate` keywords) -> (meshes or None, per-scale indices)."""
+        self.generator.eval()
+        indices = self.generator.generate(self.tokenizer, labels, images, **kwargs)
+        return self.generator.decode_meshes(self.tokenizer, indices, resolution), indices
 
 
 __all__ = ["ConditionalGeneratorModule"]
