@@ -13,7 +13,7 @@ import argparse
 import sys
 import warnings
 from importlib.metadata import entry_points
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 CORE_HELP = """\
 usage: scalear core {fit,validate} --config CONFIG.yaml [--section.key value ...]
@@ -101,6 +101,22 @@ def generate_request(a: argparse.Namespace) -> tuple[list[str] | None, dict[str,
     """The requested classes (None: all) and the sampling overrides of :func:`add_generate_arguments`' options."""
     classes = None if a.classes is None else [c.strip() for c in a.classes.split(",") if c.strip()]
     return classes, {k: v for k, v in (("cfg", a.cfg), ("top_k", a.top_k), ("top_p", a.top_p)) if v is not None}
+
+
+def run_generate(prog: str, noun: str, a: argparse.Namespace, generate: Callable[[], Any]) -> int:
+    """Run a 3D domain's ``generate`` (``generate()`` returns a report with ``written`` and ``empty``) and report:
+    exit 0 when everything was written, 1 when some samples decoded to an empty field (named on stderr), 2 on a
+    usage error (a bad model folder, an unknown class, an unreadable condition)."""
+    try:
+        rep = generate()
+    except (FileNotFoundError, ValueError) as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(rep.written)} {noun}(s) into {a.out}")
+    if rep.empty:
+        print(f"{len(rep.empty)} {noun}(s) decoded to an empty field, not written: {', '.join(rep.empty)}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def run_domain_verbs(argv: Sequence[str] | None, parser: Callable[[], argparse.ArgumentParser],

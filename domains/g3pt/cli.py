@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from scalear.cli import add_generate_arguments, generate_request, positive_int
+from scalear.cli import add_generate_arguments, generate_request, positive_int, run_generate
 from scalear.files import resolve_device
 
 DESCRIPTION = """\
@@ -57,19 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _generate(a: argparse.Namespace) -> int:
     from scalear.domains.g3pt.generate import generate_to_folder, load_generator
 
-    try:
+    def generate():
         gen, tok = load_generator(a.model, resolve_device(a.device))
         classes, sampling = generate_request(a)
-        rep = generate_to_folder(gen, tok, a.out, a.n, classes, a.image, a.format, a.points, a.seed, a.resolution,
-                                 not a.no_preview, not a.quiet, **sampling)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"scalear g3pt generate: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {len(rep.written)} shape(s) into {a.out}")
-    if rep.empty:
-        print(f"{len(rep.empty)} shape(s) decoded to an empty field, not written: {', '.join(rep.empty)}", file=sys.stderr)
-        return 1
-    return 0
+        return generate_to_folder(gen, tok, a.out, a.n, classes, a.image, a.format, a.points, a.seed,
+                                  a.resolution, not a.no_preview, not a.quiet, **sampling)
+
+    return run_generate("scalear g3pt generate", "shape", a, generate)
 
 
 def _eval(a: argparse.Namespace) -> int:
