@@ -215,6 +215,31 @@ def time_generation_stages(tokens: Callable[[], object], decode: Callable[[], ob
     return t_tokens, t_decode, t_mesh
 
 
+def generation_parser(doc: str, presets: list[str], noun: str, field: str) -> argparse.ArgumentParser:
+    """The arguments of the 3D generation benchmarks: ``--presets`` (from ``presets``), ``--resolution`` (the
+    ``field`` grid side), ``--batch`` (``noun`` s per call) and :func:`add_common_args`; a script adds its own,
+    then parses with :func:`parse_generation_args`."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--presets", default="tiny,small,paper",
+                   help=f"tokenizer + generator presets, comma-separated, from {presets}")
+    p.add_argument("--resolution", type=int, default=64,
+                   help=f"{field} grid side for decoding and marching cubes (default: 64)")
+    p.add_argument("--batch", type=int, default=1, help=f"{noun}s per call (default: 1)")
+    add_common_args(p)
+    return p
+
+
+def parse_generation_args(p: argparse.ArgumentParser, argv: list[str] | None, presets: list[str]) -> argparse.Namespace:
+    """Parse and check the arguments of a :func:`generation_parser` (unknown presets, grid side, batch)."""
+    args = p.parse_args(argv)
+    unknown = [x for x in args.presets.split(",") if x and x not in presets]
+    if unknown:
+        p.error(f"unknown presets {unknown}; available: {presets}")
+    if args.resolution < 2 or args.batch < 1:
+        p.error("--resolution must be >= 2 and --batch >= 1")
+    return args
+
+
 def measure_presets(measure: Callable[..., tuple[list[str], dict]], args: argparse.Namespace, device: torch.device,
                     *extra: object) -> tuple[list[list[str]], list[dict]]:
     """``measure(preset, args, device, *extra)`` for each of ``args.presets``, after one untimed warm-up run of

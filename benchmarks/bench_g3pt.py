@@ -23,26 +23,15 @@ import gc
 import numpy as np
 import torch
 
-from _common import (add_common_args, autocast, environment, fmt_ms, fmt_params, measure_presets, print_table,
-                     procedural_sdf_grid, setup, time_generation_stages)
+from _common import (autocast, environment, fmt_ms, fmt_params, generation_parser, measure_presets,
+                     parse_generation_args, print_table, procedural_sdf_grid, setup, time_generation_stages)
 from scalear.domains.g3pt.generator import G3PT_GENERATOR_PRESETS, create_generator
 from scalear.domains.g3pt.tokenizer import G3PT_TOKENIZER_PRESETS, create_tokenizer
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--presets", default="tiny,small,paper",
-                   help=f"tokenizer + generator presets, comma-separated, from {sorted(G3PT_GENERATOR_PRESETS)}")
-    p.add_argument("--resolution", type=int, default=64, help="occupancy grid side for decoding and marching cubes (default: 64)")
-    p.add_argument("--batch", type=int, default=1, help="shapes per call (default: 1)")
-    add_common_args(p)
-    args = p.parse_args(argv)
-    unknown = [x for x in args.presets.split(",") if x and (x not in G3PT_GENERATOR_PRESETS or x not in G3PT_TOKENIZER_PRESETS)]
-    if unknown:
-        p.error(f"unknown presets {unknown}; available: {sorted(G3PT_GENERATOR_PRESETS)}")
-    if args.resolution < 2 or args.batch < 1:
-        p.error("--resolution must be >= 2 and --batch >= 1")
-    return args
+    presets = sorted(set(G3PT_GENERATOR_PRESETS) & set(G3PT_TOKENIZER_PRESETS))
+    return parse_generation_args(generation_parser(__doc__, presets, "shape", "occupancy"), argv, presets)
 
 
 def measure(preset: str, args: argparse.Namespace, device: torch.device, chair: np.ndarray) -> tuple[list[str], dict]:

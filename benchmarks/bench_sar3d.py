@@ -23,25 +23,17 @@ import gc
 import numpy as np
 import torch
 
-from _common import (add_common_args, autocast, environment, fmt_ms, fmt_params, measure_presets, print_table,
-                     procedural_sdf_grid, setup, time_generation_stages)
+from _common import (autocast, environment, fmt_ms, fmt_params, generation_parser, measure_presets,
+                     parse_generation_args, print_table, procedural_sdf_grid, setup, time_generation_stages)
 from scalear.domains.sar3d.generator import GENERATOR_PRESETS, create_generator, indices_to_sdf_grids
 from scalear.domains.sar3d.tokenizer import TRIPLANE_PRESETS, create_tokenizer
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--presets", default="tiny,small,paper",
-                   help=f"tokenizer + generator presets, comma-separated, from {sorted(GENERATOR_PRESETS)}")
+    presets = sorted(set(GENERATOR_PRESETS) & set(TRIPLANE_PRESETS))
+    p = generation_parser(__doc__, presets, "object", "SDF")
     p.add_argument("--condition", choices=("image", "class"), default="image", help="generator condition (default: image)")
-    p.add_argument("--resolution", type=int, default=64, help="SDF grid side for decoding and marching cubes (default: 64)")
-    p.add_argument("--batch", type=int, default=1, help="objects per call (default: 1)")
-    add_common_args(p)
-    args = p.parse_args(argv)
-    unknown = [x for x in args.presets.split(",") if x and (x not in GENERATOR_PRESETS or x not in TRIPLANE_PRESETS)]
-    if unknown:
-        p.error(f"unknown presets {unknown}; available: {sorted(GENERATOR_PRESETS)}")
-    return args
+    return parse_generation_args(p, argv, presets)
 
 
 def measure(preset: str, args: argparse.Namespace, device: torch.device, chair: np.ndarray) -> tuple[list[str], dict]:

@@ -96,6 +96,10 @@ def test_bench_sar3d_runs(bench, capsys):
     assert r["sec_per_object"] == r["sec_tokens"] + r["sec_decode"] + r["sec_mesh"]
     out = capsys.readouterr().out
     assert "SAR3D generation time per object" in out and "0.82 s" in out
+    mod = bench("bench_sar3d")
+    for bad in (["--presets", "huge"], ["--resolution", "1"], ["--batch", "0"], ["--condition", "text"]):
+        with pytest.raises(SystemExit):
+            mod.parse_args(bad)
 
 
 def test_bench_g3pt_runs(bench, capsys):
