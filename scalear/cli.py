@@ -97,6 +97,19 @@ def add_generate_arguments(g: argparse.ArgumentParser, noun: str, sampling: dict
     g.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def add_eval_arguments(e: argparse.ArgumentParser, tokenizer: str, cache_dir: str) -> None:
+    """The options of a 3D domain's ``eval`` verb (SAR3D, G3PT): the exported ``tokenizer`` folder, the mesh folder
+    (held-out split) or the procedural set, the sample cache (default ``cache_dir``), held-out objects per class,
+    marching-cubes resolution, JSON output, device."""
+    e.add_argument("--tokenizer", required=True, help=f"exported {tokenizer} folder")
+    e.add_argument("--root", default=None, help="mesh folder (default: the procedural set); its held-out split is scored")
+    e.add_argument("--cache-dir", default=cache_dir, help="sample cache (default: %(default)s)")
+    e.add_argument("--val-per-class", type=positive_int, default=4, help="held-out objects per class (default: %(default)s)")
+    e.add_argument("--resolution", type=positive_int, default=48, help="marching-cubes grid (default: %(default)s)")
+    e.add_argument("--out", default=None, help="write the metrics as JSON here")
+    e.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda if available)")
+
+
 def generate_request(a: argparse.Namespace) -> tuple[list[str] | None, dict[str, float]]:
     """The requested classes (None: all) and the sampling overrides of :func:`add_generate_arguments`' options."""
     classes = None if a.classes is None else [c.strip() for c in a.classes.split(",") if c.strip()]

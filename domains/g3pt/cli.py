@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from scalear.cli import add_generate_arguments, generate_request, positive_int, run_generate
+from scalear.cli import add_eval_arguments, add_generate_arguments, generate_request, positive_int, run_generate
 from scalear.files import resolve_device
 
 DESCRIPTION = """\
@@ -40,16 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--points", type=positive_int, default=2048, help="points per point cloud (default: %(default)s)")
 
     e = sub.add_parser("eval", help="tokenizer reconstruction per number of levels of detail")
-    e.add_argument("--tokenizer", required=True, help="exported G3PT tokenizer folder")
-    e.add_argument("--root", default=None,
-                   help="mesh folder (default: the procedural set); its held-out split is scored")
-    e.add_argument("--cache-dir", default="scalear_cache/pointclouds", help="sample cache (default: %(default)s)")
-    e.add_argument("--val-per-class", type=positive_int, default=4, help="held-out objects per class (default: %(default)s)")
-    e.add_argument("--points", type=positive_int, default=512, help="input points per object (default: %(default)s)")
+    add_eval_arguments(e, "G3PT tokenizer", "scalear_cache/pointclouds")
+    e.add_argument("--points", type=positive_int, default=256,
+                   help="input points per object (default: %(default)s, as the tiny recipe trains)")
     e.add_argument("--queries", type=positive_int, default=2048, help="occupancy queries per object (default: %(default)s)")
-    e.add_argument("--resolution", type=positive_int, default=48, help="marching-cubes grid (default: %(default)s)")
-    e.add_argument("--out", default=None, help="write the metrics as JSON here")
-    e.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda if available)")
     sub.add_parser("fit", help="train (LightningCLI: --config YAML; --help lists its keys)", add_help=False)
     return p
 

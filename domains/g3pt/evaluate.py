@@ -38,10 +38,11 @@ def occupancy_scores(logits_BQ: torch.Tensor, occupancy_BQ: torch.Tensor) -> tup
 
 
 @torch.no_grad()
-def reconstruction_by_level(tokenizer: G3PTTokenizer, batches: Iterable[dict], resolution: int = 48,
+def reconstruction_by_level(tokenizer: G3PTTokenizer, batches: Iterable[dict], resolution: int | None = 48,
                             n_surface: int = 2048) -> dict[int, dict[str, float]]:
     """``{k: {"bce", "iou", "chamfer_l1", "chamfer_l2", "objects", "empty"}}`` for reconstructions from levels
-    ``1..k`` of the held-out ``batches`` (``points``, ``query``, ``occupancy``); means over objects."""
+    ``1..k`` of the held-out ``batches`` (``points``, ``query``, ``occupancy``); means over objects.
+    ``resolution=None``: occupancy scores only (no meshes, no Chamfer; ``empty`` is then 0)."""
     tokenizer.eval()
     K = tokenizer.quantizer.num_levels
     sums = {k: {"bce": 0.0, "iou": 0.0, "chamfer_l1": 0.0, "chamfer_l2": 0.0} for k in range(1, K + 1)}
@@ -56,6 +57,9 @@ def reconstruction_by_level(tokenizer: G3PTTokenizer, batches: Iterable[dict], r
             bce, iou = occupancy_scores(tokenizer.occupancy_logits(f_hat, batch["query"]), batch["occupancy"])
             sums[k]["bce"] += float(bce.sum())
             sums[k]["iou"] += float(iou.sum())
+            if resolution is None:
+                meshed[k] += batch["points"].shape[0]
+                continue
             for b, grid in enumerate(tokenizer.fhat_to_grid(f_hat, resolution)):
                 try:
                     mesh = extract_mesh(grid, level=0.0)
@@ -71,7 +75,7 @@ def reconstruction_by_level(tokenizer: G3PTTokenizer, batches: Iterable[dict], r
     out = {}
     for k, s in sums.items():
         m = {"bce": s["bce"] / count, "iou": s["iou"] / count, "objects": count, "empty": count - meshed[k]}
-        if meshed[k]:
+        if meshed[k] and resolution is not None:
             m |= {"chamfer_l1": s["chamfer_l1"] / meshed[k], "chamfer_l2": s["chamfer_l2"] / meshed[k]}
         out[k] = m
     return out

@@ -21,9 +21,9 @@ from scalear.io import atomic_write, from_pretrained
 from scalear.quickstart import fit_tokenizer_and_generator, tiny_data_module, training_curves
 
 #: training steps per stage (full run, fast run)
-STEPS: dict[str, tuple[int, int]] = {"tokenizer": (450, 3), "generator": (200, 3)}
+STEPS: dict[str, tuple[int, int]] = {"tokenizer": (900, 3), "generator": (400, 3)}
 #: procedural objects per class for training (full, fast); 4 per class are held out
-TRAIN_PER_CLASS: tuple[int, int] = (24, 3)
+TRAIN_PER_CLASS: tuple[int, int] = (150, 3)
 #: generated shapes per class (full, fast)
 PER_CLASS: tuple[int, int] = (6, 2)
 #: marching-cubes resolution of reconstructions and generated shapes (full, fast)
@@ -108,7 +108,8 @@ def run(out: Path, fast: bool = False) -> str:
     if any(previews):
         save_png(stack_rows([tile_row(row, gap=12) for row in previews if row]), out / "generated_previews.png")
 
-    curves = training_curves({"tokenizer": (out / "tokenizer", ["train/loss", "train/bce", "train/bce_prefix", "train/usage"]),
+    curves = training_curves({"tokenizer": (out / "tokenizer", ["train/loss", "train/bce", "train/bce_prefix", "train/latent",
+                                                                "train/usage"]),
                               "generator": (out / "generator", ["train/loss", "train/acc", "train/acc_tail"])},
                              out, "g3pt")
     metrics = {"reconstruction_by_level": {str(k): v for k, v in by_level.items()}, "generation": scores,

@@ -2,10 +2,10 @@
 
 1. :class:`G3PTTokenizerModule`: the Cross-scale VQ tokenizer on batches ``{"points", "query", "occupancy"}``
    (:class:`scalear.datasets.pointclouds.data.PointCloudDataModule`) with :meth:`G3PTTokenizer.loss` (occupancy
-   BCE of the full and the partial reconstructions + LFQ entropy and commitment losses). Validation logs the
-   occupancy BCE and IoU of the reconstruction from the first ``k`` levels of detail for every ``k``
-   (``val/bce_l<k>``, ``val/iou_l<k>``, ``k = 1..K``; falling / rising as levels are added) and the codebook usage.
-   Exports ``tokenizer``.
+   BCE of the full and the partial reconstructions + LFQ entropy and commitment losses + VAR's residual-quantization
+   loss). Validation logs the occupancy BCE and IoU of the reconstruction from the first ``k`` levels of detail for
+   every ``k`` (``val/bce_l<k>``, ``val/iou_l<k>``, ``k = 1..K``; falling / rising as levels are added) and the
+   codebook usage. Exports ``tokenizer``.
 2. :class:`G3PTGeneratorModule`: the core :class:`~scalear.training.nextscale.NextScaleModule` recipe (VAR's
    teacher-forced cross-entropy over all tokens, condition dropout for CFG) on the frozen stage-1 tokenizer, with
    the targets ``tokenizer.points_to_indices(batch["points"])`` and the condition a class label (or a condition
@@ -67,7 +67,7 @@ class G3PTTokenizerModule(ScalearModule):
         B = batch["points"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=B)
         self.log("train/bce", logs["bce"], prog_bar=True, batch_size=B)
-        self.log_dict({f"train/{k}": logs[k] for k in ("bce_prefix", "commit", "entropy", "usage", "acc")},
+        self.log_dict({f"train/{k}": logs[k] for k in ("bce_prefix", "commit", "entropy", "latent", "usage", "acc")},
                       batch_size=B)
         return loss
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from scalear.cli import add_generate_arguments, generate_request, positive_int, run_generate
+from scalear.cli import add_eval_arguments, add_generate_arguments, generate_request, positive_int, run_generate
 from scalear.files import resolve_device
 
 DESCRIPTION = """\
@@ -44,13 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--size", type=positive_int, default=64, help="condition image side (default: %(default)s)")
 
     e = sub.add_parser("eval", help="tokenizer reconstruction per number of scales")
-    e.add_argument("--tokenizer", required=True, help="exported triplane tokenizer folder")
-    e.add_argument("--root", default=None, help="mesh folder (default: the procedural set); its held-out split is scored")
-    e.add_argument("--cache-dir", default="scalear_cache/meshes", help="SDF sample cache (default: %(default)s)")
-    e.add_argument("--val-per-class", type=positive_int, default=4, help="held-out objects per class (default: %(default)s)")
-    e.add_argument("--resolution", type=positive_int, default=48, help="marching-cubes grid (default: %(default)s)")
-    e.add_argument("--out", default=None, help="write the metrics as JSON here")
-    e.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda if available)")
+    add_eval_arguments(e, "triplane tokenizer", "scalear_cache/meshes")
     sub.add_parser("fit", help="train (LightningCLI: --config YAML; --help lists its keys)", add_help=False)
     return p
 
