@@ -136,6 +136,9 @@ def test_reconstruction_by_level_scores_a_perfect_decoder_as_perfect(monkeypatch
     assert sorted(rec) == [1, 2, 3]
     for m in rec.values():
         assert m["iou"] > 0.99 and m["empty"] == 0 and m["chamfer_l1"] < 0.03
+    fast = reconstruction_by_level(tok, [batch], resolution=None)  # occupancy only: no meshes, no Chamfer
+    for k, m in fast.items():
+        assert m == {"bce": rec[k]["bce"], "iou": rec[k]["iou"], "objects": 2, "empty": 0}
     with pytest.raises(ValueError, match="occupancy queries"):
         reconstruction_by_level(tok, [{"points": batch["points"]}])
 
