@@ -197,7 +197,7 @@ G3PT_TOKENIZER_PRESETS: dict[str, G3PTTokenizerConfig] = {
 #: ``weight_decay``), peak ``lr`` with ``warmup_steps`` linear warm-up then cosine decay to ``min_lr_ratio`` x ``lr``
 #: at ``steps`` (:func:`scalear.training.base.cosine_with_warmup`), gradient-norm clipping ``grad_clip``, batches
 #: of ``batch_size`` objects with ``n_points`` input points and ``n_query`` occupancy queries. ``tiny``: about
-#: 2.5 min on one CPU thread (figures in ``configs/g3pt/tokenizer_tiny.yaml``).
+#: 5.4 min on one CPU thread (figures in ``configs/g3pt/tokenizer_tiny.yaml``).
 G3PT_TOKENIZER_TRAINING: dict[str, dict[str, Any]] = {
     "tiny": dict(lr=5e-3, warmup_steps=20, min_lr_ratio=0.0, betas=(0.9, 0.95), weight_decay=0.0, grad_clip=2.0,
                  steps=900, batch_size=16, n_points=256, n_query=512),
