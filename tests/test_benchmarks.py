@@ -124,8 +124,9 @@ def test_scaling_g3pt_runs(bench, capsys, tmp_path):
     rows = out["rows"]
     assert len(rows) == 3
     assert rows[0]["params"] < rows[1]["params"] < rows[2]["params"]
-    assert all(math.isfinite(r["train_loss"]) and math.isfinite(r["val_bce"]) for r in rows)
-    assert all(len(r["val_iou_levels"]) == 4 and 0 <= r["val_iou"] <= 1 for r in rows)
+    assert all(math.isfinite(r["train_bce"]) and math.isfinite(r["val_bce"]) for r in rows)
+    assert all(len(r["val_iou_levels"]) == len(r["val_bce_levels"]) == 4 and 0 <= r["val_iou"] <= 1 for r in rows)
+    assert all(r["val_bce"] == r["val_bce_levels"][-1] for r in rows)
     assert math.isfinite(out["b"]) and out["a"] > 0
     text = capsys.readouterr().out
     assert "G3PT tokenizer scaling" in text and "N^-" in text
