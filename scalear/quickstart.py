@@ -360,7 +360,8 @@ def run_quickstart(out: str | Path, domain: str = "all", fast: bool = False, job
     ``jobs`` parts run at once in worker processes (default :func:`default_jobs`: one per CPU core, one torch
     thread each; one on a GPU); with one job the parts run here, one after the other. Returns 1 if a part failed
     (the others still run and are reported), else 0."""
-    out = Path(out)
+    # absolute: the stages' export folders would otherwise resolve under Lightning's log folder
+    out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     parts_available = quickstart_entry_points()
     known = sorted(["core", *parts_available], key=lambda n: (PART_ORDER.index(n) if n in PART_ORDER else len(PART_ORDER), n))

@@ -45,12 +45,14 @@ def test_unknown_part_is_refused(tmp_path):
         run_quickstart(tmp_path, domain="core,nope")
 
 
-def test_parts_run_in_parallel_workers_with_logs(tmp_path):
+def test_parts_run_in_parallel_workers_with_logs(tmp_path, monkeypatch):
     """The core and depth parts (fast) in two spawned workers: both sections in one report, one log per part,
-    and each part's outputs."""
+    and each part's outputs. The output folder is relative, as the default ``scalear_runs/quickstart`` is (a
+    relative folder once put every stage's export under Lightning's log folder: every part failed)."""
     from scalear.quickstart import run_quickstart
 
-    assert run_quickstart(tmp_path, domain="core,depth", fast=True, jobs=2) == 0
+    monkeypatch.chdir(tmp_path.parent)
+    assert run_quickstart(tmp_path.name, domain="core,depth", fast=True, jobs=2) == 0
     text = (tmp_path / "report.md").read_text()
     assert "## Core" in text and "## Depth" in text and "- **core**:" in text and "- **depth**:" in text
     for part in ("core", "depth"):
