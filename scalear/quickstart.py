@@ -46,9 +46,11 @@ class PartResult:
 
 
 def fit_with_cli(config: Path, root: Path, export_dir: Path, extra: list[str]) -> Path:
-    """Run ``fit`` through the CLI machinery with all outputs under ``root``; returns the metrics.csv path."""
+    """Run ``fit`` through the CLI machinery with all outputs under ``root``; returns the metrics.csv path.
+    Both folders are made absolute: a relative export folder would resolve under Lightning's log folder."""
     from scalear.cli import run_lightning
 
+    root, export_dir = Path(root).resolve(), Path(export_dir).resolve()
     cli = run_lightning([
         "fit", "--config", str(config),
         "--trainer.default_root_dir", str(root),
@@ -360,8 +362,7 @@ def run_quickstart(out: str | Path, domain: str = "all", fast: bool = False, job
     ``jobs`` parts run at once in worker processes (default :func:`default_jobs`: one per CPU core, one torch
     thread each; one on a GPU); with one job the parts run here, one after the other. Returns 1 if a part failed
     (the others still run and are reported), else 0."""
-    # absolute: the stages' export folders would otherwise resolve under Lightning's log folder
-    out = Path(out).resolve()
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     parts_available = quickstart_entry_points()
     known = sorted(["core", *parts_available], key=lambda n: (PART_ORDER.index(n) if n in PART_ORDER else len(PART_ORDER), n))
