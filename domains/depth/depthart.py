@@ -44,7 +44,7 @@ Example:
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -202,10 +202,10 @@ class DepthARTModel(nn.Module):
 
     def __init__(self, cfg: DepthARTConfig, tokenizer: VQVAE | None = None):
         super().__init__()
+        if tokenizer is not None:  # a copy: ``cfg`` may be a shared preset
+            cfg = replace(cfg, tokenizer=tokenizer.config.to_dict())
         self.cfg = cfg
         self.tokenizer = tokenizer if tokenizer is not None else VQVAE(VQVAEConfig.from_dict(cfg.tokenizer))
-        if tokenizer is not None:
-            cfg.tokenizer = tokenizer.config.to_dict()
         self.tokenizer.eval().requires_grad_(False)
         self.transformer = NextScaleTransformer(cfg.transformer_config(self.tokenizer))
 

@@ -10,6 +10,7 @@ batch key it tokenizes (:attr:`~ConditionalGeneratorModule.default_input_key`) a
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import torch
@@ -86,7 +87,7 @@ class ConditionalGeneratorModule(NextScaleModule):
         if len(names) != cfg.num_classes:
             raise ValueError(f"the data has {len(names)} classes {names} but the generator num_classes={cfg.num_classes}; "
                              f"set --model.init_args.num_classes {len(names)}")
-        cfg.class_names = tuple(names)
+        self.generator.cfg = replace(cfg, class_names=tuple(names))  # a copy: never write into a shared config
 
     def trainable(self) -> nn.Module:
         return self.generator
