@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib.resources import files
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 
@@ -37,12 +37,14 @@ def config_path(domain: str, name: str) -> Path:
 
 @dataclass
 class PartResult:
-    """What one quickstart part produced, for the report."""
+    """What one quickstart part produced, for the report; a failed part has its one-line ``error`` instead
+    (its traceback is in ``logs/<name>.log``)."""
 
     name: str
-    markdown: str
+    markdown: str = ""
     metrics: dict = field(default_factory=dict)
     seconds: float = 0.0
+    error: str | None = None
 
 
 def fit_with_cli(config: Path, root: Path, export_dir: Path, extra: list[str]) -> Path:
@@ -214,18 +216,40 @@ def _last(metrics_csv: Path, key: str) -> float:
     return series[-1][1] if series else float("nan")
 
 
-def write_report(out: Path, parts: list[PartResult], failed: dict[str, str] | None = None,
-                 seconds: float | None = None) -> Path:
-    """``report.md`` and ``report.html`` with every part's tables and pictures (and the failed parts' errors)."""
-    failed = failed or {}
-    lines = [f"- **{p.name}**: {p.seconds / 60:.1f} min" for p in parts]
-    lines += [f"- **{n}**: FAILED: `{e}` (log: `logs/{n}.log`)" for n, e in failed.items()]
-    total = f"Wall time {seconds / 60:.1f} min in all. " if seconds is not None else ""
+def read_report_parts(out: Path) -> dict[str, PartResult]:
+    """The parts of the report in ``out`` (its ``report.json``; none if there is no report or it is unreadable)."""
+    import warnings
+
+    path = out / "report.json"
+    if not path.is_file():
+        return {}
+    try:
+        return {n: PartResult(**p) for n, p in json.loads(path.read_text())["parts"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        warnings.warn(f"{path} is unreadable ({type(e).__name__}: {e}): the report keeps only this run's parts")
+        return {}
+
+
+def write_report(out: Path, parts: list[PartResult], seconds: float | None = None) -> Path:
+    """Write or update ``report.md`` and ``report.html`` (every part's tables and pictures, or its error):
+    ``parts`` replace the sections of the same parts; an existing report's other parts are kept, from its
+    ``report.json`` (every part's :class:`PartResult`, written alongside). ``seconds``: this run's wall time."""
+    merged = {**read_report_parts(out), **{p.name: p for p in parts}}
+    report = [merged[n] for n in part_order(merged)]
+    lines = [f"- **{p.name}**: FAILED: `{p.error}` (log: `logs/{p.name}.log`)" if p.error else
+             f"- **{p.name}**: {p.seconds / 60:.1f} min" for p in report]
+    total = ""
+    if seconds is not None:
+        total = (f"Wall time {seconds / 60:.1f} min in all. " if len(parts) == len(report) else
+                 f"The last run ({', '.join(p.name for p in parts)}) took {seconds / 60:.1f} min; the other parts' "
+                 "sections are from earlier runs. ")
     head = ("# scalear quickstart report\n\n" + "\n".join(lines) + "\n\n" + total +
             "Every part trains tiny models on built-in data (each section says what that data is and how to point "
             "the same commands at real data); checkpoints are under `<part>/*/logs/`, exported weights under "
             "`<part>/export/`.\n\n")
-    md = head + "\n".join(p.markdown for p in parts)
+    md = head + "\n".join(p.markdown for p in report if not p.error)
+    sidecar = json.dumps({"parts": {p.name: asdict(p) for p in report}}, indent=1)
+    atomic_write(out / "report.json", lambda p: Path(p).write_text(sidecar))
     atomic_write(out / "report.md", lambda p: Path(p).write_text(md))
     atomic_write(out / "report.html", lambda p: Path(p).write_text(markdown_to_html(md)))
     return out / "report.md"
@@ -279,12 +303,13 @@ def markdown_to_html(md: str) -> str:
     return f"<!doctype html><html><head><meta charset='utf-8'><title>scalear report</title><style>{style}</style></head><body>{''.join(out)}</body></html>"
 
 
-def quickstart_entry_points() -> dict[str, Callable[[Path, bool], str]]:
-    """Domains' quickstart parts: entry-point group ``scalear.quickstart``, ``name = "module:function"`` where
-    ``function(out: Path, fast: bool) -> str`` runs the part under ``out/<name>/`` and returns its Markdown."""
+def quickstart_parts() -> dict[str, str]:
+    """Every quickstart part as ``{name: "module:function"}``: ``core`` and the domains' parts, entry-point group
+    ``scalear.quickstart``, where ``function(out: Path, fast: bool) -> str`` runs the part under ``out/<name>/``
+    and returns its Markdown. Parts are imported only when they run (:func:`_run_part`)."""
     from importlib.metadata import entry_points
 
-    return {ep.name: (lambda out, fast, ep=ep: ep.load()(out, fast)) for ep in entry_points(group="scalear.quickstart")}
+    return {"core": "scalear.quickstart:run_core", **{ep.name: ep.value for ep in entry_points(group="scalear.quickstart")}}
 
 
 #: the report's order of the parts (others follow alphabetically)
@@ -293,12 +318,28 @@ PART_ORDER = ["core", "depth", "restoration", "sar3d", "g3pt"]
 EXPECTED_MINUTES = {"g3pt": 9.4, "restoration": 6.6, "sar3d": 6.0, "core": 5.0, "depth": 2.5}
 
 
-def _run_part(name: str, out: str, fast: bool, threads: int | None = None, log: str | None = None) -> PartResult:
-    """Run one part; in a worker process (``log`` given) its output goes to the log file, torch uses ``threads``."""
+def part_order(names) -> list[str]:
+    """``names`` in the report's order: :data:`PART_ORDER`, then the others alphabetically."""
+    return sorted(names, key=lambda n: (PART_ORDER.index(n) if n in PART_ORDER else len(PART_ORDER), n))
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(f"{type(e).__name__}: {e}".split())
+
+
+def _run_part(name: str, target: str, out: str, fast: bool, threads: int | None = None,
+              redirect: bool = False) -> PartResult:
+    """Run the part ``target`` (``"module:function"``) and capture its failure: a part that raises gives a
+    :class:`PartResult` with its ``error``, its traceback in ``out/logs/<name>.log``. In a worker process
+    (``redirect``) all of the part's output goes to that log and torch uses ``threads``."""
     import os
     import sys
+    import traceback
+    from importlib.metadata import EntryPoint
 
-    if log is not None:  # at the file-descriptor level, so that every writer (rich, tqdm, C++) follows
+    log = Path(out) / "logs" / f"{name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    if redirect:  # at the file-descriptor level, so that every writer (rich, tqdm, C++) follows
         sys.stdout.flush()
         sys.stderr.flush()
         fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -309,13 +350,20 @@ def _run_part(name: str, out: str, fast: bool, threads: int | None = None, log: 
         torch.set_num_threads(threads)
     t0 = time.time()
     try:
-        if name == "core":
-            return run_core(Path(out), fast=fast)
-        md = quickstart_entry_points()[name](Path(out), fast)
-        return PartResult(name, md, {}, time.time() - t0)
+        result = EntryPoint(name, target, "scalear.quickstart").load()(Path(out), fast)
+        if isinstance(result, str):
+            result = PartResult(name, result)
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - a failed part must not lose the others (CLI errors exit)
+        trace = traceback.format_exc()
+        sys.stderr.write(trace)
+        if not redirect:
+            atomic_write(log, lambda p: Path(p).write_text(trace))
+        result = PartResult(name, error=_one_line(e))
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
+    result.seconds = time.time() - t0
+    return result
 
 
 def default_jobs(n_parts: int) -> int:
@@ -325,63 +373,61 @@ def default_jobs(n_parts: int) -> int:
     return 1 if torch.cuda.is_available() else max(1, min(n_parts, os.cpu_count() or 1))
 
 
-def _run_parallel(names: list[str], out: Path, fast: bool, jobs: int) -> tuple[list[PartResult], dict[str, str]]:
-    """Parts in ``jobs`` spawned worker processes, longest first; returns the results and the failures."""
+def _run_parallel(parts: dict[str, str], out: Path, fast: bool, jobs: int) -> list[PartResult]:
+    """``parts`` (:func:`quickstart_parts`) in ``jobs`` spawned worker processes, longest first."""
     import os
-    import traceback
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
 
     from tqdm.auto import tqdm
 
-    logs = out / "logs"
-    logs.mkdir(exist_ok=True)
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    order = sorted(names, key=lambda n: -EXPECTED_MINUTES.get(n, 5.0))
-    print(f"quickstart: {len(names)} parts on {jobs} worker(s) x {threads} thread(s); each part's log: {logs}/<part>.log")
-    results, failed = {}, {}
+    order = sorted(parts, key=lambda n: -EXPECTED_MINUTES.get(n, 5.0))
+    print(f"quickstart: {len(parts)} parts on {jobs} worker(s) x {threads} thread(s); "
+          f"each part's log: {out / 'logs'}/<part>.log")
+    results = {}
     with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool, \
-            tqdm(total=len(names), desc="quickstart parts", unit="part") as bar:
-        futures = {pool.submit(_run_part, n, str(out), fast, threads, str(logs / f"{n}.log")): n for n in order}
+            tqdm(total=len(parts), desc="quickstart parts", unit="part") as bar:
+        futures = {pool.submit(_run_part, n, parts[n], str(out), fast, threads, True): n for n in order}
         for fut in as_completed(futures):
             name = futures[fut]
             try:
                 results[name] = fut.result()
-                bar.set_postfix_str(f"{name} done in {results[name].seconds / 60:.1f} min")
-            except Exception as e:  # noqa: BLE001 - a failed part must not lose the others
-                failed[name] = "".join(traceback.format_exception_only(type(e), e)).strip()
-                bar.set_postfix_str(f"{name} FAILED")
+            except Exception as e:  # noqa: BLE001 - the worker itself died (e.g. out of memory)
+                results[name] = PartResult(name, error=_one_line(e))
+            r = results[name]
+            bar.set_postfix_str(f"{name} FAILED" if r.error else f"{name} done in {r.seconds / 60:.1f} min")
             bar.update()
-    return [results[n] for n in names if n in results], failed
+    return [results[n] for n in parts]
 
 
 def run_quickstart(out: str | Path, domain: str = "all", fast: bool = False, jobs: int | None = None) -> int:
     """Run the core part and every installed domain's part (or those named in ``domain``, comma-separated) and
-    write the report.
+    write the report (a run of some parts updates their sections of an existing report, keeping the others).
 
     ``jobs`` parts run at once in worker processes (default :func:`default_jobs`: one per CPU core, one torch
-    thread each; one on a GPU); with one job the parts run here, one after the other. Returns 1 if a part failed
-    (the others still run and are reported), else 0."""
+    thread each; one on a GPU); with one job the parts run here, one after the other. Either way a failed part
+    is reported and the others still run. Returns 1 if a part failed, else 0."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    parts_available = quickstart_entry_points()
-    known = sorted(["core", *parts_available], key=lambda n: (PART_ORDER.index(n) if n in PART_ORDER else len(PART_ORDER), n))
+    available = quickstart_parts()
+    known = part_order(available)
     wanted = known if domain == "all" else [d.strip() for d in domain.split(",") if d.strip()]
     if unknown := [d for d in wanted if d not in known]:
         raise SystemExit(f"scalear quickstart: unknown part(s) {', '.join(unknown)}; available: {', '.join(known)}")
-    names = [n for n in known if n in wanted]
-    jobs = default_jobs(len(names)) if jobs is None else max(1, min(jobs, len(names)))
+    parts = {n: available[n] for n in known if n in wanted}
+    jobs = default_jobs(len(parts)) if jobs is None else max(1, min(jobs, len(parts)))
     t0 = time.time()
     if jobs == 1:
-        parts, failed = [_run_part(n, str(out), fast) for n in names], {}
+        results = [_run_part(n, target, str(out), fast) for n, target in parts.items()]
     else:
-        parts, failed = _run_parallel(names, out, fast, jobs)
-    report = write_report(out, parts, failed, time.time() - t0)
+        results = _run_parallel(parts, out, fast, jobs)
+    report = write_report(out, results, time.time() - t0)
     print(f"\nreport: {report}  (and {report.with_suffix('.html')})")
-    for p in parts:
-        if p.name == "core":
-            m = p.metrics
+    for r in results:
+        if r.error:
+            print(f"part {r.name} FAILED: {r.error} (log: {out / 'logs' / f'{r.name}.log'})")
+        elif r.name == "core":
+            m = r.metrics
             print(f"core: generated digits recognised as their class: {m['generated_recognised_as_class']:.1%} (chance 10%)")
-    for name, err in failed.items():
-        print(f"part {name} FAILED: {err} (log: {out / 'logs' / f'{name}.log'})")
-    return 1 if failed else 0
+    return 1 if any(r.error for r in results) else 0

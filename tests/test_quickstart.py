@@ -30,12 +30,94 @@ def test_generated_digits_are_recognised(tmp_path):
 def test_report_lists_parts_and_failures(tmp_path):
     from scalear.quickstart import PartResult
 
-    report = write_report(tmp_path, [PartResult("core", "## Core\n\nbody\n", {}, 90.0)],
-                          {"depth": "ValueError: boom"}, 150.0)
+    report = write_report(tmp_path, [PartResult("core", "## Core\n\nbody\n", {}, 90.0),
+                                     PartResult("depth", error="ValueError: boom")], 150.0)
     text = report.read_text()
     assert "- **core**: 1.5 min" in text and "- **depth**: FAILED: `ValueError: boom`" in text
     assert "Wall time 2.5 min in all" in text and "## Core" in text
     assert "boom" in (tmp_path / "report.html").read_text()
+
+
+# fake parts for run_quickstart (targets "test_quickstart:<function>", importable in spawned workers too)
+def _depth_part(out, fast):
+    return "## Depth (fake)\n\nfirst run\n"
+
+
+def _sar3d_part(out, fast):
+    return "## SAR3D (fake)\n\nfirst run\n"
+
+
+def _sar3d_part_again(out, fast):
+    return "## SAR3D (fake)\n\nsecond run\n"
+
+
+def _g3pt_part(out, fast):
+    return "## G3PT (fake)\n\nfirst run\n"
+
+
+def _failing_part(out, fast):
+    raise ValueError("boom")
+
+
+def _exiting_part(out, fast):
+    raise SystemExit(2)  # as LightningCLI does on a bad config
+
+
+def _fake_parts(monkeypatch, **functions: str) -> None:
+    """Make ``run_quickstart`` see only these parts (``name=function of this module``)."""
+    import scalear.quickstart as qs
+
+    monkeypatch.setattr(qs, "quickstart_parts", lambda: {n: f"{__name__}:{f}" for n, f in functions.items()})
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_failed_part_is_reported_whatever_the_jobs(tmp_path, monkeypatch, jobs):
+    """Failures (an exception, a CLI's SystemExit) are in the report with their traceback in the part's log,
+    the other parts still run and are reported, and the exit code is 1, in-process (one job) as in workers."""
+    from scalear.quickstart import run_quickstart
+
+    _fake_parts(monkeypatch, depth="_depth_part", sar3d="_failing_part", g3pt="_exiting_part")
+    assert run_quickstart(tmp_path, jobs=jobs) == 1
+    text = (tmp_path / "report.md").read_text()
+    assert "## Depth (fake)" in text and "- **depth**:" in text
+    assert "- **sar3d**: FAILED: `ValueError: boom` (log: `logs/sar3d.log`)" in text
+    assert "- **g3pt**: FAILED: `SystemExit: 2` (log: `logs/g3pt.log`)" in text
+    assert "ValueError: boom" in (tmp_path / "logs" / "sar3d.log").read_text()
+    assert "Traceback" in (tmp_path / "logs" / "g3pt.log").read_text()
+    assert "ValueError: boom" in (tmp_path / "report.html").read_text()
+
+
+def test_a_partial_run_updates_only_its_parts(tmp_path, monkeypatch):
+    """Running some parts into an existing report replaces their sections and keeps the others, in the
+    canonical order; a part that fails in the partial run loses its old section."""
+    from scalear.quickstart import run_quickstart
+
+    _fake_parts(monkeypatch, depth="_depth_part", sar3d="_sar3d_part", g3pt="_g3pt_part")
+    assert run_quickstart(tmp_path, jobs=1) == 0
+    _fake_parts(monkeypatch, depth="_failing_part", sar3d="_sar3d_part_again", g3pt="_failing_part")
+    assert run_quickstart(tmp_path, domain="sar3d", jobs=1) == 0
+    text = (tmp_path / "report.md").read_text()
+    sections = [text.index(h) for h in ("## Depth (fake)", "## SAR3D (fake)", "## G3PT (fake)")]
+    assert sections == sorted(sections) and text.count("## SAR3D") == 1
+    assert "second run" in text.split("## SAR3D (fake)")[1].split("##")[0] and "first run" in text.split("## G3PT")[1]
+    assert "The last run (sar3d) took" in text and "FAILED" not in text
+    assert "second run" in (tmp_path / "report.html").read_text() and "G3PT (fake)" in (tmp_path / "report.html").read_text()
+
+    assert run_quickstart(tmp_path, domain="depth", jobs=1) == 1
+    text = (tmp_path / "report.md").read_text()
+    assert "- **depth**: FAILED" in text and "## Depth (fake)" not in text
+    assert "## SAR3D (fake)" in text and "## G3PT (fake)" in text and "- **g3pt**:" in text
+
+
+def test_an_unreadable_report_sidecar_is_replaced_with_a_warning(tmp_path, monkeypatch):
+    from scalear.quickstart import run_quickstart
+
+    (tmp_path / "report.json").write_text("{not json")
+    _fake_parts(monkeypatch, depth="_depth_part")
+    with pytest.warns(UserWarning, match="report.json is unreadable"):
+        assert run_quickstart(tmp_path, jobs=1) == 0
+    assert "## Depth (fake)" in (tmp_path / "report.md").read_text()
+    assert list(json.loads((tmp_path / "report.json").read_text())["parts"]) == ["depth"]
 
 
 def test_unknown_part_is_refused(tmp_path):
