@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from scalear.training.loader import ResumableDataLoader
+
 
 def load_digit_images(image_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
     """All digits as ``(N, 1, image_size, image_size)`` float images in [-1, 1] and ``(N,)`` labels."""
@@ -83,7 +85,8 @@ class DigitsDataModule(L.LightningDataModule):
         self.train_set, self.val_set = DictDataset(image=x[tr], label=y[tr]), DictDataset(image=x[va], label=y[va])
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, self.batch_size, shuffle=True, drop_last=True, num_workers=self.num_workers,
+        return ResumableDataLoader(self.train_set, self.batch_size, shuffle=True, drop_last=True,
+                                   num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader:

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from scalear.training.loader import ResumableDataLoader
+
 #: first scene id of each split; a split holds at most SPLIT_STRIDE scenes, so the ranges never overlap
 SPLIT_STRIDE = 10_000_000
 SPLIT_OFFSETS: dict[str, int] = {"train": 0, "val": SPLIT_STRIDE, "test": 2 * SPLIT_STRIDE}
@@ -397,7 +399,8 @@ class ProceduralDepthDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         # with everything cached, workers would only copy memory around
         workers = 0 if self.cache else self.num_workers
-        return DataLoader(self._dataset(split), self.batch_size, shuffle=shuffle, drop_last=shuffle,
+        loader = ResumableDataLoader if shuffle else DataLoader
+        return loader(self._dataset(split), self.batch_size, shuffle=shuffle, drop_last=shuffle,
                           num_workers=workers, persistent_workers=workers > 0)
 
     def train_dataloader(self) -> DataLoader:

@@ -10,7 +10,10 @@ variants: 0 = one conv per scale, 1 = one shared conv, ``K > 1`` = K convs parti
 (VAR's default, K = 4), each scale using the conv whose tick is nearest to ``k / (num_scales - 1)``.
 
 Beyond VAR's code this module restarts dead codes (codes unused for a while are re-seeded from current
-residuals), one of the fixes for the codebook collapse users report at the smallest scales.
+residuals), one of the fixes for the codebook collapse users report at the smallest scales. The replacements are
+drawn from the global batch (gathered from every process under DDP) with a generator seeded by the forward-call
+count, so restarts are the same in a one-process and a multi-process run of the same global batch, and again
+after a resume (the call count is a buffer, saved with the weights).
 
 Tensor names carry shape suffixes: ``f_BC*`` latent maps, ``idx_Bn`` token indices, ``x_BnC`` token vectors.
 """
@@ -26,6 +29,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from scalear.schedules import ScaleSchedule
+
+def gather_batches(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``x`` (batch first) of every process in rank order; ``x`` itself outside distributed runs.
+    Processes may hold batches of different sizes."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    world = dist.get_world_size()
+    sizes = torch.tensor([x.shape[0]], device=x.device)
+    all_sizes = [torch.zeros_like(sizes) for _ in range(world)]
+    dist.all_gather(all_sizes, sizes)
+    most = int(max(s.item() for s in all_sizes))
+    padded = torch.cat([x, x.new_zeros(most - x.shape[0], *x.shape[1:])]) if x.shape[0] < most else x
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    return torch.cat([p[: int(s.item())] for p, s in zip(parts, all_sizes)])
+
 
 _UP_MODE = {"1d": "linear", "2d": "bicubic", "3d": "trilinear", "triplane": "bicubic"}
 _CONV = {"1d": nn.Conv1d, "2d": nn.Conv2d, "3d": nn.Conv3d, "triplane": nn.Conv2d}
@@ -223,13 +242,13 @@ class MultiScaleVQ(nn.Module):
                 indices.append(idx)
                 if self.training:
                     self._record_hits(k, idx, calls)
-                    pool.append(z_BnC.reshape(-1, self.dim))
+                    pool.append(z_BnC)
             loss = loss / self.schedule.num_scales
             f_hat = (f_hat.data - f_no_grad) + f  # straight-through estimator
             if self.training:
                 self.record_hit += 1
                 if self.restart_every and (calls + 1) % self.restart_every == 0:
-                    self.restart_dead_codes(torch.cat(pool))
+                    self.restart_dead_codes(torch.cat(pool, dim=1), calls)
         return QuantOutput(f_hat.to(dtype), loss, self.usage_percent(), indices)
 
     # ------------------------------------------------------------------ usage and restarts
@@ -261,22 +280,24 @@ class MultiScaleVQ(nn.Module):
         return out
 
     @torch.no_grad()
-    def restart_dead_codes(self, pool_NC: torch.Tensor) -> int:
-        """Re-seed codes whose EMA hits fall below ``dead_threshold`` with random rows of ``pool_NC``.
+    def restart_dead_codes(self, pool_BTC: torch.Tensor, seed: int = 0) -> int:
+        """Re-seed codes whose EMA hits fall below ``dead_threshold`` with random token vectors of the global batch.
 
-        In distributed runs rank 0 draws the new codes and broadcasts them, so replicas stay identical.
-        Returns how many codes were restarted.
+        ``pool_BTC`` holds this process's samples (B, tokens, C); under DDP the pools of all processes are gathered
+        in rank order, which is the order of the global batch (see :class:`~scalear.training.loader.ResumableSampler`).
+        Picks and jitter come from a generator seeded by ``seed`` (the forward-call count), identical on every
+        process. Returns how many codes were restarted.
         """
         dead = self.code_ema_hits_V < self.dead_threshold
         n = int(dead.sum())
-        if n == 0 or pool_NC.numel() == 0:
+        if n == 0 or pool_BTC.numel() == 0:
             return 0
-        pick = torch.randint(0, pool_NC.shape[0], (n,), device=pool_NC.device)
-        new = pool_NC[pick].to(self.embedding.weight.dtype)
-        new = new + 0.01 * new.std() * torch.randn_like(new)
-        if dist.is_available() and dist.is_initialized():
-            dist.broadcast(new, src=0)
-        self.embedding.weight.data[dead] = new
+        pool_NC = gather_batches(pool_BTC.float().contiguous()).reshape(-1, pool_BTC.shape[-1])
+        g = torch.Generator(device=pool_NC.device).manual_seed(0x5CA1EA4 + seed)
+        pick = torch.randint(0, pool_NC.shape[0], (n,), device=pool_NC.device, generator=g)
+        new = pool_NC[pick]
+        new = new + 0.01 * new.std() * torch.randn(new.shape, device=new.device, generator=g)
+        self.embedding.weight.data[dead] = new.to(self.embedding.weight.dtype)
         self.code_ema_hits_V[dead] = 1.0  # give restarted codes time to be picked
         return n
 

@@ -33,6 +33,7 @@ from scalear.datasets.meshes.procedural import PROCEDURAL_CLASSES, write_procedu
 from scalear.datasets.meshes.render import N_VIEWS, render_condition_image
 from scalear.datasets.meshes.sampling import enclosure, sample_sdf, sample_surface, sdf_grid
 from scalear.io import atomic_write
+from scalear.training.loader import ResumableDataLoader
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 2
@@ -185,7 +186,8 @@ class CachedSplitDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
-        return DataLoader(self.train_dataset, batch_size=self.hparams.batch_size, shuffle=True, drop_last=False,
+        return ResumableDataLoader(self.train_dataset, batch_size=self.hparams.batch_size, shuffle=True,
+                                   drop_last=False,
                           num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader:

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from scalear.datasets.depth import KittiDepthDataset, NyuFolderDataset, NyuLabeledDataset
+from scalear.training.loader import ResumableDataLoader
 
 
 class DepthAugment:
@@ -98,7 +99,8 @@ class _DepthDataModule(L.LightningDataModule):
             self.dataset(split)
 
     def _loader(self, ds: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(ds, batch_size, shuffle=shuffle, drop_last=shuffle, num_workers=self.num_workers,
+        loader = ResumableDataLoader if shuffle else DataLoader
+        return loader(ds, batch_size, shuffle=shuffle, drop_last=shuffle, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:

@@ -25,6 +25,7 @@ from scalear.domains.depth.depthart import (DEPTHART_PRESETS, DepthARTModel, Tra
 from scalear.domains.depth.metrics import DepthEvalConfig, depth_metrics_batch
 from scalear.io import from_pretrained
 from scalear.training.base import ScalearModule
+from scalear.training.loader import ResumableDataLoader
 from scalear.vqvae import VQVAE
 
 
@@ -80,7 +81,8 @@ class RGBDTokenizerData(L.LightningDataModule):
 
     def _loader(self, base_loader: DataLoader, shuffle: bool) -> DataLoader:
         ds = RGBDTokenizerDataset(base_loader.dataset, self.image_size, self.quantile)
-        return DataLoader(ds, self.batch_size, shuffle=shuffle, drop_last=shuffle, num_workers=self.num_workers)
+        loader = ResumableDataLoader if shuffle else DataLoader
+        return loader(ds, self.batch_size, shuffle=shuffle, drop_last=shuffle, num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.data.train_dataloader(), shuffle=True)

@@ -29,6 +29,7 @@ from scalear.domains.restoration.metrics import RestorationEvaluator
 from scalear.domains.restoration.varformer import (VARFORMER_PRESETS, LossWeights, Varformer, VarformerConfig,
                                                    init_from_var, load_prior, varformer_loss)
 from scalear.training.base import ScalearModule
+from scalear.training.loader import ResumableDataLoader
 
 
 # ------------------------------------------------------------------------------------------- prior data
@@ -83,7 +84,8 @@ class CleanPhotoData(L.LightningDataModule):
             self.sets["val"] = CleanCrops(val, self.crop_size, 8, self.downscale, seed=0)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.sets["train"], self.batch_size, shuffle=True, drop_last=True, num_workers=self.num_workers)
+        return ResumableDataLoader(self.sets["train"], self.batch_size, shuffle=True, drop_last=True,
+                                   num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.sets["val"], self.batch_size, num_workers=self.num_workers)
@@ -165,13 +167,8 @@ class VarformerModule(ScalearModule):
             self.lpips.eval()
         return self
 
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        super().on_save_checkpoint(checkpoint)
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("lpips.")}
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if self.lpips is not None:
-            checkpoint["state_dict"].update({f"lpips.{k}": v for k, v in self.lpips.state_dict().items()})
+    def frozen_submodules(self) -> dict[str, nn.Module]:
+        return {"lpips": self.lpips} if self.lpips is not None else {}
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss, logs, _ = varformer_loss(self.model, batch["degraded"], batch["clean"], self.weights, self.lpips)

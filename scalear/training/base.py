@@ -11,9 +11,11 @@ when configured, has swapped the averaged weights in). bf16 autocast on GPU come
 from __future__ import annotations
 
 import math
+import random
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from torch import nn
 
@@ -43,6 +45,28 @@ def param_groups(module: nn.Module, weight_decay: float, no_decay: set[str] | No
     return [{"params": decay, "weight_decay": weight_decay}, {"params": skip, "weight_decay": 0.0}]
 
 
+def rng_states() -> dict:
+    """Every global RNG training draws from (torch CPU and CUDA, numpy, python), as checkpoint-safe values:
+    tensors, ints and tuples only, so ``torch.load(weights_only=True)`` reads them back."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)),
+        "python": random.getstate(),
+    }
+
+
+def set_rng_states(state: dict) -> None:
+    """Restore what :func:`rng_states` captured."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    random.setstate(state["python"])
+
+
 class ScalearModule(L.LightningModule):
     """Base LightningModule: optimiser, LR schedule and export. Subclasses define the models and steps.
 
@@ -53,7 +77,12 @@ class ScalearModule(L.LightningModule):
         warmup_steps: linear warmup length in optimiser steps.
         min_lr_ratio: final LR as a fraction of ``lr`` at the end of the cosine.
         export_dir: where ``on_train_end`` writes ``<export_dir>/<name>/{model.safetensors,config.json}``; relative
-            paths are resolved against the Trainer's log dir. ``None`` disables export.
+            paths are resolved against the run folder (the Trainer's ``default_root_dir``), so every attempt of a
+            run, resumed or not, exports to the same place. ``None`` disables export.
+
+    Checkpoints hold, besides Lightning's state, every global RNG state at the moment of saving; a resumed run
+    restores them when training starts, so it draws the same random numbers (dropout, augmentations, label
+    dropout) as the uninterrupted run.
     """
 
     def __init__(
@@ -81,6 +110,11 @@ class ScalearModule(L.LightningModule):
     def no_weight_decay(self) -> set[str]:
         return set()
 
+    def frozen_submodules(self) -> dict[str, nn.Module]:
+        """Frozen networks rebuilt from their own files (e.g. LPIPS), by attribute name: left out of checkpoints
+        and taken from the live module when a checkpoint is loaded."""
+        return {}
+
     # ------------------------------------------------------------------ optimisation
     def make_optimizer(self, module: nn.Module, lr: float | None = None, betas=None, no_decay: set[str] | None = None):
         groups = param_groups(module, self.weight_decay, no_decay)
@@ -101,7 +135,7 @@ class ScalearModule(L.LightningModule):
             return None
         path = Path(self.export_dir)
         if not path.is_absolute() and self._trainer is not None:
-            path = Path(self.trainer.log_dir or self.trainer.default_root_dir) / path
+            path = Path(self.trainer.default_root_dir) / path
         return path
 
     def export(self, folder: str | Path | None = None) -> Path | None:
@@ -113,8 +147,26 @@ class ScalearModule(L.LightningModule):
             save_pretrained(model, root / name)
         return root
 
+    # ------------------------------------------------------------------ checkpoints and exact resume
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["scalear_module"] = f"{type(self).__module__}.{type(self).__qualname__}"
+        checkpoint["scalear_rng"] = rng_states()
+        prefixes = tuple(f"{name}." for name in self.frozen_submodules())
+        if prefixes:
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(prefixes)}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        for name, module in self.frozen_submodules().items():
+            checkpoint["state_dict"].update({f"{name}.{k}": v for k, v in module.state_dict().items()})
+        # applied in on_train_start: after Lightning's sanity check, before the first resumed batch
+        self._resume_rng = checkpoint.get("scalear_rng")
+
+    def on_train_start(self) -> None:
+        state, self._resume_rng = getattr(self, "_resume_rng", None), None
+        if state is not None:
+            set_rng_states(state)
+        if self.trainer.ckpt_path:
+            self.print(f"resumed at step {self.global_step} from {self.trainer.ckpt_path}")
 
     def on_train_end(self) -> None:
         if self.trainer.is_global_zero:

@@ -85,14 +85,9 @@ class TokenizerModule(ScalearModule):
     def trainable(self) -> nn.Module:
         return self.vqvae
 
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        super().on_save_checkpoint(checkpoint)
+    def frozen_submodules(self) -> dict[str, nn.Module]:
         # the frozen LPIPS network comes from `perceptual_weights`; keep ~58 MB out of every checkpoint
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("lpips.")}
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if self.lpips is not None:
-            checkpoint["state_dict"].update({f"lpips.{k}": v for k, v in self.lpips.state_dict().items()})
+        return {"lpips": self.lpips} if self.lpips is not None else {}
 
     def exported_models(self) -> dict[str, nn.Module]:
         return {"tokenizer": self.vqvae}
