@@ -125,6 +125,44 @@ def test_dead_codes_are_restarted():
     assert len(torch.cat(q.encode(f), 1).unique()) > 10
 
 
+def _restart_on_rank(rank: int, world: int, store: str, f: torch.Tensor, out: str) -> None:
+    """One DDP process: its contiguous half of the global batch through a quantizer due for a restart."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(100 + rank)  # the global RNG differs per process: restarts must not depend on it
+        q = _restart_ready_quantizer()
+        q(f.chunk(world)[rank])
+        if rank == 0:
+            torch.save(q.embedding.weight.detach().clone(), out)
+    finally:
+        dist.destroy_process_group()
+
+
+def _restart_ready_quantizer() -> MultiScaleVQ:
+    torch.manual_seed(0)
+    q = MultiScaleVQ(64, 4, SCHEDULES["2d"], restart_every=1)
+    with torch.no_grad():
+        q.embedding.weight[1:] = 100.0  # dead codes; the next training call restarts them
+    return q.train()
+
+
+def test_restarts_under_ddp_equal_one_process(tmp_path):
+    """Two gloo processes, each with half of the global batch, restart dead codes exactly as one process with the
+    whole batch: replacements come from the gathered batch with a generator seeded by the call count."""
+    import torch.multiprocessing as mp
+
+    f = multiscale_fields(SCHEDULES["2d"], 8, 4)
+    one = _restart_ready_quantizer()
+    torch.manual_seed(7)
+    one(f)
+    assert (one.embedding.weight[1:].abs() < 50).all()  # the restart happened
+    out = tmp_path / "codes.pt"
+    mp.spawn(_restart_on_rank, args=(2, str(tmp_path / "store"), f, str(out)), nprocs=2, join=True)
+    torch.testing.assert_close(torch.load(out, weights_only=True), one.embedding.weight.detach(), rtol=0, atol=1e-6)
+
+
 def test_var_partially_shared_phi_index():
     """VAR's 4 partially shared convs over 10 scales: nearest tick to k/9."""
     assert PhiStack(4, "2d", 10, share=4).scale_to_phi == [0, 0, 1, 1, 1, 2, 2, 3, 3, 3]
