@@ -49,7 +49,7 @@ def test_bad_meshes_raise_naming_the_file(shared_data, name, reason):
 
 @pytest.mark.shared_data
 def test_wallhole_is_kept_as_an_open_surface(shared_data):
-    """The wall with a hole is loaded (cleaned) but stays open: its inside is left to ray-parity voting."""
+    """The wall with a hole is loaded (cleaned) but stays open: its inside is left to the winding number."""
     mesh, info = inspect_mesh(shared_data / "meshes" / "bad" / "wallhole.obj")
     assert not info.watertight and any("degenerate" in n for n in info.notes)
     assert any("open surface" in n for n in info.notes)

@@ -1,5 +1,5 @@
 """Mesh data for SAR3D: loading and repair, folder layouts (ShapeNet, ModelNet), procedural objects,
-ray-cast SDF sampling, depth/normal renders, and the cached SDF dataset with its Lightning data module."""
+SDF sampling (winding-number sign), depth/normal renders, and the cached SDF dataset with its Lightning data module."""
 
 from scalear.datasets.meshes.data import MeshDataModule, MeshSDFDataset, preprocess_mesh, split_records
 from scalear.datasets.meshes.folders import SHAPENET_SYNSETS, MeshRecord, scan_mesh_folder
@@ -15,11 +15,12 @@ from scalear.datasets.meshes.render import (
 from scalear.datasets.meshes.sampling import (
     enclosure,
     grid_points,
-    inside_votes,
+    inside,
     sample_sdf,
     sample_surface,
     sdf_grid,
     signed_distance,
+    winding_numbers,
 )
 
 __all__ = [
@@ -34,7 +35,7 @@ __all__ = [
     "camera_views",
     "enclosure",
     "grid_points",
-    "inside_votes",
+    "inside",
     "inspect_mesh",
     "load_mesh",
     "look_at",
@@ -50,5 +51,6 @@ __all__ = [
     "shaded_preview",
     "signed_distance",
     "split_records",
+    "winding_numbers",
     "write_procedural_set",
 ]

@@ -36,7 +36,7 @@ from scalear.io import atomic_write
 from scalear.training.loader import ResumableDataLoader
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: SDF sign by the generalized winding number (was ray parity)
 POOL_FACTOR = 4  # SDF samples cached per mesh = POOL_FACTOR * n_points
 MIN_ENCLOSURE = 0.2  # open meshes below this (see sampling.enclosure) have no usable inside
 

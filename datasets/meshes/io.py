@@ -98,7 +98,7 @@ def inspect_mesh(path: str | Path) -> tuple[trimesh.Trimesh, MeshInfo]:
         trimesh.repair.fix_normals(mesh)
     watertight = bool(mesh.is_watertight)
     if not watertight:
-        notes.append("open surface after repair: inside/outside decided by ray-parity voting")
+        notes.append("open surface after repair: inside/outside decided by the winding number")
     info = MeshInfo(path, len(mesh.vertices), len(mesh.faces), len(_components(mesh)), watertight, notes)
     return mesh, info
 

@@ -16,8 +16,9 @@ bytes and the settings; written atomically). A mesh is loaded and normalised lik
 (:func:`~scalear.datasets.meshes.normalize_mesh`: bounding box centred, longest side 0.9, so it lies in
 [-0.45, 0.45]^3); the cache holds a pool of surface samples with normals, their farthest point sample and a
 pool of occupancy queries (half near the surface, surface samples + N(0, sigma^2) noise clipped to the cube,
-half uniform in [-0.5, 0.5]^3) labelled by open3d ray casting (``signed_distance < 0``; open meshes by the ray
-vote of :func:`~scalear.datasets.meshes.signed_distance`, and refused when they enclose no volume). A point
+half uniform in [-0.5, 0.5]^3) labelled inside / outside by the generalized winding number (:func:`~scalear.datasets.meshes.inside`: the union of
+overlapping closed parts; open meshes inside where enclosed from more than half of all directions, and refused when
+they enclose no volume). A point
 cloud (file or HDF5 row) is normalised the same way (:func:`~.io.normalize_points`) and has no queries:
 **occupancy needs a mesh**, so items of pure point clouds carry no ``"query"`` / ``"occupancy"``. With
 ``image_size`` set, a mesh's cache entry also holds :data:`~scalear.datasets.meshes.render.N_VIEWS` condition
@@ -69,7 +70,7 @@ from scalear.datasets.pointclouds.io import (
 )
 from scalear.io import atomic_write
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: occupancy by the generalized winding number (was ray parity)
 POOL_FACTOR = 4  # surface samples and occupancy queries cached per object = POOL_FACTOR * n_points / n_query
 _SPLITS = ("train", "test")
 

@@ -141,7 +141,7 @@ def _markdown(m: dict, classes: list[str], tok, curves: str = "") -> str:
     return f"""## G3PT: point clouds and meshes on procedural chairs, tables, mugs and lamps
 
 Built-in data: the SAR3D procedural objects as point clouds (farthest-point samples of the surface) with
-occupancy queries labelled by open3d ray casting. Tiny Cross-scale VQ tokenizer (levels of detail of {sizes}
+occupancy queries labelled by the generalized winding number. Tiny Cross-scale VQ tokenizer (levels of detail of {sizes}
 tokens = {m['tokens']}, lookup-free quantization with {tok.quantizer.vocab_size} codes; {m['steps']['tokenizer']} steps,
 {s['tokenizer'] / 60:.1f} min) and class-conditional Cross-scale Querying Transformer ({m['steps']['generator']} steps,
 {s['generator'] / 60:.1f} min) on {m['threads']} CPU thread(s).
