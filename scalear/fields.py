@@ -4,7 +4,8 @@ and atomic mesh export.
 Convention (the mesh data's, :mod:`scalear.datasets.meshes`): objects live in ``[-0.5, 0.5]^3``; a grid of side
 ``R`` holds the field at voxel centres, ``grid[i, j, k]`` at ``(x_i, y_j, z_k)`` with ``x_i = -0.5 + (i + 0.5) / R``;
 signed distances are negative inside (for occupancy logits, extract at ``level=0`` of ``-logit``). The zero level
-set is extracted with :func:`skimage.measure.marching_cubes`.
+set is extracted with :func:`skimage.measure.marching_cubes` from the grid padded by one voxel of "outside", so an
+object that reaches the edge of the cube is closed there instead of cut open: every extracted mesh is watertight.
 """
 
 from __future__ import annotations
@@ -48,7 +49,9 @@ def extract_mesh(sdf_grid: torch.Tensor | np.ndarray, level: float = 0.0):
     """Zero level set of an SDF grid (R, R, R) of voxel centres of ``[-0.5, 0.5]^3`` -> ``trimesh.Trimesh``.
 
     Vertices are in the cube's coordinates (axis order x, y, z as the grid's), faces wound outward (positive
-    volume). Raises :class:`EmptyFieldError` when the field never crosses ``level``.
+    volume). The grid is padded by one voxel outside the object, so where the object reaches the cube's edge the
+    surface closes on the cube's face (half a voxel beyond the outermost voxel centres). Raises :class:`EmptyFieldError` when the
+    field never crosses ``level``.
     """
     import trimesh
     from skimage.measure import marching_cubes
@@ -64,8 +67,12 @@ def extract_mesh(sdf_grid: torch.Tensor | np.ndarray, level: float = 0.0):
         raise EmptyFieldError(f"the field has no crossing of level {level} (min {g.min():.4f}, max {g.max():.4f}): "
                               f"the object is {what}")
     R = g.shape[0]
-    verts, faces, _, _ = marching_cubes(g, level=level, spacing=(1.0 / R,) * 3)
-    verts = verts - 0.5 + 0.5 / R
+    padded = np.pad(g, 1, mode="edge")  # the shell outside mirrors the edge values about the level: a cut closes
+    shell = np.ones(padded.shape, bool)  # exactly on the cube's face, half way between edge centre and pad
+    shell[1:-1, 1:-1, 1:-1] = False
+    padded[shell] = level + np.maximum(np.abs(padded[shell] - level), 1e-6)
+    verts, faces, _, _ = marching_cubes(padded, level=level, spacing=(1.0 / R,) * 3)
+    verts = verts - 0.5 - 0.5 / R  # padded index i + 1 is voxel i, centred at -0.5 + (i + 0.5) / R
     mesh = trimesh.Trimesh(vertices=verts, faces=faces, process=True)
     if mesh.volume < 0:
         mesh.invert()
@@ -98,6 +105,14 @@ def meshes_to_points(meshes: Sequence, n: int = 1024, seed: int = 0) -> tuple[to
     return torch.stack([surface_samples(meshes[i], n, seed + i)[0] for i in kept]), kept
 
 
+def mesh_summary(meshes: Sequence) -> dict[str, int]:
+    """What a set of generated meshes really is: how many are ``valid`` (:func:`mesh_is_valid`), ``watertight``
+    (closed, every edge shared by two faces) and the ``max_components`` (connected pieces) of any of them."""
+    valid = [m for m in meshes if mesh_is_valid(m)]
+    return {"valid": len(valid), "watertight": sum(bool(m.is_watertight) for m in valid),
+            "max_components": max((len(m.split(only_watertight=False)) for m in valid), default=0)}
+
+
 def mesh_is_valid(mesh) -> bool:
     """A generated mesh is valid when it has faces, finite vertices and trimesh can compute its volume."""
     if mesh is None or len(mesh.faces) == 0:
@@ -109,4 +124,4 @@ def mesh_is_valid(mesh) -> bool:
 
 
 __all__ = ["MESH_FORMATS", "EmptyFieldError", "voxel_centres", "sdf_to_grid", "extract_mesh", "export_mesh",
-           "surface_samples", "meshes_to_points", "mesh_is_valid"]
+           "surface_samples", "meshes_to_points", "mesh_is_valid", "mesh_summary"]

@@ -140,6 +140,25 @@ def test_marching_cubes_sphere_radius_within_a_voxel():
     np.testing.assert_allclose(ext, [0.8, 0.2, 0.4], atol=1 / R)
 
 
+def test_objects_reaching_the_grid_boundary_come_out_closed():
+    """A sphere poking out of the cube, a box filling it along x and a random smooth field: every extracted mesh
+    is watertight (the grid is padded outside), and the cut is closed at the outermost half voxel."""
+    from scalear.fields import mesh_summary
+
+    R = 16
+    c = voxel_centres(R)
+    g = torch.Generator().manual_seed(0)
+    noise = torch.nn.functional.interpolate(torch.randn(1, 1, 4, 4, 4, generator=g), size=(R, R, R), mode="trilinear")
+    fields = [sphere_sdf(c, torch.tensor([0.45, 0.0, 0.0]), 0.3),
+              box_sdf(c, torch.zeros(3), torch.tensor([0.6, 0.2, 0.2])),
+              noise[0, 0]]
+    meshes = [extract_mesh(f) for f in fields]
+    assert all(m.is_watertight and m.volume > 0 for m in meshes)
+    assert mesh_summary(meshes) == {"valid": 3, "watertight": 3, "max_components": max(len(m.split()) for m in meshes)}
+    np.testing.assert_allclose(meshes[0].bounds[1, 0], 0.5, atol=1e-6)  # closed at x = 0.5, half a voxel out
+    assert len(meshes[1].split()) == 1 and abs(meshes[1].bounds[0, 0] + 0.5) < 1e-6
+
+
 def test_sdf_to_grid_matches_direct_evaluation():
     fn = lambda p: sphere_sdf(p, torch.zeros(3), 0.25)  # noqa: E731
     grid = sdf_to_grid(fn, 12, chunk=100, batch_size=2)

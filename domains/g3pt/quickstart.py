@@ -49,7 +49,7 @@ def run(out: Path, fast: bool = False) -> str:
     from scalear.datasets.pointclouds.io import load_point_cloud
     from scalear.domains.g3pt.evaluate import generation_scores, reconstruction_by_level
     from scalear.domains.g3pt.generate import generate_to_folder, load_generator
-    from scalear.fields import mesh_is_valid, meshes_to_points
+    from scalear.fields import mesh_summary, meshes_to_points
     from scalear.viz import read_png, save_png, stack_rows, tile_row
 
     out = Path(out) / "g3pt"
@@ -98,7 +98,7 @@ def run(out: Path, fast: bool = False) -> str:
                            or [None], size))
     import trimesh
 
-    valid = sum(mesh_is_valid(trimesh.load(out / "generated" / f"{s}.obj", force="mesh")) for s in rep.written)
+    meshes = mesh_summary([trimesh.load(out / "generated" / f"{s}.obj", force="mesh") for s in rep.written])
     t = time.perf_counter()
     scores = generation_scores(generated, reference)
     seconds["metrics"] = time.perf_counter() - t
@@ -113,7 +113,7 @@ def run(out: Path, fast: bool = False) -> str:
                               "generator": (out / "generator", ["train/loss", "train/acc", "train/acc_tail"])},
                              out, "g3pt")
     metrics = {"reconstruction_by_level": {str(k): v for k, v in by_level.items()}, "generation": scores,
-               "generated": {"written": len(rep.written), "valid": int(valid), "empty": rep.empty, "per_class": n},
+               "generated": {"written": len(rep.written), **meshes, "empty": rep.empty, "per_class": n},
                "steps": {k: v[i_fast] for k, v in STEPS.items()}, "seconds": seconds,
                "tokens": tok.schedule.total_tokens, "resolution": res, "threads": torch.get_num_threads(), "fast": fast}
     atomic_write(out / "metrics.json", lambda p: Path(p).write_text(json.dumps(metrics, indent=2)))
@@ -156,7 +156,8 @@ One held-out object per class: input points, decoded from levels 1, 1..2, ..., 1
 ![reconstruction by level](g3pt/reconstruction_by_level.png)
 
 Generated: {gen['per_class']} shapes per class (cfg 3, top-p 0.9), {gen['written']} written as a point cloud (PLY),
-a mesh (OBJ) and a preview, {gen['valid']} valid meshes that trimesh loads back, {len(gen['empty'])} empty fields
+a mesh (OBJ) and a preview: {gen['valid']} load back with a finite volume, {gen['watertight']} are closed (watertight;
+at most {gen['max_components']} pieces in one object), {len(gen['empty'])} empty fields
 ({s['generation']:.1f} s in all). Against all {g['reference']} held-out objects: COV {a['cov_cd']:.2f} / MMD
 {a['mmd_cd'] * 1e3:.2f} (CD-L2 x 1e3) / 1-NNA {a['1nna_cd']:.2f} with Chamfer, COV {a['cov_emd']:.2f} / MMD
 {a['mmd_emd'] * 1e2:.2f} (x 1e2) / 1-NNA {a['1nna_emd']:.2f} with EMD ({g['emd_points']} points). MMD of each class's

@@ -50,7 +50,7 @@ def run(out: Path, fast: bool = False) -> str:
     from scalear.datasets.meshes.io import load_mesh, normalize_mesh
     from scalear.datasets.meshes.render import shaded_preview
     from scalear.domains.sar3d.evaluate import reconstruction_by_scale
-    from scalear.fields import mesh_is_valid, meshes_to_points
+    from scalear.fields import mesh_summary, meshes_to_points
     from scalear.metrics3d import generation_by_class
     from scalear.domains.sar3d.generate import generate_to_folder, load_generator
     from scalear.domains.sar3d.generator import indices_to_meshes
@@ -91,7 +91,6 @@ def run(out: Path, fast: bool = False) -> str:
                              progress=False)
     seconds["generation"] = time.perf_counter() - t
     loaded = {p.stem: trimesh.load(p, force="mesh") for p in rep.written}
-    valid = [s for s, m in loaded.items() if mesh_is_valid(m)]
     classes = list(dm.classes)
     generated, reference = {}, {}
     for c in classes:
@@ -107,7 +106,8 @@ def run(out: Path, fast: bool = False) -> str:
                               "generator": (out / "generator", ["train/loss", "train/acc", "train/acc_tail"])},
                              out, "sar3d")
     metrics = {"reconstruction_by_scale": {str(k): v for k, v in by_scale.items()}, "generation": scores,
-               "generated": {"written": len(rep.written), "valid": len(valid), "empty": rep.empty, "per_class": n},
+               "generated": {"written": len(rep.written), **mesh_summary(list(loaded.values())), "empty": rep.empty,
+                             "per_class": n},
                "steps": {k: v[1 if fast else 0] for k, v in STEPS.items()}, "seconds": seconds,
                "tokens": tok.schedule.total_tokens, "resolution": res, "threads": torch.get_num_threads(), "fast": fast}
     atomic_write(out / "metrics.json", lambda p: Path(p).write_text(json.dumps(metrics, indent=2)))
@@ -145,7 +145,8 @@ One held-out object per class from its first 1, 2, ..., K scales, then the true 
 ![reconstruction by scale](sar3d/reconstruction_by_scale.png)
 
 Generated: {gen['per_class']} objects per class (cfg 4, top-k 10, top-p 0.5), {gen['written']} written as OBJ
-with previews, {gen['valid']} valid meshes that trimesh loads back, {len(gen['empty'])} empty fields
+with previews: {gen['valid']} load back with a finite volume, {gen['watertight']} are closed (watertight; at most
+{gen['max_components']} pieces in one object), {len(gen['empty'])} empty fields
 ({s['generation']:.1f} s in all). MMD (Chamfer-L2 x 1e3, lower is closer) of each class's samples to the
 held-out objects of each class; the row's best in bold; own class closest for {g['own_class_closest']:.0%} of the
 classes:
