@@ -37,7 +37,7 @@ def test_real_pcd_encodings(shared_data, name, encoding, n, has_normals):
     with open(path, "rb") as f:
         assert f"DATA {encoding}".encode() in f.read(2048)
     points, normals = load_point_cloud(path, return_normals=True)
-    assert points.shape == (n, 3) and points.dtype == np.float32 and np.isfinite(points).all()
+    assert points.shape == (n, 3) and points.dtype == np.float64 and np.isfinite(points).all()
     assert (normals is not None) == has_normals
     if has_normals:
         assert normals.shape == (n, 3)
@@ -75,7 +75,7 @@ def test_text_npy_npz_round_trips(tmp_path):
     np.savez(tmp_path / "f.npz", pts)
     for name in ("a.xyz", "b.txt", "c.npy", "d.npz", "e.npz", "f.npz"):
         out = load_point_cloud(tmp_path / name)
-        assert out.dtype == np.float32 and out.shape == (50, 3), name
+        assert out.dtype == np.float64 and out.shape == (50, 3), name  # as stored, not rounded to float32
         np.testing.assert_allclose(out, pts, rtol=1e-6, atol=1e-6, err_msg=name)
     _, normals = load_point_cloud(tmp_path / "d.npz", return_normals=True)
     assert np.array_equal(normals[:, 1], np.ones(50))
@@ -122,8 +122,8 @@ def _bad_files(tmp: Path) -> dict[str, str]:
     (tmp / "empty.xyz").write_text("")
     (tmp / "empty.pcd").write_bytes(b"")
     (tmp / "blank.xyz").write_text("# only a comment\n")
-    (tmp / "nan.xyz").write_text("0 0 0\n1 nan 0\n2 2 2\n")
-    (tmp / "inf.txt").write_text("0,0,0\n1,inf,0\n")
+    (tmp / "nan.xyz").write_text("nan 0 0\n1 nan 0\n")
+    (tmp / "inf.txt").write_text("inf,0,0\n1,-inf,0\n")
     np.save(tmp / "flat.npy", np.zeros((10, 2)))
     np.save(tmp / "vector.npy", np.zeros(30))
     np.save(tmp / "zero.npy", np.zeros((0, 3)))
@@ -138,7 +138,7 @@ def _bad_files(tmp: Path) -> dict[str, str]:
         f["label"] = np.zeros((3, 1), dtype=np.int64)
     np.savez(tmp / "two.npz", a=np.zeros((4, 3)), b=np.zeros((4, 3)))
     (tmp / "broken.obj").write_text("v 0 0 0\nf 1 2 3\n")
-    return {"empty.xyz": "empty", "empty.pcd": "empty", "blank.xyz": "empty|shape", "nan.xyz": "NaN",
+    return {"empty.xyz": "empty", "empty.pcd": "empty", "blank.xyz": "empty|shape", "nan.xyz": "all 2 points hold NaN",
             "inf.txt": "NaN or infinite", "flat.npy": r"shape \(10, 2\)", "vector.npy": r"shape \(30,\)",
             "zero.npy": "empty", "corrupt.npy": "cannot read", "corrupt.pcd": "not a PCD",
             "truncated.pcd": "no points read", "corrupt.ply": "corrupt PLY", "words.txt": "cannot parse",
@@ -158,6 +158,44 @@ def test_bad_files_raise_naming_the_file(tmp_path):
         load_point_cloud(tmp_path / "a.las")
     with pytest.raises(FileNotFoundError):
         load_point_cloud(tmp_path / "missing.pcd")
+
+
+def _organized_pcd(path: Path, width: int, height: int, rng: np.random.Generator) -> np.ndarray:
+    """An organized ASCII PCD as a stereo rig writes it: WIDTH x HEIGHT points, NaN where no depth was found."""
+    pts = rng.uniform(-1, 1, (width * height, 3))
+    pts[rng.random(len(pts)) < 0.3] = np.nan
+    header = (f"# .PCD v0.7\nVERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\nWIDTH {width}\n"
+              f"HEIGHT {height}\nVIEWPOINT 0 0 0 1 0 0 0\nPOINTS {width * height}\nDATA ascii\n")
+    path.write_text(header + "\n".join(" ".join("nan" if np.isnan(v) else f"{v:.6f}" for v in p) for p in pts) + "\n")
+    return pts
+
+
+def test_organized_pcd_with_nan_points_keeps_the_finite_ones(tmp_path):
+    pts = _organized_pcd(tmp_path / "stereo.pcd", 32, 24, np.random.default_rng(0))
+    finite = np.isfinite(pts).all(1)
+    with pytest.warns(UserWarning, match=rf"stereo.pcd: dropped {(~finite).sum()} of 768 points with NaN"):
+        out = load_point_cloud(tmp_path / "stereo.pcd")
+    np.testing.assert_allclose(out, pts[finite], atol=1e-6)
+    np.savez(tmp_path / "n.npz", points=np.array([[0.0, 0, 0], [np.nan, 1, 1], [1, 1, 1]]),
+             normals=np.array([[0.0, 0, 1], [0, 1, 0], [1, 0, 0]]))
+    with pytest.warns(UserWarning, match="dropped 1 of 3"):
+        p, n = load_point_cloud(tmp_path / "n.npz", return_normals=True)
+    assert p.tolist() == [[0, 0, 0], [1, 1, 1]] and n.tolist() == [[0, 0, 1], [1, 0, 0]]  # normals follow
+
+
+def test_georeferenced_xyz_keeps_its_precision(tmp_path):
+    """UTM coordinates (~5.65e6 m) are spaced 0.5 m apart in float32; millimetre detail survives the loader in
+    float64 and is centred before normalize_points casts to float32."""
+    rng = np.random.default_rng(0)
+    local = rng.uniform(0, 2.0, (400, 3))  # a 2 m object with millimetre detail
+    utm = local + [512_345.678, 5_650_123.456, 210.5]
+    np.savetxt(tmp_path / "scan.xyz", utm, fmt="%.4f")
+    out = load_point_cloud(tmp_path / "scan.xyz")
+    np.testing.assert_allclose(out - utm.min(0), local - local.min(0), atol=1e-4)
+    unit = normalize_points(out)
+    expect = normalize_points(local)
+    np.testing.assert_allclose(unit, expect, atol=1e-4)  # float32 snapping would be 0.5 m / 2 m * 0.9 = 0.22
+    assert np.unique(np.round(unit[:, 1], 4)).size > 300
 
 
 def test_normalize_points():

@@ -1,4 +1,4 @@
-"""Point-cloud files: load PLY / PCD / XYZ / TXT / NPY / NPZ / HDF5 and meshes as ``(N, 3)`` float32 points.
+"""Point-cloud files: load PLY / PCD / XYZ / TXT / NPY / NPZ / HDF5 and meshes as ``(N, 3)`` float64 points.
 
 ================  ======================================================================================
 suffix            read as
@@ -13,10 +13,12 @@ meshes            ``.obj .off .stl .glb .gltf`` and PLY with faces: ``n_mesh_poi
                   samples (:func:`scalear.datasets.meshes.load_mesh` + ``sample_surface``), with face normals
 ================  ======================================================================================
 
-Every file that cannot be used (unreadable, corrupt, empty, NaN / inf coordinates, wrong shape) raises
-:class:`PointCloudError`, whose message names the file and the problem. Coordinates are returned as stored;
-:func:`normalize_points` puts a cloud in the unit cube with the same convention as
-:func:`~scalear.datasets.meshes.normalize_mesh` (bounding box centred, longest side ``extent``).
+Every file that cannot be used (unreadable, corrupt, empty, no finite point, wrong shape) raises
+:class:`PointCloudError`, whose message names the file and the problem. Points with NaN or infinite coordinates
+(the invalid pixels of an organized PCD from a depth camera or stereo rig) are dropped with a warning that says how
+many. Coordinates are returned as stored, in float64: georeferenced clouds (UTM, ~1e6 m) keep their millimetres;
+:func:`normalize_points` centres in float64 before it casts the cloud into the unit cube as float32, with the same
+convention as :func:`~scalear.datasets.meshes.normalize_mesh` (bounding box centred, longest side ``extent``).
 """
 
 from __future__ import annotations
@@ -45,8 +47,9 @@ class PointCloudError(ValueError):
     """A point-cloud file that cannot be used; the message names the file and the problem."""
 
 
-def _check(arr: np.ndarray, path: Path, what: str = "points") -> np.ndarray:
-    """``arr`` as (N, 3) float32 (its first 3 columns), or :class:`PointCloudError`."""
+def _check(arr: np.ndarray, path: Path, what: str = "points") -> tuple[np.ndarray, np.ndarray]:
+    """``arr`` as (N, 3) float64 (its first 3 columns) without its non-finite rows, and the mask of the rows kept;
+    :class:`PointCloudError` when nothing usable is left."""
     arr = np.asarray(arr)
     if arr.dtype.kind not in "fiu":
         raise PointCloudError(f"{path}: {what} have dtype {arr.dtype}, expected numbers")
@@ -54,11 +57,14 @@ def _check(arr: np.ndarray, path: Path, what: str = "points") -> np.ndarray:
         raise PointCloudError(f"{path}: {what} have shape {arr.shape}, expected (N, 3) or (N, 3+)")
     if arr.shape[0] == 0:
         raise PointCloudError(f"{path}: empty point cloud (no points)")
-    arr = arr[:, :3].astype(np.float32)
-    if not np.all(np.isfinite(arr)):
-        bad = int((~np.isfinite(arr)).any(1).sum())
-        raise PointCloudError(f"{path}: {bad} of {len(arr)} {what} hold NaN or infinite coordinates")
-    return arr
+    arr = arr[:, :3].astype(np.float64)
+    keep = np.isfinite(arr).all(1)
+    if not keep.any():
+        raise PointCloudError(f"{path}: all {len(arr)} {what} hold NaN or infinite coordinates")
+    if not keep.all():
+        warnings.warn(f"{path}: dropped {int((~keep).sum())} of {len(arr)} {what} with NaN or infinite coordinates",
+                      stacklevel=3)
+    return arr[keep], keep
 
 
 def _ply_faces(path: Path) -> int:
@@ -174,10 +180,12 @@ def _load_h5_single(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
 
 def load_point_cloud(path: str | Path, return_normals: bool = False, n_mesh_points: int = 2048,
                      seed: int = 0) -> np.ndarray | tuple[np.ndarray, np.ndarray | None]:
-    """The points ``(N, 3)`` float32 of a point-cloud or mesh file (formats: module docstring).
+    """The points ``(N, 3)`` float64 of a point-cloud or mesh file (formats: module docstring), without the
+    points that have NaN / inf coordinates (dropped with a warning).
 
     With ``return_normals`` returns ``(points, normals)``, ``normals`` (N, 3) float32 or None when the file
-    has none or they are unusable (misshapen, NaN); text files never have them. Meshes give ``n_mesh_points`` surface samples drawn with ``seed``.
+    has none or they are unusable (misshapen, NaN); text files never have them. Meshes give ``n_mesh_points``
+    surface samples drawn with ``seed``.
     :class:`PointCloudError` (naming the file) for unusable files, FileNotFoundError for missing ones.
     """
     path = Path(path)
@@ -203,11 +211,12 @@ def load_point_cloud(path: str | Path, return_normals: bool = False, n_mesh_poin
         points, normals = _read_npy(path)
     else:
         points, normals = _load_h5_single(path)
-    points = _check(points, path)
+    points, kept = _check(points, path)
     if normals is not None:  # unusable normals are dropped, not fatal: the points are what matters
         normals = np.asarray(normals)
-        ok = normals.shape == points.shape and normals.dtype.kind == "f" and np.isfinite(normals).all()
-        normals = normals.astype(np.float32) if ok else None
+        ok = normals.shape == kept.shape + (3,) and normals.dtype.kind == "f"
+        normals = normals[kept] if ok else None
+        normals = normals.astype(np.float32) if ok and np.isfinite(normals).all() else None
     return (points, normals) if return_normals else points
 
 
