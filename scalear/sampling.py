@@ -107,7 +107,8 @@ def sample(
             (DepthART's averaged embeddings; 1 = plain sampling).
         generator: seeded generator for reproducible samples.
         forced_indices: use these tokens instead of sampling (teacher forcing through the cached path, e.g.
-            to score given tokens or to check the cache against :meth:`NextScaleTransformer.forward`).
+            to score given tokens or to check the cache against :meth:`NextScaleTransformer.forward`): per
+            scale (B, n_k), or (B, n_k, s) to feed back the mean of s codes per token.
         return_logits: also return the (guided) logits of every scale.
         use_cache: False recomputes all coarser scales at every scale (:meth:`NextScaleTransformer.forward_upto`)
             instead of reading them from the KV cache; the samples are the same up to float rounding.
@@ -135,11 +136,11 @@ def sample(
     x_scales: list[torch.Tensor] = []  # uncached: embedded inputs (B2, n_j, C) of scales 0..k
     model.kv_caching(use_cache)
     try:
-        if prefix_BPD is not None and use_cache:
-            model.prefill_prefix(prefix_BPD, cond, context)
         x = model.embed_scale(0, cond)
         for k in range(sched.num_scales):
-            if use_cache:
+            if use_cache and k == 0:
+                logits = model.forward_first_scale(x, cond, context, prefix_BPD)
+            elif use_cache:
                 logits = model.forward_scale(x, cond, context)
             else:
                 x_scales.append(x)
@@ -148,7 +149,8 @@ def sample(
                 t = guidance_weight(cfg, k, sched.num_scales)
                 logits = (1 + t) * logits[:batch_size] - t * logits[batch_size:]
             if forced_indices is not None:
-                idx_Bns = forced_indices[k].to(device).unsqueeze(-1)
+                idx_Bns = forced_indices[k].to(device)
+                idx_Bns = idx_Bns.unsqueeze(-1) if idx_Bns.ndim == 2 else idx_Bns
             else:
                 idx_Bns = sample_tokens(logits, top_k, top_p, temperature, embed_samples, generator)
             emb_BnC = quantizer.embedding(idx_Bns).mean(dim=2)

@@ -14,7 +14,8 @@ Beyond VAR, two more ways to condition, which the domains need:
 
 * **cross-attention** to condition tokens (``context_dim > 0``), e.g. image patch features (SAR3D);
 * a **prefix** of condition tokens (``prefix_dim > 0``), e.g. image tokens (DepthART, DAR): prefix tokens
-  attend only among themselves, target tokens see the whole prefix plus the block-causal pattern.
+  attend only among themselves (with ``prefix_sees_start`` also to the first scale's start tokens, as in
+  DepthART's released model), target tokens see the whole prefix plus the block-causal pattern.
 
 Attention runs through :func:`torch.nn.functional.scaled_dot_product_attention`. At inference each attention
 layer keeps a KV cache so a scale's forward pass only processes that scale's tokens (see
@@ -56,6 +57,7 @@ class TransformerConfig:
     context_dim: int = 0  #: > 0: cross-attention to condition tokens of this size in every block
     prefix_dim: int = 0  #: > 0: a prefix of condition tokens of this size
     max_prefix_len: int = 0  #: number of prefix positions with a learned positional embedding
+    prefix_sees_start: bool = False  #: prefix tokens also attend to the first scale's tokens (DepthART's release)
     norm_eps: float = 1e-6
     init_adaln: float = 0.5
     init_adaln_gamma: float = 1e-3  #: VAR's ``alng`` (1e-3 for d16/d20, 1e-4 d24, 1e-5 d30)
@@ -390,9 +392,13 @@ class NextScaleTransformer(nn.Module):
 
     def attn_mask(self, prefix_len: int, device: torch.device) -> torch.Tensor:
         """Boolean (P+L, P+L) mask, True = may attend: block-causal over scales; prefix tokens (level -1)
-        see only the prefix; scale tokens see the whole prefix and every token of their own and coarser scales."""
+        see only the prefix (and the first scale with ``prefix_sees_start``); scale tokens see the whole prefix
+        and every token of their own and coarser scales."""
         lvl = torch.cat((torch.full((prefix_len,), -1, device=device), self.lvl_1L[0].to(device)))
-        return lvl[None, :] <= lvl[:, None]
+        mask = lvl[None, :] <= lvl[:, None]
+        if self.cfg.prefix_sees_start:
+            mask[:prefix_len] |= lvl[None, :] == 0
+        return mask
 
     # ------------------------------------------------------------------ training forward
     def forward(
@@ -446,16 +452,36 @@ class NextScaleTransformer(nn.Module):
 
     def prefill_prefix(self, prefix_BPD: torch.Tensor, cond_BC: torch.Tensor, context: torch.Tensor | None) -> None:
         """Run the prefix through the blocks to fill the KV cache (prefix tokens see only each other)."""
+        if self.cfg.prefix_sees_start:
+            raise ValueError("with prefix_sees_start the prefix goes through with the first scale: use forward_first_scale")
         x, ada = self.embed_prefix(prefix_BPD), self._ada(cond_BC)
         for block in self.blocks:
             x = block(x, ada, None, context)
 
-    def forward_scale(self, x_BnC: torch.Tensor, cond_BC: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
-        """One cached step: embedded tokens of the next scale -> their logits (B, n, V). Needs ``kv_caching(True)``."""
+    def forward_scale(self, x_BnC: torch.Tensor, cond_BC: torch.Tensor, context: torch.Tensor | None,
+                      last: int | None = None) -> torch.Tensor:
+        """One cached step: embedded tokens of the next scale -> their logits (B, n, V), or those of the ``last``
+        tokens only. Needs ``kv_caching(True)``."""
         ada = self._ada(cond_BC)
         for block in self.blocks:
             x_BnC = block(x_BnC, ada, None, context)
+        if last is not None:
+            x_BnC = x_BnC[:, -last:]
         return self.head(self.head_nm(x_BnC, cond_BC)).float()
+
+    def forward_first_scale(self, x_BnC: torch.Tensor, cond_BC: torch.Tensor, context: torch.Tensor | None,
+                            prefix_BPD: torch.Tensor | None = None) -> torch.Tensor:
+        """The first cached step: fills the KV cache with the prefix (if any) and returns the logits of scale 0.
+
+        The prefix goes through first, seeing only itself (:meth:`prefill_prefix`), or with ``prefix_sees_start``
+        together with the start tokens, all of them seeing each other (DepthART's released inference)."""
+        if prefix_BPD is None:
+            return self.forward_scale(x_BnC, cond_BC, context)
+        if not self.cfg.prefix_sees_start:
+            self.prefill_prefix(prefix_BPD, cond_BC, context)
+            return self.forward_scale(x_BnC, cond_BC, context)
+        both = torch.cat((self.embed_prefix(prefix_BPD), x_BnC), dim=1)
+        return self.forward_scale(both, cond_BC, context, last=x_BnC.shape[1])
 
     def forward_upto(
         self, x_BlC: torch.Tensor, cond_BC: torch.Tensor, context: torch.Tensor | None, prefix_BPD: torch.Tensor | None = None

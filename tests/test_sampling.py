@@ -14,6 +14,7 @@ VARIANTS = {
     "class": dict(num_classes=10),
     "prefix": dict(prefix_dim=12, max_prefix_len=9),
     "prefix_class": dict(prefix_dim=12, max_prefix_len=9, num_classes=10),
+    "prefix_sees_start": dict(prefix_dim=12, max_prefix_len=9, num_classes=10, prefix_sees_start=True),
     "cross_attn": dict(num_classes=10, context_dim=12),
     "vector_shared_adaln": dict(cond_dim=6, shared_adaln=True),
 }

@@ -17,6 +17,7 @@ VARIANTS = {
     "no_l2_norm": dict(num_classes=10, attn_l2_norm=False),
     "cross_attn": dict(num_classes=10, context_dim=12),
     "prefix": dict(prefix_dim=12, max_prefix_len=9),
+    "prefix_sees_start": dict(prefix_dim=12, max_prefix_len=9, num_classes=10, prefix_sees_start=True),
 }
 
 
@@ -74,6 +75,20 @@ def test_prefix_sees_only_itself_and_targets_see_prefix():
     a = model(x, **kw)
     kw["prefix_BPD"] = kw["prefix_BPD"] + 1
     assert not torch.allclose(a[:, :1], model(x, **kw)[:, :1])
+
+
+def test_prefix_sees_start_adds_exactly_the_first_scale_to_the_prefix_rows():
+    """DepthART's released inference: the prefix also attends to the start tokens and nothing finer; scale tokens
+    see what they saw before (the cached path against this mask: test_kv_cache_equals_full_forward)."""
+    model, P = build("prefix_sees_start"), 9
+    mask = model.attn_mask(P, torch.device("cpu"))
+    plain = build("prefix").attn_mask(P, torch.device("cpu"))
+    n0 = SCHED.tokens_per_scale[0]
+    assert mask[:P, : P + n0].all() and not mask[:P, P + n0 :].any()
+    assert torch.equal(mask[P:], plain[P:])
+    kw = conditions("prefix_sees_start", 2)
+    with pytest.raises(ValueError, match="forward_first_scale"):
+        model.prefill_prefix(kw["prefix_BPD"], model.condition(2, kw["label_B"]), None)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -287,10 +287,10 @@ class DepthARTModel(nn.Module):
         logits_all, targets = [], []
         tr.kv_caching(True)
         try:
-            tr.prefill_prefix(prefix_BLC, cond_BC, None)
             x_BnC = tr.embed_scale(0, cond_BC)
             for k in range(K):
-                logits_BnV = tr.forward_scale(x_BnC, cond_BC, None)
+                logits_BnV = (tr.forward_first_scale(x_BnC, cond_BC, None, prefix_BLC) if k == 0
+                              else tr.forward_scale(x_BnC, cond_BC, None))
                 with torch.no_grad():
                     target_Bn = q.lookup(q.downsample_tokens(f_target - f_hat, k).reshape(-1, q.dim)).view(B, -1)
                 logits_all.append(logits_BnV)
