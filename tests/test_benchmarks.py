@@ -29,6 +29,14 @@ def test_bench_tokenizer_runs(bench, capsys):
     assert "Tokenizer" in capsys.readouterr().out
 
 
+def test_bench_metrics3d_runs(bench, capsys):
+    rows = bench("bench_metrics3d").main(["--points", "500", "--sets", "3", "--set-points", "64", "--min-time", "0",
+                                          "--repeats", "1"])
+    assert [r[0] for r in rows] == ["Chamfer (CD-L2)", "pairwise CD-L2 (COV/MMD/1-NNA)"]
+    assert all(float(r[5]) < 1e-6 for r in rows)  # the KD-tree and dense results agree
+    assert "KD-tree vs dense" in capsys.readouterr().out
+
+
 def test_bench_depth_runs(bench, capsys):
     results = bench("bench_depth").main(["--presets", "tiny", "--depthart-presets", "tiny", "--min-time", "0",
                                          "--repeats", "1", "--size", "48,64"])
