@@ -27,23 +27,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from scalear.deps import open3d
 from scalear.training.loader import ResumableDataLoader
 
 #: first scene id of each split; a split holds at most SPLIT_STRIDE scenes, so the ranges never overlap
 SPLIT_STRIDE = 10_000_000
 SPLIT_OFFSETS: dict[str, int] = {"train": 0, "val": SPLIT_STRIDE, "test": 2 * SPLIT_STRIDE}
 TEXTURES = ("checker", "stripes", "noise")
-
-
-def _open3d():
-    try:
-        import open3d as o3d
-    except ImportError as e:  # pragma: no cover - exercised only without open3d
-        raise ImportError(
-            "the procedural RGB-D scenes need open3d: pip install 'scalear[3d]' (open3d-cpu on x86-64; "
-            "it needs the system library libusb-1.0-0)"
-        ) from e
-    return o3d
 
 
 def pinhole_intrinsics(image_size: tuple[int, int], hfov_deg: float = 60.0) -> np.ndarray:
@@ -75,7 +65,7 @@ def cast_depth(meshes: list[tuple[np.ndarray, np.ndarray]], K_33: np.ndarray, ex
     ``mesh_id_HW`` (index into ``meshes``, -1 for no hit), ``points_HW3`` (world hit points),
     ``normals_HW3`` (triangle normals) and ``rays_HW6`` (origin, direction in world).
     """
-    o3d = _open3d()
+    o3d = open3d()
     h, w = image_size
     scene = o3d.t.geometry.RaycastingScene()
     ids = [scene.add_triangles(o3d.core.Tensor(np.ascontiguousarray(v, dtype=np.float32)),
@@ -144,7 +134,7 @@ def random_scene(rng: np.random.Generator, max_depth: float = 10.0, hfov_deg: fl
     yawed within +-10 degrees; the back wall 0.6-0.75 max_depth away (so every ray ends on the wall, the ground
     or an object, and every depth stays below about 0.9 max_depth); objects 0.3-0.9 of the wall distance away.
     """
-    o3d = _open3d()
+    o3d = open3d()
     s = max_depth / 10.0
     cam_h, pitch, yaw = rng.uniform(1.0, 1.8) * s, math.radians(rng.uniform(5, 15)), math.radians(rng.uniform(-10, 10))
     extrinsic = look_extrinsic(np.array([0.0, 0.0, cam_h]), yaw, pitch)
@@ -219,7 +209,7 @@ def render_scene(prims: list[Primitive], K_33: np.ndarray, extrinsic_44: np.ndar
     colour = texture * (ambient + (1 - ambient) * max(0, n . light) * unshadowed), with n the (analytic for
     spheres and cylinder sides) surface normal turned towards the camera.
     """
-    o3d = _open3d()
+    o3d = open3d()
     cast = cast_depth([(p.vertices, p.triangles) for p in prims], K_33, extrinsic_44, image_size)
     hit_HW, mesh_HW = cast["hit_HW"], cast["mesh_id_HW"]
     points_HW3, normals_HW3 = cast["points_HW3"], cast["normals_HW3"].copy()

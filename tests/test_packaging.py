@@ -2,8 +2,12 @@
 sub-package is listed in pyproject.toml, and the core never imports a domain."""
 
 import ast
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DIRS = {"scalear": "scalear", "domains": "scalear.domains", "datasets": "scalear.datasets", "configs": "scalear.configs"}
@@ -18,6 +22,7 @@ def test_every_subpackage_is_listed():
         for init in (ROOT / folder).rglob("__init__.py"):
             rel = init.parent.relative_to(ROOT / folder).parts
             on_disk.add(".".join((pkg, *rel)))
+    on_disk |= {f"scalear.configs.{d.name}" for d in (ROOT / "configs").iterdir() if any(d.glob("*.yaml"))}
     assert on_disk == listed, f"add to / remove from pyproject packages: {sorted(on_disk ^ listed)}"
     assert not any(p.split(".")[0] in ("domains", "datasets") for p in listed)
 
@@ -36,3 +41,47 @@ def test_installed_names():
 
     assert Path(scalear.domains.__file__).parent == ROOT / "domains"
     assert Path(scalear.datasets.__file__).parent == ROOT / "datasets"
+
+
+def _imported_names(path: Path) -> list[str]:
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.append(node.module or "")
+    return names
+
+
+def test_no_import_under_the_bare_folder_names():
+    """``domains`` / ``datasets`` are only ever imported as ``scalear.domains`` / ``scalear.datasets``."""
+    for folder in ("scalear", "domains", "datasets", "tests", "benchmarks"):
+        for path in (ROOT / folder).rglob("*.py"):
+            bare = [n for n in _imported_names(path) if n.split(".")[0] in ("domains", "datasets")]
+            assert not bare, f"{path} imports {bare}"
+
+
+@pytest.mark.parametrize("name", ["datasets", "domains"])
+def test_bare_import_from_the_repository_root_is_refused(name):
+    """From the repository root ``import datasets`` would load this folder (shadowing Hugging Face datasets) as a
+    second copy of scalear.datasets: it is an ImportError that says what to import instead."""
+    r = subprocess.run([sys.executable, "-c", f"import {name}"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 1 and f"import scalear.{name}" in r.stderr
+
+
+def test_missing_system_library_names_the_fix(monkeypatch):
+    import importlib
+
+    from scalear import deps
+
+    real = importlib.import_module
+
+    def fake(name, *a):
+        if name == "open3d":
+            raise ImportError("libusb-1.0.so.0: cannot open shared object file: No such file or directory")
+        return real(name, *a)
+
+    monkeypatch.setattr(importlib, "import_module", fake)
+    with pytest.raises(ImportError, match="libusb-1.0 is missing.*apt-get install libusb-1.0-0"):
+        deps.open3d()
+    assert "open3d unavailable: the system library libusb-1.0 is missing" in deps.status_3d()

@@ -15,6 +15,7 @@ import torch
 import trimesh
 
 from scalear.datasets.meshes.sampling import _nthreads, raycasting_scene
+from scalear.deps import open3d
 
 #: condition renders: camera distance, elevation (degrees), horizontal field of view (degrees), view count
 RADIUS, ELEVATION, FOV, N_VIEWS = 2.0, 25.0, 40.0, 4
@@ -50,7 +51,7 @@ def render_depth_normals(mesh: trimesh.Trimesh, eye: np.ndarray, size: int = 64,
     Returns depth (H, W) float32 (z-depth, ``inf`` on the background), world-space unit normals (H, W, 3)
     float32 turned to face the camera (0 on the background), and the object mask (H, W) bool.
     """
-    import open3d as o3d
+    o3d = open3d()
 
     f = size / 2 / np.tan(np.radians(fov) / 2)
     K = np.array([[f, 0, size / 2], [0, f, size / 2], [0, 0, 1]])

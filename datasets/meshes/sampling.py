@@ -19,6 +19,8 @@ import os
 import numpy as np
 import trimesh
 
+from scalear.deps import igl, open3d
+
 
 def _nthreads() -> int:
     """open3d threads: ``OMP_NUM_THREADS`` when set (tests run on one thread), else all cores (0)."""
@@ -30,7 +32,7 @@ def _nthreads() -> int:
 
 def raycasting_scene(mesh: trimesh.Trimesh):
     """An ``open3d.t.geometry.RaycastingScene`` holding ``mesh``."""
-    import open3d as o3d
+    o3d = open3d()
 
     scene = o3d.t.geometry.RaycastingScene()
     scene.add_triangles(o3d.core.Tensor(np.ascontiguousarray(mesh.vertices, dtype=np.float32)),
@@ -47,10 +49,8 @@ def _points(points: np.ndarray) -> np.ndarray:
 
 def winding_numbers(mesh: trimesh.Trimesh, points: np.ndarray) -> np.ndarray:
     """Generalized winding number of ``mesh`` at ``points`` (..., 3), exact (libigl); returns (...) float32."""
-    import igl
-
     pts = _points(points)
-    w = igl.winding_number(np.ascontiguousarray(mesh.vertices, dtype=np.float64),
+    w = igl().winding_number(np.ascontiguousarray(mesh.vertices, dtype=np.float64),
                            np.ascontiguousarray(mesh.faces, dtype=np.int64),
                            np.ascontiguousarray(pts.reshape(-1, 3), dtype=np.float64))
     return w.reshape(pts.shape[:-1]).astype(np.float32)
@@ -63,7 +63,7 @@ def inside(mesh: trimesh.Trimesh, points: np.ndarray) -> np.ndarray:
 
 def signed_distance(mesh: trimesh.Trimesh, points: np.ndarray) -> np.ndarray:
     """Signed distance (negative inside, by :func:`inside`) of ``points`` (..., 3) to ``mesh``; (...) float32."""
-    import open3d as o3d
+    o3d = open3d()
 
     pts = _points(points)
     flat = np.ascontiguousarray(pts.reshape(-1, 3), dtype=np.float32)

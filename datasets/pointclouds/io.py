@@ -33,6 +33,7 @@ import numpy as np
 
 from scalear.datasets.meshes.io import MESH_SUFFIXES, MeshError, load_mesh
 from scalear.datasets.meshes.sampling import sample_surface
+from scalear.deps import open3d
 from scalear.io import atomic_write
 
 TEXT_SUFFIXES = (".xyz", ".txt", ".pts")
@@ -81,7 +82,7 @@ def _ply_faces(path: Path) -> int:
 
 
 def _read_open3d(path: Path, fmt: str) -> tuple[np.ndarray, np.ndarray | None]:
-    import open3d as o3d
+    o3d = open3d()
 
     if fmt == "pcd":
         with open(path, "rb") as f:
@@ -243,7 +244,7 @@ def farthest_point_sample(points: np.ndarray, n: int, return_index: bool = False
     Returns (n, 3) float32 (all N points, in order, when ``n >= N``); with ``return_index`` also their (n,)
     int64 indices into ``points``. Duplicated input points are never chosen twice while distinct ones remain.
     """
-    import open3d as o3d
+    o3d = open3d()
 
     pts = np.asarray(points, dtype=np.float64)
     if pts.ndim != 2 or pts.shape[1] != 3 or len(pts) == 0:
@@ -264,7 +265,7 @@ def farthest_point_sample(points: np.ndarray, n: int, return_index: bool = False
 
 def save_ply(points: np.ndarray, path: str | Path, normals: np.ndarray | None = None, ascii: bool = False) -> Path:
     """Write ``points`` (N, 3) (and ``normals`` (N, 3)) as a point-cloud PLY, atomically; returns the path."""
-    import open3d as o3d
+    o3d = open3d()
 
     pts = np.asarray(points, dtype=np.float64)
     if pts.ndim != 2 or pts.shape[1] != 3:
