@@ -186,7 +186,8 @@ def test_unmatched_files_are_named_or_skipped(tmp_path, caplog):
 def test_bad_folders_and_bad_pairs_raise_naming_them(tmp_path):
     save8(tmp_path / "a" / "1.png", rgb8())
     save8(tmp_path / "b" / "1.png", rgb8())
-    with pytest.raises(ValueError, match=r"no known degraded/clean sub-folder pair among \['a', 'b'\]"):
+    with pytest.raises(ValueError, match=r"no known degraded/clean layout among the sub-folders \['a', 'b'\].*"
+                                         r"--pair-dirs DEGRADED:CLEAN.*--pair-rule"):
         detect_layout(tmp_path)
     with pytest.raises(ValueError, match="both degraded_dir and clean_dir"):
         PairedFolderDataset(tmp_path, degraded_dir="a")
@@ -201,6 +202,71 @@ def test_bad_folders_and_bad_pairs_raise_naming_them(tmp_path):
         ds[1]
     with pytest.raises(ImageReadError, match="3.png"):
         ds[2]
+
+
+def test_polyu_pairs_in_one_folder_real_to_mean(tmp_path):
+    """PolyU's CroppedImages/ as published: <camera>_<scene>_real.JPG next to <camera>_<scene>_mean.JPG."""
+    names = ["Canon5D2_5_160_3200_chair_10", "Nikon800_4_100_3200_plug_11"]
+    means = {n: smooth8() for n in names}
+    for n, m in means.items():
+        save8(tmp_path / "CroppedImages" / f"{n}_mean.JPG", m)
+        save8(tmp_path / "CroppedImages" / f"{n}_real.JPG", 255 - m)
+    for root in (tmp_path / "CroppedImages", tmp_path):  # the folder itself, or the download's top folder
+        ds = PairedFolderDataset(root)
+        assert ds.layout.tokens == ("_real", "_mean") and ds.degradation == "noise"
+        assert [(p.degraded.name, p.clean.name) for p in ds.pairs] == [(f"{n}_real.JPG", f"{n}_mean.JPG") for n in names]
+    s = PairedFolderDataset(tmp_path / "CroppedImages")[1]
+    assert s["name"] == f"{names[1]}_real"
+    assert (s["degraded"] + s["clean"] - 1).abs().mean() < 0.02  # the JPEG of 255 - mean, paired with the mean
+
+
+def test_sidd_pairs_in_scene_folders_noisy_to_gt(tmp_path):
+    """SIDD Medium: one folder per scene holding <n>_NOISY_SRGB_<k>.PNG and <n>_GT_SRGB_<k>.PNG."""
+    gts = {}
+    for scene, n in (("0001_001_S6_00100_00060_3200_L", "0001"), ("0002_001_S6_00100_00020_3200_N", "0002")):
+        for k in ("010", "011"):
+            gts[scene, k] = rgb8()
+            save8(tmp_path / scene / f"{n}_GT_SRGB_{k}.PNG", gts[scene, k])
+            save8(tmp_path / scene / f"{n}_NOISY_SRGB_{k}.PNG", gts[scene, k] // 2)
+    ds = PairedFolderDataset(tmp_path)
+    assert ds.layout.tokens == ("NOISY", "GT") and len(ds) == 4
+    assert ds.pairs[3].name == "0002_001_S6_00100_00020_3200_N/0002_NOISY_SRGB_011"
+    assert ds.pairs[3].clean.name == "0002_GT_SRGB_011.PNG"
+    s = ds[3]
+    assert torch.allclose(s["clean"] * 255, torch.from_numpy(gts["0002_001_S6_00100_00020_3200_N", "011"]).permute(2, 0, 1).float(), atol=1e-3)
+    assert torch.allclose(s["degraded"], (s["clean"] * 255 // 2) / 255, atol=1e-6)
+    # a scene missing its ground truth is named, not silently dropped
+    (tmp_path / "0001_001_S6_00100_00060_3200_L" / "0001_GT_SRGB_011.PNG").unlink()
+    with pytest.raises(ValueError, match=r"1 image\(s\) without .*0001_NOISY_SRGB_011.PNG.*--unmatched skip"):
+        PairedFolderDataset(tmp_path)
+    assert len(PairedFolderDataset(tmp_path, on_unmatched="skip")) == 3
+
+
+def test_custom_pair_rule_in_one_folder_and_across_sub_folders(tmp_path):
+    c = {i: rgb8() for i in range(3)}
+    for i, im in c.items():  # one folder: scene<i>_noisy.png next to scene<i>.png (an empty clean part)
+        save8(tmp_path / "flat" / f"scene{i}.png", im)
+        save8(tmp_path / "flat" / f"scene{i}_NOISY.png", 255 - im)
+    with pytest.raises(ValueError, match="no known degraded/clean layout"):
+        PairedFolderDataset(tmp_path / "flat")
+    ds = PairedFolderDataset(tmp_path / "flat", pair_rule="_noisy:")
+    assert [(p.degraded.name, p.clean.name) for p in ds.pairs] == [(f"scene{i}_NOISY.png", f"scene{i}.png") for i in c]
+    assert ds.degradation == "flat" and torch.allclose(ds[2]["degraded"], 1 - ds[2]["clean"], atol=1e-6)
+    # across sub-folders (and the same folder named twice): the rule maps the degraded names to the clean ones
+    for i, im in c.items():
+        save8(tmp_path / "sub" / "input" / f"img{i}_x4.png", im // 4)
+        save8(tmp_path / "sub" / "target" / f"img{i}_hr.png", im)
+    ds = PairedFolderDataset(tmp_path / "sub", pair_rule=("_x4", "_hr"))
+    assert [p.clean.name for p in ds.pairs] == ["img0_hr.png", "img1_hr.png", "img2_hr.png"]
+    assert len(PairedFolderDataset(tmp_path, "flat", "flat", pair_rule="_noisy:")) == 3
+    with pytest.raises(ValueError, match="share the folder 'flat'; give a pair rule"):
+        PairedFolderDataset(tmp_path, "flat", "flat")
+    with pytest.raises(ValueError, match=r"pair rule '_real': expected DEGRADED:CLEAN"):
+        PairedFolderDataset(tmp_path / "flat", pair_rule="_real")
+    with pytest.raises(ValueError, match=r"pair rule ':_mean'"):
+        PairedFolderDataset(tmp_path / "flat", pair_rule=":_mean")
+    with pytest.raises(ValueError, match=r"the pair rule _blur:_sharp pairs no two images"):
+        PairedFolderDataset(tmp_path / "flat", pair_rule="_blur:_sharp")
 
 
 # ----------------------------------------------------------------------------------------- on-the-fly pairs

@@ -4,18 +4,25 @@ Every dataset yields ``{"clean": (3, H, W), "degraded": (3, H, W), "degradation"
 float32 RGB in ``[0, 1]``; the default collate turns them into batches with ``(B, 3, H, W)`` images and lists
 of labels and names.
 
-Paired folders (:class:`PairedFolderDataset`) follow the benchmarks' layouts, a degraded and a clean
-sub-folder whose files are matched by name (:data:`KNOWN_LAYOUTS`):
+Paired folders (:class:`PairedFolderDataset`) follow the benchmarks' layouts as published: a degraded and a
+clean sub-folder whose files are matched by name (:data:`KNOWN_LAYOUTS`), or both images of a pair in one
+folder, told apart by a word of the name (:data:`SAME_FOLDER_LAYOUTS`):
 
 =================  ====================  ==============================================================
-layout             sub-folders           names (degraded -> clean)
+layout             folders               names (degraded -> clean)
 =================  ====================  ==============================================================
 Rain100L / H       ``rainy/ norain/``    ``rain-001.png -> norain-001.png`` (or equal names)
 RESIDE SOTS        ``hazy/ clear/``      ``0001_0.8_0.2.jpg -> 0001.png`` (``<id>_<A>_<beta>``)
 LOL                ``low/ high/``        equal names
 GoPro              ``blur/ sharp/``      equal names, also inside sequence folders (``GOPR0384_11_00/blur``)
 AirNet / PromptIR  ``input/ target/``    equal names, or the SOTS rule
+PolyU real noise   one folder            ``Canon5D2_..._real.JPG -> Canon5D2_..._mean.JPG``
+SIDD               one folder per scene  ``0001_NOISY_SRGB_010.PNG -> 0001_GT_SRGB_010.PNG``
 =================  ====================  ==============================================================
+
+Other namings take a *pair rule* ``DEGRADED:CLEAN`` (:func:`parse_pair_rule`): a degraded file's name contains
+``DEGRADED``; its clean partner's name has it replaced by ``CLEAN`` (``_noisy:_gt``; ``_x:`` removes ``_x``).
+With sub-folders the rule maps names from one folder to the other; without them both files lie in one folder.
 
 Clean folders (:class:`ImageFolder`) and scikit-image's photos (:class:`SkimagePhotos`) become pairs through
 :class:`DegradedDataset`, which crops and degrades each image with a :mod:`~.degradations` op.
@@ -25,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
@@ -42,15 +49,20 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PairLayout:
-    """A benchmark's sub-folder pair; ``tokens`` = (degraded, clean) words that differ between file names."""
+    """A benchmark's folders and names: ``degraded`` / ``clean`` sub-folders (``"."`` for both: the pairs share
+    one folder), and ``tokens``, the pair rule: the (degraded, clean) words that differ between file names."""
 
     degraded: str
     clean: str
     label: str | None  # the degradation these benchmarks hold (None: take the root folder's name)
     tokens: tuple[str, str] | None = None
 
+    @property
+    def same_folder(self) -> bool:
+        return self.degraded == self.clean
 
-#: the auto-detected layouts, matched case-insensitively, first match wins
+
+#: the auto-detected sub-folder layouts, matched case-insensitively, first match wins
 KNOWN_LAYOUTS: tuple[PairLayout, ...] = (
     PairLayout("rainy", "norain", "rain", ("rain", "norain")),  # Rain100L / Rain100H
     PairLayout("rain", "norain", "rain", ("rain", "norain")),
@@ -59,12 +71,36 @@ KNOWN_LAYOUTS: tuple[PairLayout, ...] = (
     PairLayout("low", "high", "low_light"),  # LOL
     PairLayout("blur", "sharp", "motion_blur", ("blur", "sharp")),  # GoPro, HIDE
     PairLayout("noisy", "clean", "noise"),
+    PairLayout("noisy", "gt", "noise"),
     PairLayout("input", "target", None),  # AirNet / PromptIR test sets, Rain13k
     PairLayout("input", "gt", None),
     PairLayout("lq", "gt", None),  # BasicSR
 )
+#: the auto-detected one-folder layouts (tried when no sub-folder layout is present), first match wins
+SAME_FOLDER_LAYOUTS: tuple[PairLayout, ...] = (
+    PairLayout(".", ".", "noise", ("_real", "_mean")),  # PolyU real-world noise (CroppedImages/)
+    PairLayout(".", ".", "noise", ("NOISY", "GT")),  # SIDD (one folder per scene)
+)
 
 _SOTS_SUFFIX = re.compile(r"^(.+?)(?:_[0-9]+(?:\.[0-9]+)?)+$")  # "0001_0.8_0.2" -> "0001"
+
+
+def parse_pair_rule(rule: str | Sequence[str]) -> tuple[str, str]:
+    """``"DEGRADED:CLEAN"`` (or a pair) as ``(degraded, clean)``; ``DEGRADED`` must be non-empty and differ from
+    ``CLEAN``, which may be empty (``"_noisy:"``: ``x_noisy.png -> x.png``)."""
+    parts = tuple(rule.split(":")) if isinstance(rule, str) else tuple(rule)
+    if len(parts) != 2 or not parts[0] or parts[0].lower() == parts[1].lower():
+        raise ValueError(f"pair rule {rule!r}: expected DEGRADED:CLEAN, the part of a degraded file's name and what "
+                         "replaces it in its clean partner's, e.g. '_real:_mean' or 'NOISY:GT' (DEGRADED not empty)")
+    return str(parts[0]), str(parts[1])
+
+
+def swap_name(stem: str, tokens: tuple[str, str]) -> str | None:
+    """``stem`` in lower case with the last occurrence of ``tokens[0]`` replaced by ``tokens[1]`` (compared
+    case-insensitively); None when ``stem`` does not contain ``tokens[0]``."""
+    low, a = stem.lower(), tokens[0].lower()
+    i = low.rfind(a)
+    return None if i < 0 else low[:i] + tokens[1].lower() + low[i + len(a):]
 
 
 def list_images(folder: Path, recursive: bool = False) -> list[Path]:
@@ -83,28 +119,43 @@ def _subdir(folder: Path, name: str) -> Path | None:
     return hits[0] if len(hits) == 1 else None
 
 
-def detect_layout(root: str | Path) -> tuple[PairLayout, list[Path]]:
-    """The layout of ``root`` and the folders holding its pairs (``root`` itself, or GoPro-style sequence
-    sub-folders that each hold the pair). ``ValueError`` when none of :data:`KNOWN_LAYOUTS` is present."""
+def detect_layout(root: str | Path, pair_rule: tuple[str, str] | None = None) -> tuple[PairLayout, list[Path]]:
+    """The layout of ``root`` and the folders holding its pairs (``root`` itself, or sequence / scene sub-folders
+    that each hold pairs): a sub-folder pair of :data:`KNOWN_LAYOUTS` (names mapped by ``pair_rule`` when
+    given), else the folders where ``pair_rule`` (default: each of :data:`SAME_FOLDER_LAYOUTS`) pairs at least one
+    file with another. ``ValueError`` naming what was looked for when nothing fits."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"paired dataset folder not found: {root}")
-    for groups in ([root], sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))):
+    levels = [[root], sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))]
+    for groups in levels:
         for layout in KNOWN_LAYOUTS:
             hits = [g for g in groups if _subdir(g, layout.degraded) and _subdir(g, layout.clean)]
             if hits:
-                return layout, hits
+                return (replace(layout, tokens=pair_rule) if pair_rule else layout), hits
+    same = [PairLayout(".", ".", None, pair_rule)] if pair_rule else SAME_FOLDER_LAYOUTS
+    for groups in levels:
+        for layout in same:
+            if any(match_pairs(g, g, layout)[0] for g in groups):  # every folder with images: none goes unreported
+                return layout, [g for g in groups if list_images(g)]
     subs = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if pair_rule:
+        raise ValueError(f"{root}: the pair rule {pair_rule[0]}:{pair_rule[1]} pairs no two images, neither in it "
+                         f"nor in its sub-folders {subs}")
     known = ", ".join(f"{lay.degraded}/+{lay.clean}/" for lay in KNOWN_LAYOUTS)
-    raise ValueError(f"{root}: no known degraded/clean sub-folder pair among {subs} (known: {known}); "
-                     "pass degraded_dir= and clean_dir= to name them")
+    names = ", ".join(f"*{lay.tokens[0]}*+*{lay.tokens[1]}*" for lay in SAME_FOLDER_LAYOUTS if lay.tokens)
+    raise ValueError(f"{root}: no known degraded/clean layout among the sub-folders {subs} (known: {known}) or the "
+                     f"file names (known: {names}); name the sub-folders with --pair-dirs DEGRADED:CLEAN "
+                     "(degraded_dir=, clean_dir= in Python) or the names with --pair-rule DEGRADED:CLEAN (pair_rule=)")
 
 
 def _clean_keys(stem: str, layout: PairLayout) -> list[str]:
-    """Candidate clean stems (lower case) for a degraded file's stem, in order of preference."""
-    keys = [stem.lower()]
-    if layout.tokens and layout.tokens[0] in stem.lower():
-        keys.append(stem.lower().replace(layout.tokens[0], layout.tokens[1], 1))
+    """Candidate clean stems (lower case) for a degraded file's stem, in order of preference (the equal stem,
+    the pair rule's, the SOTS id); one folder: only the pair rule's."""
+    swapped = swap_name(stem, layout.tokens) if layout.tokens else None
+    if layout.same_folder:
+        return [swapped] if swapped else []
+    keys = [stem.lower(), *([swapped] if swapped else [])]
     if m := _SOTS_SUFFIX.match(stem):
         keys.append(m.group(1).lower())
     return keys
@@ -119,36 +170,41 @@ class Pair:
 
 def match_pairs(degraded_dir: Path, clean_dir: Path, layout: PairLayout, prefix: str = "") -> tuple[list[Pair], list[Path]]:
     """Pairs of ``degraded_dir`` / ``clean_dir`` files by name (see :class:`PairedFolderDataset`), and the
-    files of either folder that found no partner. Several degraded files may share one clean file (SOTS)."""
+    files of either folder that found no partner. Several degraded files may share one clean file (SOTS).
+    When the two folders are one, a file is degraded when the pair rule maps its name to another file's."""
     clean: dict[str, Path] = {}
     for p in list_images(clean_dir):
         if (key := p.stem.lower()) in clean:
-            raise ValueError(f"{clean_dir}: two clean images share the name {p.stem!r}: {clean[key].name}, {p.name}")
+            raise ValueError(f"{clean_dir}: two images share the name {p.stem!r}: {clean[key].name}, {p.name}")
         clean[key] = p
-    pairs, unmatched, used = [], [], set()
-    for d in list_images(degraded_dir):
-        key = next((k for k in _clean_keys(d.stem, layout) if k in clean), None)
-        if key is None:
-            unmatched.append(d)
-            continue
-        used.add(key)
-        pairs.append(Pair(d, clean[key], prefix + d.stem))
-    unmatched += [p for k, p in clean.items() if k not in used]
-    return pairs, unmatched
+    degraded = list(clean.values()) if layout.same_folder else list_images(degraded_dir)
+    pairs, used = [], set()
+    for d in degraded:
+        key = next((k for k in _clean_keys(d.stem, layout) if k in clean and clean[k] != d), None)
+        if key is not None:
+            used |= {d, clean[key]}
+            pairs.append(Pair(d, clean[key], prefix + d.stem))
+    unmatched = dict.fromkeys(p for p in [*degraded, *clean.values()] if p not in used)
+    return pairs, list(unmatched)
 
 
 class PairedFolderDataset(Dataset):
-    """Degraded/clean pairs from a benchmark folder (layouts: module docstring and :data:`KNOWN_LAYOUTS`).
+    """Degraded/clean pairs from a benchmark folder (layouts: module docstring, :data:`KNOWN_LAYOUTS`,
+    :data:`SAME_FOLDER_LAYOUTS`).
 
-    A degraded file ``X`` pairs with the clean file of the same stem; failing that, with the stem after the
-    layout's word swap (``rain-1 -> norain-1``, ``Istanbul_blur1 -> Istanbul_sharp1``), or with the stem minus
-    trailing ``_<number>`` groups (SOTS ``0001_0.8_0.2 -> 0001``). Stems compare case-insensitively; suffixes
-    may differ (``.jpg`` degraded, ``.png`` clean).
+    With sub-folders, a degraded file ``X`` pairs with the clean file of the same stem; failing that, with the
+    stem after the pair rule's word swap (``rain-1 -> norain-1``, ``Istanbul_blur1 -> Istanbul_sharp1``), or with
+    the stem minus trailing ``_<number>`` groups (SOTS ``0001_0.8_0.2 -> 0001``). In one folder, a file pairs with
+    the file its name maps to by the pair rule (``x_real -> x_mean``). The rule replaces the last occurrence of
+    its degraded word; stems compare case-insensitively; suffixes may differ (``.jpg`` degraded, ``.png`` clean).
 
     Args:
         root: the benchmark folder.
-        degraded_dir, clean_dir: sub-folder names (both or neither); default: auto-detect a known layout,
-            also one level down (GoPro's sequence folders).
+        degraded_dir, clean_dir: sub-folder names (both or neither; the same name: one folder, which needs a
+            ``pair_rule``); default: auto-detect a known layout, also one level down (GoPro's sequence folders,
+            SIDD's scene folders).
+        pair_rule: ``"DEGRADED:CLEAN"`` or a pair (:func:`parse_pair_rule`): how a degraded file's name becomes
+            its clean partner's; replaces a detected layout's own rule.
         degradation: the label of every sample; default: the layout's (``"rain"``, ``"haze"``, ...), else the
             degraded sub-folder's name for explicit folders, else ``root``'s name.
         on_unmatched: ``"error"`` (default: a ``ValueError`` naming the files without a partner) or ``"skip"``
@@ -160,7 +216,7 @@ class PairedFolderDataset(Dataset):
     """
 
     def __init__(self, root: str | Path, degraded_dir: str | None = None, clean_dir: str | None = None,
-                 degradation: str | None = None, on_unmatched: Literal["error", "skip"] = "error",
+                 pair_rule: str | Sequence[str] | None = None, degradation: str | None = None, on_unmatched: Literal["error", "skip"] = "error",
                  crop_size: int | Sequence[int] | None = None, crop: Literal["random", "center"] = "random",
                  hflip: bool = False, seed: int | None = None):
         self.root = Path(root)
@@ -170,13 +226,17 @@ class PairedFolderDataset(Dataset):
             raise ValueError(f"on_unmatched must be 'error' or 'skip', got {on_unmatched!r}")
         if (degraded_dir is None) != (clean_dir is None):
             raise ValueError("give both degraded_dir and clean_dir, or neither (to auto-detect the layout)")
+        rule = None if pair_rule is None else parse_pair_rule(pair_rule)
         if degraded_dir is not None:
-            layout, groups = PairLayout(degraded_dir, clean_dir, degraded_dir), [self.root]  # type: ignore[arg-type]
+            layout, groups = PairLayout(degraded_dir, clean_dir, degraded_dir, rule), [self.root]  # type: ignore[arg-type]
             for sub in (degraded_dir, clean_dir):
                 if not (self.root / sub).is_dir():  # type: ignore[operator]
                     raise FileNotFoundError(f"{self.root}: sub-folder {sub!r} not found")
+            if layout.same_folder and rule is None:
+                raise ValueError(f"{self.root}: degraded and clean images share the folder {degraded_dir!r}; give a "
+                                 "pair rule (--pair-rule DEGRADED:CLEAN, pair_rule= in Python) to tell them apart")
         else:
-            layout, groups = detect_layout(self.root)
+            layout, groups = detect_layout(self.root, rule)
         self.layout = layout
         self.degradation = degradation or layout.label or self.root.name
         self.pairs: list[Pair] = []
@@ -191,10 +251,12 @@ class PairedFolderDataset(Dataset):
             more = f" and {len(unmatched) - 10} more" if len(unmatched) > 10 else ""
             msg = f"{self.root}: {len(unmatched)} image(s) without a degraded/clean partner: {shown}{more}"
             if on_unmatched == "error":
-                raise ValueError(msg + " (pass on_unmatched='skip' to drop them)")
+                raise ValueError(msg + " (to drop them: --unmatched skip, or on_unmatched='skip' in Python)")
             log.warning("%s; skipped", msg)
         if not self.pairs:
-            raise ValueError(f"{self.root}: no degraded/clean pairs found ({layout.degraded}/ + {layout.clean}/)")
+            where = f"{layout.degraded}/ + {layout.clean}/" if not layout.same_folder else "one folder"
+            rule_text = f", pair rule {layout.tokens[0]}:{layout.tokens[1]}" if layout.tokens else ""
+            raise ValueError(f"{self.root}: no degraded/clean pairs found ({where}{rule_text})")
         self.crop_size = _pair(crop_size)
         self.crop, self.hflip, self.seed = crop, hflip, seed
 
