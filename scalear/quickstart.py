@@ -256,51 +256,15 @@ def write_report(out: Path, parts: list[PartResult], seconds: float | None = Non
 
 
 def markdown_to_html(md: str) -> str:
-    """A small Markdown subset (headings, lists, tables, images, bold, code) to a standalone HTML page."""
-    import html
-    import re
+    """The report's Markdown (CommonMark + tables, rendered by markdown-it-py) as a standalone HTML page."""
+    from markdown_it import MarkdownIt
 
-    def inline(s: str) -> str:
-        s = html.escape(s)
-        s = re.sub(r"!\[([^\]]*)\]\(([^)]+)\)", r'<img alt="\1" src="\2">', s)
-        s = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", s)
-        return re.sub(r"`([^`]+)`", r"<code>\1</code>", s)
-
-    out, table, para = [], [], []
-
-    def flush() -> None:
-        if para:
-            out.append("<p>" + " ".join(inline(p) for p in para) + "</p>")
-            para.clear()
-        if table:
-            rows = [r for r in table if not re.fullmatch(r"\|[-|: ]+\|", r)]
-            cells = [[inline(c.strip()) for c in r.strip("|").split("|")] for r in rows]
-            body = "".join("<tr>" + "".join(f"<{'th' if i == 0 else 'td'}>{c}</{'th' if i == 0 else 'td'}>" for c in r) + "</tr>"
-                           for i, r in enumerate(cells))
-            out.append(f"<table>{body}</table>")
-            table.clear()
-
-    for line in md.splitlines():
-        if line.startswith("|"):
-            para and flush()
-            table.append(line)
-            continue
-        if table:
-            flush()
-        if not line.strip():
-            flush()
-        elif m := re.match(r"(#+) (.*)", line):
-            flush()
-            out.append(f"<h{len(m[1])}>{inline(m[2])}</h{len(m[1])}>")
-        elif line.startswith("- "):
-            flush()
-            out.append(f"<ul><li>{inline(line[2:])}</li></ul>")
-        else:
-            para.append(line)
-    flush()
+    body = MarkdownIt("commonmark").enable("table").render(md)
     style = "body{font-family:sans-serif;max-width:60em;margin:2em auto}img{image-rendering:pixelated;max-width:100%}" \
-            "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}"
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>scalear report</title><style>{style}</style></head><body>{''.join(out)}</body></html>"
+            "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}" \
+            "pre{background:#f6f6f6;padding:0.5em;overflow-x:auto}"
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>scalear report</title><style>{style}</style>"
+            f"</head><body>{body}</body></html>")
 
 
 def quickstart_parts() -> dict[str, str]:

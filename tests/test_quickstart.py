@@ -120,6 +120,17 @@ def test_an_unreadable_report_sidecar_is_replaced_with_a_warning(tmp_path, monke
     assert list(json.loads((tmp_path / "report.json").read_text())["parts"]) == ["depth"]
 
 
+def test_html_report_keeps_code_blocks_tables_and_pictures():
+    from scalear.quickstart import markdown_to_html
+
+    md = ("## Part\n\nText with **bold** and `code`.\n\n```text\n| k | psnr |\n  indented  line\n```\n\n"
+          "| a | b |\n|---|---|\n| 1 | 2 |\n\n![grid](core/grid.png)\n")
+    html = markdown_to_html(md)
+    assert "<pre><code class=\"language-text\">| k | psnr |\n  indented  line\n</code></pre>" in html
+    assert "<table>" in html and "<td>1</td>" in html and '<img src="core/grid.png" alt="grid"' in html
+    assert "<strong>bold</strong>" in html and "<h2>Part</h2>" in html
+
+
 def test_unknown_part_is_refused(tmp_path):
     from scalear.quickstart import run_quickstart
 
