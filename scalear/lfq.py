@@ -7,7 +7,7 @@ codebook is the ``2^d`` corners of a hypercube and a token's index is its bit pa
 
 (bit ``i`` of the index is channel ``i``, least significant first). ``s`` is ``code_scale``: 1 as in MAGVIT-v2
 (the default), or ``1 / sqrt(d)`` with ``normalize=True``, which puts every code on the unit sphere like
-Infinity's BSQ (Han et al. 2025; anchors.md Sec. 7). Gradients pass straight through (``z + sg(q - z)``).
+Infinity's BSQ (Han et al., "Infinity: Scaling Bitwise AutoRegressive Modeling for High-Resolution Image Synthesis", CVPR 2025). Gradients pass straight through (``z + sg(q - z)``).
 
 Losses (returned by :meth:`LookupFreeQuantizer.forward`, unweighted):
 

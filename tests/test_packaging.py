@@ -85,3 +85,10 @@ def test_missing_system_library_names_the_fix(monkeypatch):
     with pytest.raises(ImportError, match="libusb-1.0 is missing.*apt-get install libusb-1.0-0"):
         deps.open3d()
     assert "open3d unavailable: the system library libusb-1.0 is missing" in deps.status_3d()
+
+
+def test_docstrings_cite_papers_not_private_notes():
+    """The reference notes live outside the repository: code cites the paper (and section) instead."""
+    for folder in ("scalear", "domains", "datasets"):
+        for path in (ROOT / folder).rglob("*.py"):
+            assert "anchors.md" not in path.read_text(), path

@@ -1,7 +1,7 @@
 """DAR: autoregressive monocular depth, coarse to fine in resolution and granularity at once.
 
 Wang et al., "Scalable Autoregressive Monocular Depth Estimation", CVPR 2025 (arXiv 2411.11361). No code is
-public; this follows the paper's abstract, Sec. 3 overview and Fig. 3 (summarised in anchors.md Sec. 3) and
+public; this follows the paper's abstract, Sec. 3 overview and Fig. 3 and
 documents every choice the paper leaves open. Section numbers ("DAR Sec. 3.x") are our best reading of the
 paper's layout (resolution AR ~ Sec. 3.2, granularity AR / MTBin / bin injection ~ Sec. 3.3).
 

@@ -1,7 +1,7 @@
 """DepthART: monocular depth as autoregressive refinement over VAR's multi-scale depth tokens.
 
 Gabdullin et al., "Monocular Depth Estimation as Autoregressive Refinement Task" (arXiv 2409.15010; code
-bulatko/DepthART, ``var_utils/depthart.py``, ``depth_var.py``; summarised in anchors.md Sec. 4).
+bulatko/DepthART, ``var_utils/depthart.py``, ``depth_var.py``).
 
 * **One RGB tokenizer for image and depth** (paper Sec. 3.1): a frozen multi-scale VQ-VAE
   (:class:`~scalear.vqvae.VQVAE`; the paper uses VAR's ``vae_ch160v4096z32``) encodes the image (``[-1, 1]``)

@@ -1,5 +1,5 @@
 """G3PT's Cross-scale Querying Transformer: next-scale prediction over levels of detail of unordered tokens
-(Zhang, Xiong, Xu, arXiv 2409.06322, "CAR" stage; anchors.md Sec. 6).
+(Zhang, Xiong, Xu, arXiv 2409.06322, "CAR" stage, Sec. 3).
 
 The core :class:`~scalear.transformer.NextScaleTransformer` runs over the tokenizer's 1-D level schedule
 (:class:`~scalear.domains.g3pt.tokenizer.CrossScaleQuantizer`; ``tiny``: 1 + 4 + 16 + 64 = 85 tokens, vocabulary

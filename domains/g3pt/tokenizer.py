@@ -1,4 +1,4 @@
-"""G3PT's Cross-scale Vector Quantization tokenizer ("CVQ"; Zhang, Xiong, Xu, arXiv 2409.06322; anchors.md Sec. 6).
+"""G3PT's Cross-scale Vector Quantization tokenizer ("CVQ"; Zhang, Xiong, Xu, arXiv 2409.06322, Sec. 3).
 
 G3PT maps an *unordered* point cloud to discrete tokens at several levels of detail (LoD) and decodes occupancy.
 Its code is not public; what the paper describes (a point cloud cross-attended into learnable latent queries,

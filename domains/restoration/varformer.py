@@ -1,7 +1,7 @@
 """Varformer: image restoration guided by VAR's multi-scale prior (Wang & Zhao, CVPR 2025).
 
 "Navigating Image Restoration with VAR's Distribution Alignment Prior" (code siywang541/Varformer, class
-``VarFormer2``; summarised in anchors.md). A VAR model trained on clean images (its multi-scale tokenizer and
+``VarFormer2``; arXiv 2412.21063). A VAR model trained on clean images (its multi-scale tokenizer and
 next-scale transformer) turns a degraded image into a stack of per-scale latent maps that are aligned with the
 clean-image distribution; low scales carry global appearance (low light, haze), high scales local detail
 (noise, rain). A U-shaped restoration network reads that stack at several levels.

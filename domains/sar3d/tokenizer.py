@@ -1,4 +1,4 @@
-"""SAR3D's multi-scale 3D VQ-VAE over a triplane latent (Chen et al., CVPR 2025, Sec. 3.1; anchors.md Sec. 5).
+"""SAR3D's multi-scale 3D VQ-VAE over a triplane latent (Chen et al., CVPR 2025, arXiv 2411.16856, Sec. 3.1).
 
 The object is encoded to a continuous **triplane** latent ``(B, Cvae, 3, H, W)`` (planes xy, xz, yz), which the
 core's :class:`~scalear.quant.MultiScaleVQ` (``kind="triplane"``) quantizes coarse to fine with VAR's residual
