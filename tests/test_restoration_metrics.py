@@ -141,3 +141,32 @@ def test_evaluator_errors(pair):
         ev.update(y, x, ["a", "b"])
     with pytest.raises(ValueError, match="crop_border"):
         RestorationEvaluator(crop_border=-1)
+
+
+def test_evaluator_reports_images_made_worse_than_their_input(tmp_path):
+    """With the degraded inputs given, each image's gain over its input and a "worse" flag (hand-computed
+    PSNRs: a constant error e gives -20 log10 e dB)."""
+    clean = torch.full((3, 3, 16, 16), 0.5)
+    degraded = clean + torch.tensor([0.1, 0.01, 0.0]).view(3, 1, 1, 1)  # inputs at 20 dB, 40 dB, identical
+    restored = clean + torch.tensor([0.05, 0.05, 0.1]).view(3, 1, 1, 1)  # 26.02 dB each, 20 dB
+    ev = RestorationEvaluator()
+    ev.update(restored, clean, ["noise", "rain", "none"], ["a", "b", "c"], degraded_B3HW=degraded)
+    a, b, c = ev.records
+    assert a["input_psnr"] == pytest.approx(20.0, abs=1e-4) and a["gain"] == pytest.approx(20 * math.log10(2), abs=1e-4)
+    assert not a["worse"] and b["worse"] and b["gain"] == pytest.approx(-20 * math.log10(5), abs=1e-4)
+    assert c["worse"] and c["input_psnr"] == math.inf and c["gain"] == -math.inf  # a clean photo made worse
+    assert [r["name"] for r in ev.worse_than_input()] == ["b", "c"]
+    res = ev.compute()
+    assert res["rain"]["worse"] == 1 and res["noise"]["worse"] == 0 and res["average"]["worse"] == 2
+    table = ev.format_table()
+    assert "gain" in table.splitlines()[0] and "worse" in table.splitlines()[0]
+    assert "-13.98" in table and "+6.02" in table and "-inf" in table
+    # an unchanged identical pair is no change, not a loss; without inputs the table has no such columns
+    ev2 = RestorationEvaluator()
+    ev2.update(clean[:1], clean[:1], "none", degraded_B3HW=clean[:1])
+    assert ev2.records[0]["gain"] == 0.0 and not ev2.records[0]["worse"]
+    ev3 = RestorationEvaluator()
+    ev3.update(restored, clean, "x")
+    assert "worse" not in ev3.compute()["x"] and "gain" not in ev3.format_table() and ev3.worse_than_input() == []
+    doc = json.loads(ev.to_json(tmp_path / "m.json", per_image=True).read_text())
+    assert [r["worse"] for r in doc["per_image"]] == [False, True, True] and "worse" in doc["conventions"]

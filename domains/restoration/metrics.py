@@ -34,7 +34,10 @@ from scalear.io import atomic_write
 
 #: metric keys, in table order
 METRIC_KEYS: tuple[str, ...] = ("psnr", "ssim", "psnr_y", "ssim_y")
-COLUMN_NAMES: dict[str, str] = {"psnr": "PSNR", "ssim": "SSIM", "psnr_y": "PSNR-Y", "ssim_y": "SSIM-Y"}
+#: keys added when the degraded inputs are given: the input's PSNR, the gain over it, and "worse" (gain < 0)
+INPUT_KEYS: tuple[str, ...] = ("input_psnr", "gain")
+COLUMN_NAMES: dict[str, str] = {"psnr": "PSNR", "ssim": "SSIM", "psnr_y": "PSNR-Y", "ssim_y": "SSIM-Y",
+                                "input_psnr": "input", "gain": "gain"}
 #: BT.601 luma weights (MATLAB ``rgb2ycbcr``) for RGB in [0, 1], and the offset, in 8-bit units
 Y_WEIGHTS: tuple[float, float, float] = (65.481, 128.553, 24.966)
 Y_OFFSET = 16.0
@@ -97,7 +100,10 @@ class RestorationEvaluator:
     """Per-image PSNR / SSIM (RGB and Y) grouped by degradation label.
 
     ``compute()`` gives each label's mean over its images plus ``"average"``, the mean over labels of those
-    means (the "Average" column of all-in-one tables such as AirNet's and PromptIR's).
+    means (the "Average" column of all-in-one tables such as AirNet's and PromptIR's). When ``update`` is given
+    the degraded inputs, every image also records ``input_psnr`` (the input's PSNR against the clean image),
+    ``gain`` (restored minus input PSNR, dB) and ``worse`` (gain < 0: the model made the image worse); labels
+    then also report the mean ``input_psnr`` and ``gain`` and the count of ``worse`` images.
 
     Args:
         crop_border: pixels removed on each side before scoring.
@@ -122,28 +128,45 @@ class RestorationEvaluator:
         self.records: list[dict] = []
 
     def update(self, pred_B3HW: torch.Tensor, target_B3HW: torch.Tensor, degradation: str | Sequence[str],
-               names: Sequence[str] | None = None) -> None:
-        """Score a batch; ``degradation`` is one label for all or one per image."""
+               names: Sequence[str] | None = None, degraded_B3HW: torch.Tensor | None = None) -> None:
+        """Score a batch; ``degradation`` is one label for all or one per image; ``degraded_B3HW``, the model's
+        inputs, adds the comparison with them (class docstring)."""
         m = restoration_metrics(pred_B3HW, target_B3HW, self.crop_border, self.quantize)
         B = len(m["psnr"])
         labels = [degradation] * B if isinstance(degradation, str) else list(degradation)
         names = [str(len(self.records) + i) for i in range(B)] if names is None else list(names)
         if len(labels) != B or len(names) != B:
             raise ValueError(f"got {len(labels)} degradation labels and {len(names)} names for {B} images")
+        if degraded_B3HW is not None:
+            m["input_psnr"] = psnr(degraded_B3HW, target_B3HW, self.crop_border, quantize=self.quantize)
+            m["gain"] = m["psnr"] - m["input_psnr"]  # inf - inf (identical images both times) is no change
+            m["gain"] = torch.where(m["psnr"] == m["input_psnr"], 0.0, m["gain"])
         for i in range(B):
-            self.records.append({"name": names[i], "degradation": labels[i]} | {k: m[k][i].item() for k in METRIC_KEYS})
+            rec = {"name": names[i], "degradation": labels[i]} | {k: m[k][i].item() for k in METRIC_KEYS}
+            if degraded_B3HW is not None:
+                rec |= {k: m[k][i].item() for k in INPUT_KEYS} | {"worse": bool(m["gain"][i] < 0)}
+            self.records.append(rec)
 
     def compute(self) -> dict[str, dict[str, float]]:
         """``{label: {"psnr", "ssim", "psnr_y", "ssim_y", "count"}}`` in first-seen order, then ``"average"``."""
         if not self.records:
             raise ValueError("no images have been added to the evaluator")
+        keys = METRIC_KEYS + (INPUT_KEYS if all("gain" in r for r in self.records) else ())
         out: dict[str, dict[str, float]] = {}
         for label in dict.fromkeys(r["degradation"] for r in self.records):
             rows = [r for r in self.records if r["degradation"] == label]
-            out[label] = {k: sum(r[k] for r in rows) / len(rows) for k in METRIC_KEYS} | {"count": len(rows)}
+            out[label] = {k: sum(r[k] for r in rows) / len(rows) for k in keys} | {"count": len(rows)}
+            if "gain" in keys:
+                out[label]["worse"] = sum(r["worse"] for r in rows)
         groups = list(out.values())
-        out["average"] = {k: sum(g[k] for g in groups) / len(groups) for k in METRIC_KEYS} | {"count": len(self.records)}
+        out["average"] = {k: sum(g[k] for g in groups) / len(groups) for k in keys} | {"count": len(self.records)}
+        if "gain" in keys:
+            out["average"]["worse"] = sum(g["worse"] for g in groups)
         return out
+
+    def worse_than_input(self) -> list[dict]:
+        """The records of the images whose restored PSNR is below their input's (empty without inputs)."""
+        return [r for r in self.records if r.get("worse")]
 
     def format_table(self, digits: int = 2) -> str:
         """A plain-text table: one row per degradation and the average; SSIM with ``digits + 2`` decimals."""
@@ -155,7 +178,9 @@ class RestorationEvaluator:
             "crop_border": self.crop_border, "quantize_8bit": self.quantize, "data_range": 1.0,
             "y_channel": "ITU-R BT.601 (MATLAB rgb2ycbcr): Y = (16 + 65.481 R + 128.553 G + 24.966 B) / 255",
             "ssim": "Wang et al. 2004, 11x11 Gaussian window sigma 1.5, K1=0.01, K2=0.03, valid region",
-            "average": "mean over degradations of the per-degradation means"}}
+            "average": "mean over degradations of the per-degradation means",
+            "worse": "restored PSNR below the degraded input's PSNR (both against the clean image); gain = the "
+                     "difference in dB"}}
         if per_image:
             doc["per_image"] = self.records
 
@@ -166,17 +191,30 @@ class RestorationEvaluator:
         return atomic_write(path, write)
 
 
+def _cell(v: float, digits: int, signed: bool = False) -> str:
+    """``v`` right-aligned in 9 characters (``inf`` / ``-inf`` / ``nan`` spelled out)."""
+    if math.isnan(v):
+        text = "nan"
+    elif math.isinf(v):
+        text = ("+inf" if signed else "inf") if v > 0 else "-inf"
+    else:
+        text = f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
+    return f"{text:>9}"
+
+
 def format_table(results: dict[str, dict[str, float]], digits: int = 2, crop_border: int | None = None) -> str:
-    """Rows ``degradation  PSNR  SSIM  PSNR-Y  SSIM-Y  n`` from :meth:`RestorationEvaluator.compute`'s output."""
+    """Rows ``degradation  PSNR  SSIM  PSNR-Y  SSIM-Y  n`` from :meth:`RestorationEvaluator.compute`'s output,
+    with ``input  gain  worse`` (the input's PSNR, the gain over it, images made worse) when it holds them."""
+    keys = METRIC_KEYS + (INPUT_KEYS if all("gain" in row for row in results.values()) else ())
     first = max([len("degradation"), *(len(k) for k in results)])
-    header = f"{'degradation':<{first}}" + "".join(f"{COLUMN_NAMES[k]:>9}" for k in METRIC_KEYS) + f"{'n':>6}"
+    header = f"{'degradation':<{first}}" + "".join(f"{COLUMN_NAMES[k]:>9}" for k in keys) + f"{'n':>6}"
+    header += f"{'worse':>7}" if "gain" in keys else ""
     lines = [header, "-" * len(header)]
     for label, row in results.items():
-        cells = []
-        for k in METRIC_KEYS:
-            v, d = row[k], digits + 2 if k.startswith("ssim") else digits
-            cells.append(f"{v:>9.{d}f}" if math.isfinite(v) else f"{'inf' if v > 0 else 'nan':>9}")
-        lines.append(f"{label:<{first}}" + "".join(cells) + f"{int(row['count']):>6}")
+        cells = [_cell(row[k], digits + 2 if k.startswith("ssim") else digits, signed=k == "gain") for k in keys]
+        worse = f"{int(row['worse']):>7}" if "gain" in keys else ""
+        lines.append(f"{label:<{first}}" + "".join(cells) + f"{int(row['count']):>6}" + worse)
     if crop_border is not None:
-        lines.append(f"PSNR in dB; Y = BT.601 luma; crop_border {crop_border}; per-image values averaged")
+        note = "; gain = PSNR - input PSNR, worse = images with gain < 0" if "gain" in keys else ""
+        lines.append(f"PSNR in dB; Y = BT.601 luma; crop_border {crop_border}; per-image values averaged{note}")
     return "\n".join(lines)
