@@ -53,6 +53,7 @@ from torch import nn
 
 from scalear.domains.depth.bins import DepthBins
 from scalear.io import load_torch_file, register_model_kind
+from scalear.registry import register_presets
 from scalear.schedules import ScaleSchedule
 from scalear.transformer import NextScaleTransformer, TransformerConfig
 
@@ -438,6 +439,7 @@ def dar_loss(out: DAROutput, gt_B1HW: torch.Tensor, valid_B1HW: torch.Tensor, bi
 
 
 register_model_kind("dar", lambda d: DARModel(DARConfig.from_dict(d)), lambda m: m.cfg.to_dict())
+register_presets("dar", DAR_PRESETS, create_dar)
 
 __all__ = ["DARConfig", "DAR_PRESETS", "DARModel", "DAROutput", "ConvEncoder", "BinInjection", "ConvGRUCell",
            "LayerNorm2d", "create_dar", "timm_backbone", "dar_loss", "bin_targets", "silog_loss", "valid_area_pool",

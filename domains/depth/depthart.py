@@ -54,6 +54,7 @@ from torch import nn
 
 from scalear.io import register_model_kind
 from scalear.quant import tokens_to_map
+from scalear.registry import register_presets
 from scalear.sampling import sample
 from scalear.transformer import NextScaleTransformer, TransformerConfig
 from scalear.vqvae import VQVAE, VQVAE_PRESETS, VQVAEConfig
@@ -414,6 +415,7 @@ def _build(d: dict) -> DepthARTModel:
 
 
 register_model_kind("depthart", _build, lambda m: m.cfg.to_dict())
+register_presets("depthart", DEPTHART_PRESETS, create_depthart)
 
 __all__ = ["DepthARTConfig", "DEPTHART_PRESETS", "DepthARTModel", "RefineOutput", "create_depthart", "preset_config",
            "depthart_loss",

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from scalear.conditioning import Condition, ConditionalGenerator, ConditionalGeneratorConfig, ImageEncoder
 from scalear.domains.g3pt.tokenizer import G3PTTokenizer
 from scalear.io import register_model_kind
+from scalear.registry import register_presets
 from scalear.schedules import ScaleSchedule
 
 
@@ -128,6 +129,7 @@ class G3PTGenerator(ConditionalGenerator):
 
 
 register_model_kind("g3pt_generator", lambda d: G3PTGenerator(G3PTGeneratorConfig.from_dict(d)), lambda m: m.cfg.to_dict())
+register_presets("g3pt_generator", G3PT_GENERATOR_PRESETS, create_generator)
 
 __all__ = ["G3PT_GENERATOR_PRESETS", "G3PTGenerator", "G3PTGeneratorConfig", "ImageEncoder", "create_generator",
            "generator_config"]

@@ -112,6 +112,7 @@ from torch import nn
 
 from scalear.io import register_model_kind
 from scalear.lfq import LookupFreeQuantizer
+from scalear.registry import register_presets
 from scalear.schedules import ScaleSchedule
 
 
@@ -533,6 +534,7 @@ class G3PTTokenizer(nn.Module):
 
 
 register_model_kind("g3pt_tokenizer", lambda d: G3PTTokenizer(G3PTTokenizerConfig.from_dict(d)), lambda m: m.config.to_dict())
+register_presets("g3pt_tokenizer", G3PT_TOKENIZER_PRESETS, create_tokenizer)
 
 __all__ = ["G3PT_TOKENIZER_PRESETS", "G3PT_TOKENIZER_TRAINING", "CrossScaleOutput",
            "CrossScaleQuantizer", "G3PTTokenizer", "G3PTTokenizerConfig",

@@ -56,6 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from scalear.io import register_model_kind
+from scalear.registry import register_presets
 from scalear.transformer import NextScaleTransformer, TransformerConfig
 from scalear.vqvae import VQVAE, VQVAE_PRESETS, VQVAEConfig
 
@@ -524,6 +525,7 @@ def _build(d: dict) -> Varformer:
 
 
 register_model_kind("varformer", _build, lambda m: m.cfg.to_dict())
+register_presets("varformer", VARFORMER_PRESETS, create_varformer)
 
 __all__ = ["FREEZE_GROUPS", "VarformerConfig", "VARFORMER_PRESETS", "create_varformer", "Varformer", "VarformerOutput",
            "VARPrior", "PriorOutput", "ScaleWeights", "AnchorCrossAttention", "TokenInjection", "LossWeights",

@@ -44,6 +44,7 @@ from scalear.conditioning import Condition, ConditionalGenerator, ConditionalGen
 from scalear.domains.sar3d.mesh import EmptyFieldError, extract_mesh, sdf_to_grid
 from scalear.domains.sar3d.tokenizer import TriplaneVQVAE
 from scalear.io import register_model_kind
+from scalear.registry import register_presets
 from scalear.schedules import ScaleSchedule
 
 
@@ -145,3 +146,4 @@ def indices_to_meshes(tokenizer: TriplaneVQVAE, indices: list[torch.Tensor], res
 
 register_model_kind("sar3d_generator", lambda d: SAR3DGenerator(SAR3DGeneratorConfig.from_dict(d)),
                     lambda m: m.cfg.to_dict())
+register_presets("sar3d_generator", GENERATOR_PRESETS, create_generator)

@@ -49,6 +49,7 @@ from torch import nn
 
 from scalear.io import register_model_kind
 from scalear.quant import MultiScaleVQ, QuantOutput
+from scalear.registry import register_presets
 from scalear.schedules import ScaleSchedule
 
 PLANES = ("xy", "xz", "yz")
@@ -333,3 +334,4 @@ class TriplaneVQVAE(nn.Module):
 
 register_model_kind("sar3d_tokenizer", lambda d: TriplaneVQVAE(TriplaneVQVAEConfig.from_dict(d)),
                     lambda m: m.config.to_dict())
+register_presets("sar3d_tokenizer", TRIPLANE_PRESETS, create_tokenizer)
