@@ -37,6 +37,8 @@ from scalear.datasets.depth import (
     raw_velo_to_image,
     read_calib_file,
     read_depth_png,
+    read_projection_file,
+    read_velo_calibration,
     read_kinect_depth_pgm,
     read_nyu_file_list,
     read_nyu_splits,
@@ -369,6 +371,53 @@ def test_object_benchmark_calib_matches_raw(tmp_path: Path) -> None:
         object_velo_to_image(tmp_path / "c.txt")
 
 
+def test_calibration_layouts_focal_and_bare_projection(tmp_path: Path) -> None:
+    """The three calibration layouts give one projection and the focal of P_rect_02 / P2 (100 px here); a bare
+    12- or 16-number file is the whole chain (focal from its RQ decomposition)."""
+    _write_raw_calib(tmp_path / "raw")
+    _write_object_calib(tmp_path / "calib" / "000000.txt")
+    raw = read_velo_calibration(tmp_path / "raw")
+    obj = read_velo_calibration(tmp_path / "calib" / "000000.txt")
+    assert (raw.focal, raw.hw, obj.focal, obj.hw) == (100.0, (_H, _W), 100.0, None)
+    np.testing.assert_allclose(obj.P, raw.P, atol=1e-9)
+
+    (tmp_path / "p12.txt").write_text(_fmt(raw.P, "%.12e") + "\n")
+    (tmp_path / "p16.txt").write_text(_fmt(np.vstack([raw.P, [0, 0, 0, 1]]), "%.12e").replace(" ", ", "))
+    for name in ("p12.txt", "p16.txt"):
+        bare = read_velo_calibration(tmp_path / name)
+        np.testing.assert_allclose(bare.P, raw.P, atol=1e-9)
+        assert bare.focal == pytest.approx(100.0, rel=1e-9) and bare.hw is None and "bare projection" in bare.source
+    # read as a key: value file, a bare projection used to give {} silently
+    with pytest.raises(ValueError, match=r"p12.txt: no 'key: numbers' lines.*12 bare values.*read_projection_file"):
+        read_calib_file(tmp_path / "p12.txt")
+    (tmp_path / "p16bad.txt").write_text(_fmt(np.vstack([raw.P, [0, 0, 1, 1]])))
+    with pytest.raises(ValueError, match=r"p16bad.txt: a 4x4 projection must end with the row 0 0 0 1"):
+        read_projection_file(tmp_path / "p16bad.txt")
+    (tmp_path / "p9.txt").write_text(_fmt(np.eye(3)))
+    with pytest.raises(ValueError, match=r"p9.txt: 9 numbers"):
+        read_velo_calibration(tmp_path / "p9.txt")
+
+
+def test_wrong_projection_matrices_are_refused(tmp_path: Path) -> None:
+    """A camera matrix or a rigid transform given as the Velodyne -> image projection, or a projection that puts
+    no point in the image, is an error naming the file, not an all-zero depth map."""
+    (tmp_path / "p2_only.txt").write_text(_fmt(_P_RECT_02))  # the camera's P2 without R0_rect @ Tr_velo_to_cam
+    with pytest.raises(ValueError, match=r"p2_only.txt.*does not look along the Velodyne's forward x axis"):
+        read_velo_calibration(tmp_path / "p2_only.txt")
+    cam_axes = np.diag([-1.0, -1, 1]) @ _R_VELO  # velo -> rectified camera: a rigid transform, no pixels
+    (tmp_path / "tr.txt").write_text(_fmt(np.vstack([np.hstack([cam_axes, _T_VELO[:, None]]), [0, 0, 0, 1]])))
+    with pytest.raises(ValueError, match=r"tr.txt.*focal length is 1 pixels.*rigid transform"):
+        read_velo_calibration(tmp_path / "tr.txt")
+
+    _write_raw_calib(tmp_path / "raw")
+    P, hw = raw_velo_to_image(tmp_path / "raw")
+    pts = np.array([[*_A, 0.5], [*_B, 0.5]])
+    shifted = P + np.array([[0, 0, 0, 5000.0], [0, 0, 0, 0], [0, 0, 0, 0]])  # every point 500+ px to the right
+    with pytest.raises(ValueError, match=r"scan.bin: none of the 2 Velodyne points in front of the sensor lands in the 48x64 image"):
+        project_velodyne(pts, shifted, hw, source="scan.bin")
+    assert (project_velodyne(pts[:0], P, hw) == 0).all()  # an empty scan is empty, not an error
+
+
 def test_split_lists_both_formats(tmp_path: Path) -> None:
     (tmp_path / "m.txt").write_text("2011_09_26/2011_09_26_drive_0002_sync 0000000069 l\n2011_09_26/2011_09_26_drive_0002_sync 54 r\n")
     a, b = read_split_file(tmp_path / "m.txt")
@@ -556,6 +605,26 @@ def test_real_kitti_object_velodyne_projects(shared_data: Path) -> None:
     v = d[d > 0]
     assert 15_000 < v.size < 25_000 and 3.5 < v.min() < 5 and 60 < v.max() < 80  # manifest: ~20,000, 4.2-72.7 m
     assert not (d[:100] > 0).any()  # the LiDAR sees nothing far above the horizon
+
+
+@pytest.mark.shared_data
+def test_real_kitti_calibrations_focal_and_bare_export(shared_data: Path, tmp_path: Path) -> None:
+    """Focal lengths from the real raw and object calibrations; the object calibration exported as a bare 3x4
+    projection projects the real scan to the same depth map."""
+    kitti = shared_data / "kitti"
+    raw = read_velo_calibration(kitti / "calib_2011_09_26")
+    assert raw.focal == 721.5377 and raw.hw == (375, 1242)
+    obj = read_velo_calibration(kitti / "object_velodyne/calib/000000.txt")
+    assert obj.focal == 707.0493 and obj.hw is None
+    (tmp_path / "P_velo_to_img.txt").write_text(_fmt(obj.P, "%.17g"))
+    bare = read_velo_calibration(tmp_path / "P_velo_to_img.txt")
+    assert bare.focal == pytest.approx(707.0493, rel=1e-6)
+    pts = read_velodyne_bin(kitti / "object_velodyne/velodyne/000000.bin")
+    assert np.array_equal(project_velodyne(pts, bare.P, (370, 1224)), project_velodyne(pts, obj.P, (370, 1224)))
+    # the object's P2 alone, as a bare file: refused by name instead of projecting nothing
+    (tmp_path / "P2.txt").write_text(" ".join(map(str, read_calib_file(kitti / "object_velodyne/calib/000000.txt")["P2"])))
+    with pytest.raises(ValueError, match=r"P2.txt.*forward x axis"):
+        read_velo_calibration(tmp_path / "P2.txt")
 
 
 @pytest.mark.shared_data

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Literal, Sequence, TypeVar
 
 import numpy as np
+import scipy.linalg
 import torch
 from torch.utils.data import Dataset
 
@@ -132,12 +133,17 @@ def read_split_file(path: str | Path) -> list[KittiFrame]:
 
 
 def read_calib_file(path: str | Path) -> dict[str, np.ndarray]:
-    """``key: numbers`` lines as float64 arrays (monodepth2 ``read_calib_file``; non-numeric values skipped)."""
+    """``key: numbers`` lines as float64 arrays (monodepth2 ``read_calib_file``; non-numeric values skipped).
+
+    A file without any ``key: numbers`` line is refused with an error naming it (a bare 12/16-number
+    projection, as some toolkits export, is read by :func:`read_projection_file`).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"KITTI calibration file not found: {path}")
+    text = path.read_text()
     data = {}
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         key, sep, value = line.partition(":")
         if not sep:
             continue
@@ -145,7 +151,65 @@ def read_calib_file(path: str | Path) -> dict[str, np.ndarray]:
             data[key.strip()] = np.array([float(x) for x in value.split()], dtype=np.float64)
         except ValueError:
             pass  # e.g. calib_time: 09-Jan-2012 13:57:47
+    if not data:
+        n = len(text.split())
+        hint = " (a bare projection matrix? read it with read_projection_file)" if n in (12, 16) else ""
+        raise ValueError(f"{path}: no 'key: numbers' lines, so not a KITTI calibration file; found {n} bare values{hint}")
     return data
+
+
+def read_projection_file(path: str | Path) -> np.ndarray:
+    """A bare Velodyne -> image projection, as some toolkits export it: 12 numbers (3x4, row-major) or 16
+    (4x4 whose last row is ``0 0 0 1``), whitespace- or comma-separated, nothing else. Returns ``(3, 4)``.
+
+    The matrix must be the whole chain ``P_rect @ R_rect @ Tr_velo_to_cam``; :func:`check_velo_projection`
+    refuses a camera matrix or a rigid transform given instead.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"projection file not found: {path}")
+    try:
+        vals = np.array([float(x) for x in path.read_text().replace(",", " ").split()], dtype=np.float64)
+    except ValueError:
+        raise ValueError(f"{path}: a bare projection file holds only 12 or 16 numbers (3x4 or 4x4 row-major)") from None
+    if vals.size == 16:
+        m = vals.reshape(4, 4)
+        if not np.allclose(m[3], [0, 0, 0, 1]):
+            raise ValueError(f"{path}: a 4x4 projection must end with the row 0 0 0 1, got {m[3].tolist()}")
+        return m[:3]
+    if vals.size != 12:
+        raise ValueError(f"{path}: {vals.size} numbers; a bare projection file holds 12 (3x4) or 16 (4x4) row-major")
+    return vals.reshape(3, 4)
+
+
+def projection_focal(P_3x4: np.ndarray) -> float:
+    """The focal length (pixels) of a projection ``K [R | t]``: ``K[0, 0]`` of the RQ decomposition of its left
+    3x3, normalised so that ``K[2, 2] = 1`` (the ``P_rect[0, 0]`` it was built from)."""
+    K, _ = scipy.linalg.rq(np.asarray(P_3x4, dtype=np.float64)[:, :3])
+    return float(abs(K[0, 0] / K[2, 2]))
+
+
+def check_velo_projection(P_3x4: np.ndarray, source: str | Path) -> None:
+    """Refuse a matrix that cannot be KITTI's Velodyne -> image projection (error naming ``source``).
+
+    Checks: finite, (3, 4), an invertible left 3x3; the depth row looks along the Velodyne's forward x axis (a
+    camera matrix such as ``P2`` alone looks along the Velodyne's z, up); a focal length of at least 10 pixels
+    (a rigid transform such as ``Tr_velo_to_cam`` alone has 1).
+    """
+    P = np.asarray(P_3x4, dtype=np.float64)
+    if P.shape != (3, 4) or not np.isfinite(P).all():
+        raise ValueError(f"{source}: the Velodyne -> image projection must be a finite 3x4 matrix, got shape {P.shape}")
+    M = P[:, :3]
+    if abs(np.linalg.det(M)) <= 1e-9 * np.linalg.norm(M) ** 3:
+        raise ValueError(f"{source}: the projection's left 3x3 is singular, so it projects nothing to pixels")
+    depth_row = M[2] / np.linalg.norm(M[2])
+    if depth_row[0] < 0.5:
+        raise ValueError(f"{source}: the projection's depth row {np.round(M[2], 4).tolist()} does not look along the "
+                         "Velodyne's forward x axis: is it a camera matrix (P2) or a transform to another frame "
+                         "rather than P2 @ R0_rect @ Tr_velo_to_cam?")
+    if (f := projection_focal(P)) < 10:
+        raise ValueError(f"{source}: the projection's focal length is {f:.3g} pixels: a rigid transform "
+                         "(Tr_velo_to_cam?) rather than a projection to pixels")
 
 
 def _get(calib: dict[str, np.ndarray], key: str, size: int, source: str | Path) -> np.ndarray:
@@ -195,6 +259,46 @@ def object_velo_to_image(calib_file: str | Path, cam: int = 2) -> np.ndarray:
     )
 
 
+@dataclass(frozen=True)
+class VeloCalibration:
+    """A checked Velodyne -> image projection ``P`` (3, 4), the camera's focal length (pixels), the image size
+    (H, W) it is for (None where the calibration does not say) and the file(s) it was read from."""
+
+    P: np.ndarray
+    focal: float
+    hw: tuple[int, int] | None
+    source: str
+
+
+def read_velo_calibration(path: str | Path, cam: int = 2) -> VeloCalibration:
+    """The Velodyne -> image projection of camera ``cam`` from any of the layouts in use:
+
+    - a folder with raw-data ``calib_cam_to_cam.txt`` + ``calib_velo_to_cam.txt`` (:func:`raw_velo_to_image`;
+      focal ``P_rect_0{cam}[0, 0]``, size ``S_rect_0{cam}``);
+    - an object-benchmark file ``calib/XXXXXX.txt`` (:func:`object_velo_to_image`; focal ``P{cam}[0, 0]``);
+    - a bare 3x4 / 4x4 projection file (:func:`read_projection_file`; the whole chain, as some toolkits export
+      it; focal from its RQ decomposition, :func:`projection_focal`).
+
+    The matrix is checked with :func:`check_velo_projection`; problems raise an error naming the file.
+    """
+    path = Path(path)
+    if path.is_dir():
+        c2c = path / "calib_cam_to_cam.txt"
+        P, hw = raw_velo_to_image(path, cam)
+        focal = float(_get(read_calib_file(c2c), f"P_rect_0{cam}", 12, c2c)[0])
+        source = f"{c2c} + calib_velo_to_cam.txt"
+    elif not path.is_file():
+        raise FileNotFoundError(f"KITTI calibration not found: {path}")
+    elif ":" not in path.read_text():
+        P, hw, source = read_projection_file(path), None, f"{path} (bare projection)"
+        focal = projection_focal(P)
+    else:
+        P, hw, source = object_velo_to_image(path, cam), None, str(path)
+        focal = float(_get(read_calib_file(path), f"P{cam}", 12, path)[0])
+    check_velo_projection(P, source)
+    return VeloCalibration(P, focal, hw, source)
+
+
 def read_velodyne_bin(path: str | Path) -> np.ndarray:
     """A Velodyne scan: float32 little-endian ``(N, 4)`` = x forward, y left, z up (metres), reflectance."""
     path = Path(path)
@@ -206,7 +310,8 @@ def read_velodyne_bin(path: str | Path) -> np.ndarray:
     return raw.reshape(-1, 4)
 
 
-def project_velodyne(points_N4: np.ndarray, P_velo2im: np.ndarray, hw: tuple[int, int], vel_depth: bool = False) -> np.ndarray:
+def project_velodyne(points_N4: np.ndarray, P_velo2im: np.ndarray, hw: tuple[int, int], vel_depth: bool = False,
+                     source: str = "Velodyne scan") -> np.ndarray:
     """Sparse ``(H, W)`` float32 depth from Velodyne points, exactly as monodepth2's ``generate_depth_map``.
 
     Points with x < 0 (behind the sensor) are dropped; the rest project by ``P_velo2im`` (3, 4); pixel
@@ -217,6 +322,9 @@ def project_velodyne(points_N4: np.ndarray, P_velo2im: np.ndarray, hw: tuple[int
     0 = no point. One deliberate difference: monodepth2's ``sub2ind`` (``row * (W - 1) + col - 1``) also
     treats pixels (r, W-1) and (r+1, 0) as one; here every pixel keeps its own minimum (this only touches
     the first and last columns, outside the Garg and Eigen crops).
+
+    If points lie in front of the sensor but none lands in the image, the projection or the image size is wrong:
+    a ``ValueError`` naming ``source`` is raised instead of returning an empty map.
     """
     if points_N4.ndim != 2 or points_N4.shape[1] not in (3, 4):
         raise ValueError(f"points must be (N, 3) or (N, 4), got {points_N4.shape}")
@@ -234,6 +342,9 @@ def project_velodyne(points_N4: np.ndarray, P_velo2im: np.ndarray, hw: tuple[int
         v = np.round(uvz_N3[:, 1] / z) - 1
     depth = xyz1_N4[:, 0] if vel_depth else z
     keep = (u >= 0) & (v >= 0) & (u < w) & (v < h)  # NaN/inf (z = 0) compare False
+    if len(xyz1_N4) and not keep.any():
+        raise ValueError(f"{source}: none of the {len(xyz1_N4)} Velodyne points in front of the sensor lands in the "
+                         f"{h}x{w} image: wrong calibration matrix or image size?")
     depth_HW = np.full((h, w), np.inf)
     np.minimum.at(depth_HW, (v[keep].astype(np.int64), u[keep].astype(np.int64)), depth[keep])
     depth_HW[~np.isfinite(depth_HW) | (depth_HW < 0)] = 0.0
@@ -243,7 +354,7 @@ def project_velodyne(points_N4: np.ndarray, P_velo2im: np.ndarray, hw: tuple[int
 def generate_depth_map(calib_dir: str | Path, velo_file: str | Path, cam: int = 2, vel_depth: bool = False) -> np.ndarray:
     """monodepth2's ``generate_depth_map(calib_dir, velo_filename, cam, vel_depth)``: ``(H, W)`` float32 metres."""
     P_velo2im, hw = raw_velo_to_image(calib_dir, cam)
-    return project_velodyne(read_velodyne_bin(velo_file), P_velo2im, hw, vel_depth)
+    return project_velodyne(read_velodyne_bin(velo_file), P_velo2im, hw, vel_depth, source=f"{velo_file} with {calib_dir}")
 
 
 # ------------------------------------------------------------------------------------------------------ crops
@@ -352,7 +463,7 @@ class KittiDepthDataset(Dataset):
                 f"{len(absent)} of {len(frames)} KITTI images not found under {self.root}, e.g. {absent[:5]}{more}"
             )
 
-        self._calib: dict[tuple[str, int], tuple[np.ndarray, tuple[int, int]]] = {}
+        self._calib: dict[tuple[str, int], VeloCalibration] = {}
         self._focals: dict[tuple[str, int], float] = {}
         self.items: list[tuple[KittiFrame, Path | None, float]] = []
         self.missing_gt: list[str] = []
@@ -373,10 +484,10 @@ class KittiDepthDataset(Dataset):
             what = "left out, %d remain; see .missing_gt" if missing_gt == "skip" else "kept with no valid depth (%d frames)"
             log.warning(msg + what, len(self.items))
 
-    def _calibration(self, f: KittiFrame) -> tuple[np.ndarray, tuple[int, int]]:
+    def _calibration(self, f: KittiFrame) -> VeloCalibration:
         key = (f.date, f.cam)
         if key not in self._calib:
-            self._calib[key] = raw_velo_to_image(self.root / f.date, f.cam)
+            self._calib[key] = read_velo_calibration(self.root / f.date, f.cam)
         return self._calib[key]
 
     def _find_gt(self, f: KittiFrame) -> Path | None:
@@ -413,10 +524,11 @@ class KittiDepthDataset(Dataset):
         elif self.gt == "annotated":
             depth_HW = read_depth_png(gt_path, "kitti")
         else:
-            P_velo2im, calib_hw = self._calibration(f)
-            if calib_hw != hw:
-                raise ValueError(f"{image_path} is {hw} (H, W) but S_rect_0{f.cam} of {f.date} says {calib_hw}")
-            depth_HW = project_velodyne(read_velodyne_bin(gt_path), P_velo2im, hw, self.vel_depth)
+            calib = self._calibration(f)
+            if calib.hw != hw:
+                raise ValueError(f"{image_path} is {hw} (H, W) but S_rect_0{f.cam} of {f.date} says {calib.hw}")
+            depth_HW = project_velodyne(read_velodyne_bin(gt_path), calib.P, hw, self.vel_depth,
+                                        source=f"{gt_path} with {calib.source}")
         if depth_HW.shape != hw:
             raise ValueError(f"{image_path} is {hw} (H, W) but its depth {gt_path} is {depth_HW.shape}")
         if self.kb_crop:
