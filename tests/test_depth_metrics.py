@@ -12,6 +12,7 @@ from scalear.domains.depth.metrics import (
     DepthEvalConfig,
     DepthEvaluator,
     compute_depth_metrics,
+    depth_metrics_batch,
     crop_mask,
     format_table,
 )
@@ -139,6 +140,20 @@ def test_median_scaling():
     m = compute_depth_metrics(pred, gt, max_depth=80.0, median_scaling=True)
     scaled = [0.7, 0.7, 0.7, 6.3, 6.3, 6.3]
     assert m["abs_rel"] == pytest.approx(sum(abs(g - p) / g for g, p in zip([1, 2, 3, 4, 5, 6], scaled)) / 6)
+
+
+def test_median_of_ratios_is_depthart_aligner():
+    """DepthART's AlignerSIL1: the prediction times median(gt / pred) (torch.median: the lower middle value)."""
+    gt = torch.tensor([[[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]])
+    pred = torch.tensor([[[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]]])  # ratios 1..5, the last pixel (pred 0) left out
+    cfg = DepthEvalConfig(max_depth=80.0, median_scaling=True, median_of_ratios=True)
+    out, n = depth_metrics_batch(pred, gt, cfg)
+    scaled = [3.0, 3.0, 3.0, 3.0, 3.0, 1e-3]  # x3, then clamped to min_depth
+    assert int(n[0]) == 6
+    assert out["abs_rel"][0].item() == pytest.approx(sum(abs(g - p) / g for g, p in zip(range(1, 7), scaled)) / 6)
+    even = torch.tensor([[[1.0, 1.0], [1.0, 1.0]]])  # ratios 1, 2, 3, 4: the lower middle value 2
+    out, _ = depth_metrics_batch(even, torch.tensor([[[1.0, 2.0], [3.0, 4.0]]]), cfg)
+    assert out["abs_rel"][0].item() == pytest.approx((1 + 0 + 1 / 3 + 2 / 4) / 4)
 
 
 def test_evaluator_presets_shapes_table_and_json(tmp_path):

@@ -32,8 +32,10 @@ Monocular depth: run a depth model on images, score it on a test set, or train o
            (the data modules: scalear.domains.depth.data.{NyuDepthDataModule,KittiDepthDataModule})
 
 --model is an exported model folder (config.json + model.safetensors of a kind with predict_depth: DAR, or
-DepthART, whose relative depth eval median-scales per image) or constant:<metres> (the constant-depth
-baseline; see the fit_constant helper for the best one).
+DepthART, whose relative depth eval median-scales per image), the released DepthART (a folder holding its
+model.safetensors, plus VAR's vae_ch160v4096z32.pth if that file lacks the tokenizer; eval aligns it by
+median(gt / pred) as the official code does) or constant:<metres> (the constant-depth baseline; see the
+fit_constant helper for the best one).
 """
 
 PREDICT_DESCRIPTION = """\
@@ -72,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("predict", help="depth maps for image files", description=PREDICT_DESCRIPTION,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    pr.add_argument("--model", required=True, help="exported model folder or constant:<metres>")
+    pr.add_argument("--model", required=True, help="exported model folder, released DepthART folder or constant:<metres>")
     pr.add_argument("--input", required=True, help="an image file, a folder of images, or a glob pattern (quote it)")
     pr.add_argument("--out", required=True, help="output folder (must not be a folder holding inputs)")
     pr.add_argument("--intrinsics", type=lambda s: _floats(s, 4, "--intrinsics"), default=None,
@@ -85,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="standard depth metrics on a test set",
                         description="datasets:\n" + "\n".join(f"  {k:<11} {v}" for k, v in EVAL_DATASETS.items()),
                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    ev.add_argument("--model", required=True, help="exported model folder or constant:<metres>")
+    ev.add_argument("--model", required=True, help="exported model folder, released DepthART folder or constant:<metres>")
     ev.add_argument("--dataset", required=True, choices=sorted(EVAL_DATASETS))
     ev.add_argument("--data-root", default=None, help="dataset file or folder (nyu, kitti)")
     ev.add_argument("--split-file", default=None, help="split list (kitti; nyu: splits.mat or a pair list)")
@@ -179,7 +181,8 @@ def _eval(a: argparse.Namespace) -> int:
         predictor = KBCropPredictor(predictor)
     relative = not getattr(getattr(predictor, "predictor", predictor), "metric_depth", True)
     if relative:  # scale-ambiguous models (DepthART) are scored after per-image median scaling, as their papers do
-        cfg = dataclasses.replace(cfg, median_scaling=True)
+        model = getattr(predictor, "predictor", predictor)
+        cfg = dataclasses.replace(cfg, median_scaling=True, median_of_ratios=bool(getattr(model, "median_of_ratios", False)))
     if a.limit is not None:
         ds = Subset(ds, range(min(a.limit, len(ds))))
         info["frames"] = len(ds)
@@ -195,7 +198,8 @@ def _eval(a: argparse.Namespace) -> int:
         print(f"{len(ev.skipped)} frame(s) without valid ground truth in range were skipped", file=sys.stderr)
     if a.out:
         write_eval_json(ev, Path(a.out), {"dataset": a.dataset, "model": str(a.model), "kb_crop": a.kb_crop,
-                                          "median_scaling": cfg.median_scaling, **info})
+                                          "median_scaling": cfg.median_scaling,
+                                          "median_of_ratios": cfg.median_of_ratios, **info})
         print(f"wrote {a.out}")
     return 0
 

@@ -29,10 +29,18 @@ bulatko/DepthART, ``var_utils/depthart.py``, ``depth_var.py``).
 
 Deviations: the released code embeds the image prefix with the transformer's own ``word_embed`` + level +
 positional embeddings; here the prefix has its own projection and learned positions (``prefix_proj``,
-``prefix_pos``), which :func:`init_from_var` initialises to exactly that embedding when starting from VAR's
-weights. The image prefix is area- (not bicubic-) downsampled, as VAR downsamples its residuals. The CPU
-presets train their tokenizer on procedural RGB-D scenes (no VAR weights can be downloaded here); the
+``prefix_pos``), which :func:`init_from_var` and the released checkpoint's loader
+(:mod:`~scalear.domains.depth.depthart_checkpoints`) set to exactly that embedding. By default the image prefix
+is area- (not bicubic-) downsampled, as VAR downsamples its residuals, and prefix tokens see only each other.
+The CPU presets train their tokenizer on procedural RGB-D scenes (no VAR weights can be downloaded here); the
 ``paper`` preset is VAR-d16 with VAR's tokenizer at 256 px.
+
+The ``official`` preset is the released model (bulatko/DepthART ``model.safetensors``) as its code runs it:
+VAR-d16's shape with plain softmax attention at scale 1/32 (``cos_attn: False``, ``tau: 4``), the prefix
+bicubic-downsampled and attending also to the start token (``prefix_sees_start``; the official inference runs
+prefix and start token through the KV cache together), inputs resized bicubically to 256x256, and evaluation
+aligned by the median of per-pixel ratios (the official ``AlignerSIL1``). Load it with
+:func:`~scalear.domains.depth.depthart_checkpoints.load_depthart_checkpoint`.
 
 Example:
     >>> model = create_depthart("tiny").eval()
@@ -53,9 +61,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from scalear.io import register_model_kind
-from scalear.quant import tokens_to_map
+from scalear.quant import map_to_tokens, tokens_to_map
 from scalear.registry import register_presets
-from scalear.sampling import sample
+from scalear.sampling import SampleOutput, sample
 from scalear.transformer import NextScaleTransformer, TransformerConfig
 from scalear.vqvae import VQVAE, VQVAE_PRESETS, VQVAEConfig
 
@@ -95,8 +103,9 @@ def depth_to_tokenizer_input(depth_B1HW: torch.Tensor, valid_B1HW: torch.Tensor 
 
 def tokenizer_output_to_depth(x_B3HW: torch.Tensor, min_value: float = 1e-3) -> torch.Tensor:
     """Decoded depth ``(B, 3, H, W)`` in ``[-1, 1]`` -> relative depth ``(B, 1, H, W)`` in units of the image's
-    98th percentile: ``(mean_c x + 1) / 2``, floored at ``min_value`` (depth is positive)."""
-    return ((x_B3HW.mean(dim=1, keepdim=True) + 1) / 2).clamp(min=min_value)
+    98th percentile: ``mean_c (x + 1) / 2`` (the official order of operations), floored at ``min_value`` (depth
+    is positive; the official code has no floor)."""
+    return x_B3HW.add(1).mul(0.5).mean(dim=1, keepdim=True).clamp(min=min_value)
 
 
 # ------------------------------------------------------------------------------------------- config
@@ -111,6 +120,12 @@ class DepthARTConfig:
             keeps VAR's class embedding (so VAR's weights load) and conditions on the null class.
         depth_quantile: the per-image percentile depth is normalised by (0.98).
         top_k, top_p, temperature, num_samples: inference sampling (paper: 900, 0.90, 1.0, 5 averaged).
+        image_resize: how images of another size are resized to the tokenizer's (both antialiased; the official
+            data loaders use PIL's bicubic).
+        prefix_resize: how each scale's cumulative image latent is downsampled to that scale's map for the
+            prefix (``area`` as VAR's residuals; the released code uses ``bicubic``).
+        median_of_ratios: evaluation aligns a prediction by ``median(gt / pred)`` (the official ``AlignerSIL1``)
+            instead of monodepth2's ``median(gt) / median(pred)``.
     """
 
     tokenizer: dict[str, Any] = field(default_factory=lambda: dict(VQVAE_PRESETS["tiny"]))
@@ -120,6 +135,9 @@ class DepthARTConfig:
     top_p: float = 0.90
     temperature: float = 1.0
     num_samples: int = 5
+    image_resize: Literal["bilinear", "bicubic"] = "bilinear"
+    prefix_resize: Literal["area", "bicubic"] = "area"
+    median_of_ratios: bool = False
 
     def __post_init__(self) -> None:
         self.tokenizer = VQVAEConfig.from_dict(dict(self.tokenizer)).to_dict()  # validates, JSON-able
@@ -134,6 +152,9 @@ class DepthARTConfig:
             raise ValueError(f"depth_quantile must be in (0, 1], got {self.depth_quantile}")
         if self.num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
+        if self.image_resize not in ("bilinear", "bicubic") or self.prefix_resize not in ("area", "bicubic"):
+            raise ValueError(f"image_resize must be 'bilinear' or 'bicubic' and prefix_resize 'area' or 'bicubic'; "
+                             f"got {self.image_resize!r}, {self.prefix_resize!r}")
 
     def transformer_config(self, tokenizer: VQVAE) -> TransformerConfig:
         q = tokenizer.quantize
@@ -154,7 +175,8 @@ class DepthARTConfig:
 #: Named presets. ``tiny``: 32 px, the ``tiny`` tokenizer (6 scales up to 8x8, 256 codes) and a 4-block
 #: transformer, trainable on 2 CPU cores in minutes. ``small``: 64 px, 8 blocks. ``paper``: DepthART's setup,
 #: VAR's tokenizer (256 px, 10 scales, 4096 codes) and VAR-d16 (310M), loadable from VAR's weights with
-#: :func:`init_from_var`.
+#: :func:`init_from_var`. ``official``: the released DepthART checkpoint's architecture and inference (see the
+#: module docstring), loaded by :func:`~scalear.domains.depth.depthart_checkpoints.load_depthart_checkpoint`.
 DEPTHART_PRESETS: dict[str, DepthARTConfig] = {
     "tiny": DepthARTConfig(),
     "small": DepthARTConfig(tokenizer=dict(VQVAE_PRESETS["small"]),
@@ -162,6 +184,11 @@ DEPTHART_PRESETS: dict[str, DepthARTConfig] = {
     "paper": DepthARTConfig(tokenizer=dict(VQVAE_PRESETS["var-f16"]),
                             transformer=dict(depth=16, width=1024, num_heads=16, drop_path_rate=0.1 * 16 / 24,
                                              num_classes=1000, init_adaln_gamma=1e-3)),
+    "official": DepthARTConfig(tokenizer=dict(VQVAE_PRESETS["var-f16"]),
+                               transformer=dict(depth=16, width=1024, num_heads=16, drop_path_rate=0.1 * 16 / 24,
+                                                num_classes=1000, init_adaln_gamma=1e-3, attn_l2_norm=False,
+                                                prefix_sees_start=True),
+                               image_resize="bicubic", prefix_resize="bicubic", median_of_ratios=True),
 }
 
 
@@ -223,19 +250,25 @@ class DepthARTModel(nn.Module):
     def input_size(self) -> tuple[int, int]:
         return tuple(self.tokenizer.input_shape)
 
+    @property
+    def median_of_ratios(self) -> bool:
+        """Whether evaluation aligns this model's relative depth by ``median(gt / pred)`` (the official
+        DepthART's ``AlignerSIL1``) rather than ``median(gt) / median(pred)``."""
+        return self.cfg.median_of_ratios
+
     # ------------------------------------------------------------------ inputs
     def _fit(self, x_BCHW: torch.Tensor, mode: str) -> torch.Tensor:
         if tuple(x_BCHW.shape[-2:]) == self.input_size:
             return x_BCHW
-        if mode == "bilinear":
-            return F.interpolate(x_BCHW, self.input_size, mode="bilinear", align_corners=False, antialias=True)
+        if mode in ("bilinear", "bicubic"):
+            return F.interpolate(x_BCHW, self.input_size, mode=mode, align_corners=False, antialias=True)
         return F.interpolate(x_BCHW, self.input_size, mode=mode)
 
     def image_input(self, image_B3HW: torch.Tensor) -> torch.Tensor:
         """Images in ``[0, 1]`` (any size) -> tokenizer input ``[-1, 1]`` at its size."""
         if image_B3HW.ndim != 4 or image_B3HW.shape[1] != 3:
             raise ValueError(f"expected images (B, 3, H, W) in [0, 1], got shape {tuple(image_B3HW.shape)}")
-        return self._fit(image_B3HW.float(), "bilinear").clamp(0, 1) * 2 - 1
+        return self._fit(image_B3HW.float(), self.cfg.image_resize).clamp(0, 1) * 2 - 1
 
     def depth_input(self, depth_B1HW: torch.Tensor, valid_B1HW: torch.Tensor | None = None) -> torch.Tensor:
         """Ground-truth depth (metres, any size) -> the tokenizer's 3-channel input (nearest resize, so depths
@@ -248,10 +281,13 @@ class DepthARTModel(nn.Module):
     @torch.no_grad()
     def image_prefix(self, image_B3HW: torch.Tensor) -> torch.Tensor:
         """The image's multi-scale tokens ``(B, L, C)``: its cumulative quantized latent after scale ``k``
-        area-downsampled to scale ``k``'s map, for every ``k`` (DepthVAR ``prepare_to_var``)."""
+        downsampled to scale ``k``'s map (``prefix_resize``), for every ``k`` (DepthVAR ``prepare_to_var``)."""
         q = self.tokenizer.quantize
         fhats = self.tokenizer.img_to_fhats(self.image_input(image_B3HW))
-        return torch.cat([q.downsample_tokens(f, k) for k, f in enumerate(fhats)], dim=1)
+        if self.cfg.prefix_resize == "area":
+            return torch.cat([q.downsample_tokens(f, k) for k, f in enumerate(fhats)], dim=1)
+        return torch.cat([map_to_tokens(F.interpolate(f, size=self.schedule.shapes[k], mode="bicubic"))
+                          for k, f in enumerate(fhats)], dim=1)
 
     def condition(self, batch_size: int, device: torch.device) -> torch.Tensor:
         """AdaLN condition ``(B, C)``: the unconditional (or null-class) embedding."""
@@ -312,25 +348,38 @@ class DepthARTModel(nn.Module):
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
-    def sample_latent(self, image_B3HW: torch.Tensor, generator: torch.Generator | None = None,
-                      **sampling: Any) -> torch.Tensor:
-        """The depth latent ``f_hat`` sampled for ``image`` (KV cache; ``sampling`` overrides the config's
-        ``top_k``, ``top_p``, ``temperature``, ``num_samples``; ``temperature=0`` is greedy)."""
+    def sample(self, image_B3HW: torch.Tensor, generator: torch.Generator | None = None,
+               forced_indices: list[torch.Tensor] | None = None, return_logits: bool = False,
+               **sampling: Any) -> SampleOutput:
+        """Sample the depth tokens of ``image`` (KV cache; :func:`scalear.sampling.sample`). ``sampling``
+        overrides the config's ``top_k``, ``top_p``, ``temperature``, ``num_samples``; ``temperature=0`` is
+        greedy; ``forced_indices`` (per scale ``(B, n_k)`` or ``(B, n_k, s)``) replace the draws."""
         c = self.cfg
         s = {"top_k": c.top_k, "top_p": c.top_p, "temperature": c.temperature, "num_samples": c.num_samples, **sampling}
         prefix = self.image_prefix(image_B3HW)
-        out = sample(self.transformer, self.tokenizer.quantize, prefix.shape[0], prefix_BPD=prefix,
-                     top_k=s["top_k"], top_p=s["top_p"], temperature=s["temperature"], embed_samples=s["num_samples"],
-                     generator=generator, **self._labels(prefix.shape[0], prefix.device))
-        return out.f_hat
+        return sample(self.transformer, self.tokenizer.quantize, prefix.shape[0], prefix_BPD=prefix,
+                      top_k=s["top_k"], top_p=s["top_p"], temperature=s["temperature"], embed_samples=s["num_samples"],
+                      generator=generator, forced_indices=forced_indices, return_logits=return_logits,
+                      **self._labels(prefix.shape[0], prefix.device))
+
+    @torch.no_grad()
+    def sample_latent(self, image_B3HW: torch.Tensor, generator: torch.Generator | None = None,
+                      **sampling: Any) -> torch.Tensor:
+        """The depth latent ``f_hat`` sampled for ``image`` (see :meth:`sample`)."""
+        return self.sample(image_B3HW, generator, **sampling).f_hat
+
+    @torch.no_grad()
+    def predict_from_latent(self, f_hat: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """A depth latent -> relative depth ``(B, 1, *size)``: decoded, ``mean_c (x + 1) / 2``, resized
+        bicubically to ``size`` (the official ``VARFull``), floored at 1e-3."""
+        rel = tokenizer_output_to_depth(self.tokenizer.fhat_to_img(f_hat))
+        return F.interpolate(rel, size=tuple(size), mode="bicubic", align_corners=False).clamp(min=1e-3)
 
     @torch.no_grad()
     def predict_depth(self, image_B3HW: torch.Tensor, generator: torch.Generator | None = None,
                       **sampling: Any) -> torch.Tensor:
         """Relative depth ``(B, 1, H, W)`` at the input's size (units of the image's 98th percentile)."""
-        x = self.tokenizer.fhat_to_img(self.sample_latent(image_B3HW, generator, **sampling))
-        rel = tokenizer_output_to_depth(x)
-        return F.interpolate(rel, size=image_B3HW.shape[-2:], mode="bicubic", align_corners=False).clamp(min=1e-3)
+        return self.predict_from_latent(self.sample_latent(image_B3HW, generator, **sampling), image_B3HW.shape[-2:])
 
     def num_params(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)

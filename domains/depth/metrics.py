@@ -15,7 +15,9 @@ then averaged over images (never pooled over all pixels). Before that, as in BTS
 ``nan -> min_depth``, ``+inf -> max_depth`` and are clamped to ``[min_depth, max_depth]``; the valid mask is
 ``(gt > min_depth) & (gt < max_depth)`` (and the caller's mask, and the crop). Optional median scaling
 (monodepth2; only for scale-ambiguous models) multiplies the prediction by ``median(gt) / median(pred)`` over
-the valid pixels before clamping, as monodepth2 does.
+the valid pixels before clamping, as monodepth2 does; with ``median_of_ratios`` by ``median(gt / pred)``
+instead (the official DepthART evaluation's scale-only ``AlignerSIL1``, with ``torch.median``'s lower middle
+value for an even count; pixels where ``pred <= 0`` are left out of that median).
 
 Crops (BTS ``eval_with_pngs.py``), on the GT of size H x W:
 
@@ -68,12 +70,13 @@ _NYU_EIGEN_CROP = (45, 471, 41, 601)  # rows 45:471, cols 41:601 of a 480 x 640 
 
 @dataclass(frozen=True)
 class DepthEvalConfig:
-    """One evaluation protocol: depth range (metres), crop, and whether to median-scale predictions."""
+    """One evaluation protocol: depth range (metres), crop, and whether (and how) to median-scale predictions."""
 
     max_depth: float
     min_depth: float = 1e-3
     crop: Crop = "none"
     median_scaling: bool = False
+    median_of_ratios: bool = False  #: with median_scaling: scale by median(gt / pred), not median(gt) / median(pred)
 
     def __post_init__(self) -> None:
         if not 0 < self.min_depth < self.max_depth:
@@ -162,7 +165,11 @@ def depth_metrics_batch(pred_BHW: torch.Tensor, gt_BHW: torch.Tensor, cfg: Depth
     if cfg.median_scaling:  # monodepth2: ratio = median(gt) / median(pred) on the valid pixels, before clamping
         ratio_B = torch.ones(pred_BHW.shape[0], dtype=torch.float64, device=pred_BHW.device)
         for b in range(pred_BHW.shape[0]):
-            if mask_BHW[b].any():
+            if cfg.median_of_ratios:  # DepthART's AlignerSIL1: median(gt / pred)
+                m = mask_BHW[b] & (pred_BHW[b] > 0)
+                if m.any():
+                    ratio_B[b] = (gt_BHW[b][m] / pred_BHW[b][m]).sort().values[(int(m.sum()) - 1) // 2]
+            elif mask_BHW[b].any():
                 ratio_B[b] = _median(gt_BHW[b][mask_BHW[b]]) / _median(pred_BHW[b][mask_BHW[b]])
         pred_BHW = pred_BHW * ratio_B[:, None, None]
     pred_BHW = pred_BHW.clamp(cfg.min_depth, cfg.max_depth)

@@ -3,7 +3,9 @@
 A predictor maps ``image_B3HW`` (float RGB in [0, 1], any size) to ``depth_B1HW`` (metres, same size). Any
 exported model whose registered kind has a ``predict_depth`` method is one (DAR registers kind ``"dar"``,
 DepthART ``"depthart"``; a model with ``metric_depth = False`` predicts depth up to scale);
-``"constant:<metres>"`` is the constant baseline.
+``"constant:<metres>"`` is the constant baseline. The released DepthART checkpoint loads from a folder holding
+its ``model.safetensors`` (and, if that file lacks the tokenizer, VAR's ``vae_ch160v4096z32.pth``) or from the
+``.safetensors`` file itself (:mod:`~scalear.domains.depth.depthart_checkpoints`).
 
 The best constant for AbsRel: the protocol averages ``mean_i |g_i - c| / g_i`` over images, i.e. minimises
 ``sum_i w_i |g_i - c|`` with ``w_i = 1 / (g_i * n_img(i))`` over all valid pixels. A weighted sum of absolute
@@ -116,9 +118,20 @@ def _register_domain_kinds() -> None:
                 raise
 
 
+def _released_depthart(path: Path) -> tuple[Path, Path | None] | None:
+    """``(checkpoint, VAR tokenizer or None)`` when ``path`` is the released DepthART's folder or file."""
+    from scalear.domains.depth.depthart_checkpoints import RELEASED_FILES, find_released_files
+
+    if path.is_file() and path.suffix == ".safetensors":
+        vae = path.parent / RELEASED_FILES[1]
+        return path, vae if vae.is_file() else None
+    return find_released_files(path) if path.is_dir() else None
+
+
 def load_predictor(spec: str | Path, map_location: str | torch.device = "cpu") -> DepthPredictor:
-    """``"constant:<metres>"`` or an exported model folder (``scalear.io.from_pretrained``) whose kind has
-    ``predict_depth``; a model is returned in eval mode on ``map_location``."""
+    """``"constant:<metres>"``, an exported model folder (``scalear.io.from_pretrained``) whose kind has
+    ``predict_depth``, or the released DepthART (a folder of its files, or its ``.safetensors``); a model is
+    returned in eval mode on ``map_location``. A checkpoint that does not fit raises ``ValueError`` naming it."""
     s = str(spec)
     if s.startswith("constant:"):
         try:
@@ -127,9 +140,18 @@ def load_predictor(spec: str | Path, map_location: str | torch.device = "cpu") -
             raise ValueError(f"bad predictor spec {s!r}: expected constant:<metres>, e.g. constant:2.5 ({e})") from None
     from scalear.io import from_pretrained
 
+    released = _released_depthart(Path(s))
+    if released is not None:
+        from scalear.domains.depth.depthart_checkpoints import load_depthart_checkpoint
+        from scalear.var_checkpoints import CheckpointMismatchError
+
+        try:
+            return load_depthart_checkpoint(*released).to(map_location).eval()
+        except CheckpointMismatchError as e:
+            raise ValueError(str(e)) from None
     if not Path(s).is_dir():
         raise FileNotFoundError(f"model {s!r} not found: give an exported model folder (config.json + "
-                                "model.safetensors) or constant:<metres>")
+                                "model.safetensors), the released DepthART's folder or constant:<metres>")
     _register_domain_kinds()
     model = from_pretrained(s, map_location=map_location)
     if not callable(getattr(model, "predict_depth", None)):
