@@ -24,6 +24,7 @@ from PIL import Image
 from scalear.datasets.depth import (
     ImageReadError,
     KittiDepthDataset,
+    check_depth_range,
     NyuFolderDataset,
     NyuLabeledDataset,
     disparity_to_depth,
@@ -75,6 +76,37 @@ def test_depth_png_saturates_and_reads_foreign_16bit(tmp_path: Path, caplog: pyt
     # a PNG written by someone else (KITTI's devkit writes uint16 PNGs the same way)
     Image.fromarray(np.array([[5120, 0, 65535]], dtype=np.uint16)).save(tmp_path / "k.png")
     np.testing.assert_allclose(read_depth_png(tmp_path / "k.png", "kitti"), [[20.0, 0.0, 65535 / 256]])
+
+
+def test_depth_range_check_names_the_encoding_that_fits(tmp_path: Path) -> None:
+    """NYU's millimetre PNGs read with KITTI's v / 256 come out 1000 / 256 = 3.9x too far; the reader says so,
+    naming the file, the encoding assumed and the one that fits, instead of returning 2.7-25 m rooms."""
+    depth_mm = np.linspace(700, 6500, 48 * 64).reshape(48, 64).astype(np.uint16)  # a 0.7..6.5 m room; > 2560 mm
+    # reads beyond 10 m as v / 256: (6500 - 2560) / (6500 - 700) = 68% of the pixels
+    (tmp_path / "nyu").mkdir()
+    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(tmp_path / "nyu" / "image_0.png")
+    Image.fromarray(depth_mm).save(tmp_path / "nyu" / "depth_0.png")
+    assert NyuFolderDataset(tmp_path / "nyu")[0]["depth"].max().item() == pytest.approx(6.5)  # mm: fine
+    wrong = NyuFolderDataset(tmp_path / "nyu", depth_encoding="kitti")
+    with pytest.raises(ImageReadError, match=re.escape(
+            "depth_0.png: read as 'kitti' (metres = v / 256) its depths span 2.73..25.39 m, 68% of them beyond the "
+            "10 m that NYU Depth v2 holds; as 'mm' (metres = v / 1000) they would span 0.70..6.50 m: wrong depth encoding?")):
+        wrong[0]
+
+    # the share allowed beyond the range: 1% of the valid pixels passes, 2% does not
+    d = np.full((10, 11), 5.0, np.float32)
+    d[:, 10] = 0  # invalid pixels do not count: 1 of 100 valid pixels beyond
+    d[9, 9] = 11.0
+    check_depth_range(d, "x.png", "mm", "NYU Depth v2", 10.0)
+    d[9, 8] = 11.0
+    with pytest.raises(ImageReadError, match=r"x.png: read as 'mm'.*2% of them beyond.*not a depth map of this dataset"):
+        check_depth_range(d, "x.png", "mm", "NYU Depth v2", 10.0)
+    # KITTI exported in millimetres and read as v / 256: beyond the LiDAR's 120 m
+    folder, _ = _kitti_tree(tmp_path / "kitti")
+    gt = tmp_path / "kitti" / "2011_09_26_drive_0002_sync/proj_depth/groundtruth/image_02/0000000001.png"
+    Image.fromarray(np.linspace(5000, 60000, _H * _W).reshape(_H, _W).astype(np.uint16)).save(gt)
+    with pytest.raises(ImageReadError, match=r"0000000001.png: read as 'kitti'.*beyond the 120 m that KITTI holds; as 'mm'"):
+        KittiDepthDataset(tmp_path / "kitti", tmp_path / "kitti" / "split.txt")[0]
 
 
 def test_depth_png_refuses_8bit_and_colour(tmp_path: Path) -> None:
@@ -650,6 +682,20 @@ def test_real_nyu_samples(shared_data: Path) -> None:
     assert k.shape == (480, 640) and 0.05 < (k == 0).mean() < 0.1
     assert k[k > 0].min() == pytest.approx(1.386, abs=1e-3) and k.max() == pytest.approx(6.691, abs=1e-3)
     assert read_rgb(nyu / "raw_kinect/NYU_color.ppm").shape == (480, 640, 3)
+
+
+@pytest.mark.shared_data
+def test_real_nyu_pngs_read_as_kitti_are_refused(shared_data: Path) -> None:
+    """Every real NYU millimetre PNG read as mm passes the range check; read as KITTI's v / 256 the loader names
+    the file and the millimetre reading that fits (depth_0: 0.894 m walls at 7.0 m otherwise)."""
+    for p in sorted((shared_data / "nyu").glob("*/*depth_*.png")):
+        read_depth_png(p, "mm", known_range=("NYU Depth v2", NYU_MAX_DEPTH))
+    wrong = NyuFolderDataset(shared_data / "nyu/dense_test", depth_encoding="kitti")
+    with pytest.raises(ImageReadError, match=r"depth_0.png: read as 'kitti' \(metres = v / 256\) its depths span "
+                                             r"7.02..14.12 m.*as 'mm' \(metres = v / 1000\) they would span 1.80..3.62 m"):
+        wrong[0]
+    for name in ("0000000005", "0000000050"):  # KITTI's own PNGs pass KITTI's range
+        read_depth_png(shared_data / f"kitti/annotated/depth/{name}.png", "kitti", known_range=("KITTI", 120.0))
 
 
 @pytest.mark.shared_data

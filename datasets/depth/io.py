@@ -29,6 +29,8 @@ DepthEncoding = Literal["mm", "kitti"]
 #: integer units per metre of each depth-PNG encoding
 DEPTH_PNG_SCALE: dict[str, float] = {"mm": 1000.0, "kitti": 256.0}
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: share of a frame's valid depths allowed beyond its dataset's farthest depth before the encoding is refused
+OUT_OF_RANGE_SHARE = 0.01
 
 
 class ImageReadError(ValueError):
@@ -82,11 +84,13 @@ def png_bit_depth(path: str | Path) -> tuple[int, int]:
     return head[24], head[25]
 
 
-def read_depth_png(path: str | Path, encoding: DepthEncoding | float) -> np.ndarray:
+def read_depth_png(path: str | Path, encoding: DepthEncoding | float,
+                   known_range: tuple[str, float] | None = None) -> np.ndarray:
     """Read a single-channel 16-bit depth PNG as ``(H, W)`` float32 metres (0 = invalid).
 
     ``encoding`` is ``"mm"`` (v / 1000), ``"kitti"`` (v / 256) or a number of units per metre. An 8-bit or
     colour PNG is refused with an error naming the file, since reading it would silently give wrong metres.
+    ``known_range = (dataset name, max metres)`` checks the decoded depths with :func:`check_depth_range`.
     """
     path = Path(path)
     scale = _depth_scale(encoding)
@@ -100,7 +104,35 @@ def read_depth_png(path: str | Path, encoding: DepthEncoding | float) -> np.ndar
             f"depth PNG must be 16-bit single-channel; {path} is {bits}-bit {kind} (mode {im.mode}) — wrong depth encoding?"
         )
     v_HW = np.asarray(im, dtype=np.uint16) if im.mode.startswith("I;16") else np.asarray(im).astype(np.uint16)
-    return v_HW.astype(np.float32) / np.float32(scale)
+    depth_HW = v_HW.astype(np.float32) / np.float32(scale)
+    if known_range is not None:
+        check_depth_range(depth_HW, path, encoding, *known_range)
+    return depth_HW
+
+
+def describe_encoding(encoding: DepthEncoding | float) -> str:
+    """``"'mm' (metres = v / 1000)"``, ``"'kitti' (metres = v / 256)"`` or ``"metres = v / <scale>"``."""
+    scale = _depth_scale(encoding)
+    return f"{encoding!r} (metres = v / {scale:g})" if isinstance(encoding, str) else f"metres = v / {scale:g}"
+
+
+def check_depth_range(depth_HW: np.ndarray, path: str | Path, encoding: DepthEncoding | float, dataset: str,
+                      max_depth: float) -> None:
+    """Refuse a depth map decoded with the wrong encoding: an :class:`ImageReadError` naming the file, the
+    encoding assumed and the one that would fit, when more than :data:`OUT_OF_RANGE_SHARE` of the valid depths
+    lie beyond ``max_depth``, the farthest ``dataset`` holds (e.g. NYU's millimetre PNGs read as KITTI's
+    v / 256 come out 3.9x too far: 2.8-25 m for rooms of 0.7-6.5 m). Too near cannot be told from a small room.
+    """
+    v = depth_HW[depth_HW > 0]
+    if v.size == 0 or (v > max_depth).mean() <= OUT_OF_RANGE_SHARE:
+        return
+    scale = _depth_scale(encoding)
+    fits = [f"as {describe_encoding(name)} they would span {v.min() * scale / s:.2f}..{v.max() * scale / s:.2f} m"
+            for name, s in DEPTH_PNG_SCALE.items()
+            if s != scale and (v * scale / s > max_depth).mean() <= OUT_OF_RANGE_SHARE]
+    advice = f"; {fits[0]}: wrong depth encoding?" if fits else ": wrong depth encoding, or not a depth map of this dataset?"
+    raise ImageReadError(f"{path}: read as {describe_encoding(encoding)} its depths span {v.min():.2f}..{v.max():.2f} m, "
+                         f"{(v > max_depth).mean():.0%} of them beyond the {max_depth:g} m that {dataset} holds{advice}")
 
 
 def encode_depth_png(depth_HW: np.ndarray, encoding: DepthEncoding | float) -> np.ndarray:

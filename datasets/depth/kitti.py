@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 KITTI_MIN_DEPTH: float = 1e-3
 KITTI_MAX_DEPTH: float = 80.0
+#: the farthest depth KITTI's ground truth holds (the HDL-64E's range); decoded PNGs beyond it are refused
+KITTI_SENSOR_MAX_DEPTH: float = 120.0
 #: KB crop size (H, W): BTS/ZoeDepth ``do_kb_crop``
 KB_CROP_HW: tuple[int, int] = (352, 1216)
 #: evaluation crops as fractions of the GT size (row0, row1, col0, col1), BTS ``eval_with_pngs.py``
@@ -522,7 +524,7 @@ class KittiDepthDataset(Dataset):
         if gt_path is None:
             depth_HW = np.zeros(hw, dtype=np.float32)
         elif self.gt == "annotated":
-            depth_HW = read_depth_png(gt_path, "kitti")
+            depth_HW = read_depth_png(gt_path, "kitti", known_range=("KITTI", KITTI_SENSOR_MAX_DEPTH))
         else:
             calib = self._calibration(f)
             if calib.hw != hw:

@@ -31,14 +31,14 @@ from typing import Literal, Sequence
 import numpy as np
 from torch.utils.data import Dataset
 
-from scalear.datasets.depth.io import DepthEncoding, ImageReadError, make_sample, read_depth_png, read_rgb
+from scalear.datasets.depth.io import DepthEncoding, ImageReadError, describe_encoding, make_sample, read_depth_png, read_rgb
 
 log = logging.getLogger(__name__)
 
 #: Eigen crop on 480x640 NYU ground truth: rows 45:471, cols 41:601 (0-based, end exclusive; BTS eval_with_pngs.py)
 NYU_EIGEN_CROP: tuple[int, int, int, int] = (45, 471, 41, 601)
 NYU_MIN_DEPTH: float = 1e-3
-NYU_MAX_DEPTH: float = 10.0
+NYU_MAX_DEPTH: float = 10.0  #: the evaluation cap, and the farthest depth NYU's Kinect frames hold
 NYU_HW: tuple[int, int] = (480, 640)
 #: standard NYU Depth v2 RGB intrinsics (pixels, 640x480): fx, fy, cx, cy
 NYU_INTRINSICS: tuple[float, float, float, float] = (518.8579, 519.46961, 325.58245, 253.73617)
@@ -240,7 +240,8 @@ class NyuFolderDataset(Dataset):
 
     Depth 0 = invalid (BTS ``sync_depth`` has holes; DenseDepth's test depth is filled). Every listed file
     must exist: missing ones are reported together at construction. Lines whose depth is ``None`` are
-    kept out and listed in ``missing_gt``.
+    kept out and listed in ``missing_gt``. A depth PNG whose decoded depths reach far beyond NYU's 10 m is
+    refused with the encoding that would fit (:func:`~scalear.datasets.depth.io.check_depth_range`).
     """
 
     def __init__(
@@ -254,6 +255,7 @@ class NyuFolderDataset(Dataset):
         self.root = Path(root)
         self.depth_root = Path(depth_root) if depth_root is not None else self.root
         self.depth_encoding = depth_encoding
+        log.info("NYU: depth PNGs read as %s", describe_encoding(depth_encoding))
         if file_list is not None:
             entries = read_nyu_file_list(file_list)
         else:
@@ -287,7 +289,8 @@ class NyuFolderDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         rgb, depth, focal, name = self.items[i]
-        return make_sample(read_rgb(rgb), read_depth_png(depth, self.depth_encoding), focal, name)
+        depth_HW = read_depth_png(depth, self.depth_encoding, known_range=("NYU Depth v2", NYU_MAX_DEPTH))
+        return make_sample(read_rgb(rgb), depth_HW, focal, name)
 
 
 _PGM_TOKEN = re.compile(rb"\s*(#[^\n]*\n\s*)*(\S+)")
