@@ -8,6 +8,7 @@ are checked for plausible values (skipped without ../shared).
 from __future__ import annotations
 
 import logging
+import math
 import pickle
 import re
 import shutil
@@ -24,9 +25,10 @@ from PIL import Image
 from scalear.datasets.depth import (
     ImageReadError,
     KittiDepthDataset,
-    check_depth_range,
+    KittiFolderDataset,
     NyuFolderDataset,
     NyuLabeledDataset,
+    check_depth_range,
     disparity_to_depth,
     generate_depth_map,
     kb_crop,
@@ -549,6 +551,79 @@ def test_kitti_dataset_velodyne_gt(tmp_path: Path) -> None:
     assert KittiDepthDataset(tmp_path, tmp_path / "split.txt", gt="velodyne")[0]["depth"][0, 28, 22].item() == pytest.approx(5.27)
 
 
+def _flat_kitti_annotated(root: Path) -> dict[str, np.ndarray]:
+    """rgb/ + depth/ pairs (Metric3D's kitti_demo layout): frames a and b with depth, c without, an orphan depth."""
+    rng = np.random.default_rng(5)
+    (root / "rgb").mkdir(parents=True)
+    (root / "depth").mkdir()
+    gts = {}
+    for stem in ("a", "b", "c"):
+        Image.fromarray(rng.integers(0, 256, (_H, _W, 3), dtype=np.uint8)).save(root / "rgb" / f"{stem}.png")
+    for stem in ("a", "b", "orphan"):
+        gts[stem] = rng.integers(0, 80 * 256, (_H, _W)).astype(np.uint16)
+        Image.fromarray(gts[stem]).save(root / "depth" / f"{stem}.png")
+    return gts
+
+
+def test_kitti_flat_folder_annotated(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    gts = _flat_kitti_annotated(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        ds = KittiFolderDataset(tmp_path)
+    assert len(ds) == 2 and ds.num_listed == 3 and ds.missing_gt == ["c"] and ds.cam == 2
+    assert "1 of 3 images have no annotated ground truth" in caplog.text and "1 ground-truth file(s) have no image" in caplog.text
+    s = ds[1]
+    assert s["name"] == "b" and math.isnan(s["focal"])  # no calibration: focal unknown, not made up
+    np.testing.assert_allclose(s["depth"][0].numpy(), gts["b"] / 256.0)
+    assert torch.equal(s["valid"][0], torch.from_numpy(gts["b"] > 0))
+    assert "metres = v / 256" in ds.encoding
+    assert KittiFolderDataset(tmp_path, focal=721.5377)[0]["focal"] == 721.5377
+    _write_raw_calib(tmp_path)  # raw-data calibration next to the frames: its P_rect_02 focal
+    assert KittiFolderDataset(tmp_path)[0]["focal"] == 100.0
+    assert len(KittiFolderDataset(tmp_path, missing_gt="keep")) == 3
+    with pytest.raises(FileNotFoundError, match="1 of 3 images have no annotated"):
+        KittiFolderDataset(tmp_path, missing_gt="error")
+    with pytest.raises(FileNotFoundError, match=r"no velodyne ground-truth folder; expected velodyne or velodyne_points"):
+        KittiFolderDataset(tmp_path, gt="velodyne")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"empty: no image folder; expected one of rgb, image"):
+        KittiFolderDataset(tmp_path / "empty")
+
+
+def test_kitti_flat_folder_velodyne_each_calibration_layout(tmp_path: Path) -> None:
+    """image_2/ + velodyne/ with the object benchmark's calib/, the raw-data files, or a bare projection: the
+    hand-computed points land where they must (camera z: 5 m at row 28 col 22, 4 m at row 26 col 0)."""
+    def folder(name: str) -> Path:
+        root = tmp_path / name
+        (root / "image_2").mkdir(parents=True)
+        Image.fromarray(np.zeros((_H, _W, 3), np.uint8)).save(root / "image_2" / "000000.png")
+        _write_bin(root / "velodyne" / "000000.bin", [_A, _B, _C, _D, _E, _F])
+        return root
+
+    obj = folder("object")
+    _write_object_calib(obj / "calib" / "000000.txt")
+    raw = folder("raw")
+    _write_raw_calib(raw)
+    bare = folder("bare")
+    (tmp_path / "P.txt").write_text(_fmt(raw_velo_to_image(raw)[0], "%.12e"))
+    for ds in (KittiFolderDataset(obj, gt="velodyne"), KittiFolderDataset(raw, gt="velodyne"),
+               KittiFolderDataset(bare, gt="velodyne", calib=tmp_path / "P.txt")):
+        s = ds[0]
+        d = s["depth"][0]
+        assert {tuple(map(int, rc)): round(d[tuple(rc)].item(), 4) for rc in torch.nonzero(d)} == {(28, 22): 5.0, (26, 0): 4.0}
+        assert s["focal"] == pytest.approx(100.0) and s["name"] == "000000"
+    assert KittiFolderDataset(obj, gt="velodyne", vel_depth=True)[0]["depth"][0, 28, 22].item() == pytest.approx(5.27)
+    assert "projected with" in KittiFolderDataset(obj, gt="velodyne").encoding
+
+    with pytest.raises(FileNotFoundError, match=r"000000.bin: no calibration to project it with"):
+        KittiFolderDataset(bare, gt="velodyne")
+    (tmp_path / "P2.txt").write_text(_fmt(_P_RECT_02))
+    with pytest.raises(ValueError, match=r"P2.txt \(bare projection\).*forward x axis"):
+        KittiFolderDataset(bare, gt="velodyne", calib=tmp_path / "P2.txt")
+    Image.fromarray(np.zeros((_H + 2, _W, 3), np.uint8)).save(raw / "image_2" / "000000.png")
+    with pytest.raises(ValueError, match=r"000000.png is 50x64 but .*calib_cam_to_cam.txt.* is for 48x64 images"):
+        KittiFolderDataset(raw, gt="velodyne")[0]
+
+
 # ---------------------------------------------------------------------------------------------- Middlebury
 
 
@@ -637,6 +712,31 @@ def test_real_kitti_object_velodyne_projects(shared_data: Path) -> None:
     v = d[d > 0]
     assert 15_000 < v.size < 25_000 and 3.5 < v.min() < 5 and 60 < v.max() < 80  # manifest: ~20,000, 4.2-72.7 m
     assert not (d[:100] > 0).any()  # the LiDAR sees nothing far above the horizon
+
+
+@pytest.mark.shared_data
+def test_real_kitti_flat_folders(shared_data: Path, tmp_path: Path) -> None:
+    """The real annotated pair folder and the real object-benchmark frame load as they are; the real scan with
+    the real raw-data calibration (2011_09_26) takes that calibration's focal."""
+    kitti = shared_data / "kitti"
+    ann = KittiFolderDataset(kitti / "annotated")
+    assert [s["name"] for s in ann] == ["0000000005", "0000000050"] and not ann.missing_gt
+    assert np.array_equal(ann[1]["depth"][0].numpy(), read_depth_png(kitti / "annotated/depth/0000000050.png", "kitti"))
+
+    obj = KittiFolderDataset(kitti / "object_velodyne", gt="velodyne")
+    s = obj[0]
+    v = s["depth"][s["valid"]]
+    assert s["focal"] == 707.0493 and s["image"].shape == (3, 370, 1224)
+    assert 15_000 < v.numel() < 25_000 and 3.5 < v.min() < 5 and 60 < v.max() < 80  # manifest: ~20,000, 4.2-72.7 m
+
+    (tmp_path / "image_2").mkdir()
+    Image.fromarray(np.zeros((375, 1242, 3), np.uint8)).save(tmp_path / "image_2" / "000000.png")
+    (tmp_path / "velodyne").mkdir()
+    (tmp_path / "velodyne" / "000000.bin").symlink_to(kitti / "object_velodyne/velodyne/000000.bin")
+    for f in ("calib_cam_to_cam.txt", "calib_velo_to_cam.txt"):
+        (tmp_path / f).symlink_to(kitti / "calib_2011_09_26" / f)
+    raw = KittiFolderDataset(tmp_path, gt="velodyne")[0]
+    assert raw["focal"] == 721.5377 and 15_000 < int(raw["valid"].sum()) < 25_000
 
 
 @pytest.mark.shared_data

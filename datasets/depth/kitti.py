@@ -20,6 +20,7 @@ Follows the code everyone evaluates with:
 from __future__ import annotations
 
 import logging
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ import scipy.linalg
 import torch
 from torch.utils.data import Dataset
 
-from scalear.datasets.depth.io import make_sample, read_depth_png, read_rgb
+from scalear.datasets.depth.io import describe_encoding, make_sample, read_depth_png, read_rgb
 
 log = logging.getLogger(__name__)
 
@@ -536,3 +537,139 @@ class KittiDepthDataset(Dataset):
         if self.kb_crop:
             image_HW3, depth_HW = kb_crop(image_HW3), kb_crop(depth_HW)
         return make_sample(image_HW3, depth_HW, focal, f.name)
+
+
+#: sub-folders of a flat KITTI folder, searched in this order (the first one present is used)
+FOLDER_IMAGE_DIRS: tuple[str, ...] = ("rgb", "image", "images", "image_2", "image_02", "image_3", "image_03")
+FOLDER_GT_DIRS: dict[str, tuple[str, ...]] = {"annotated": ("depth", "groundtruth", "depth_gt"),
+                                              "velodyne": ("velodyne", "velodyne_points")}
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+class KittiFolderDataset(Dataset):
+    """KITTI frames in a flat folder, each image matched to its ground truth by file stem (no split list).
+
+    Layouts under ``root`` (the first sub-folder of each kind that exists is used):
+
+    - ``gt="annotated"``: images in ``rgb/`` (or ``image/``, ``images/``, ``image_2/``, ``image_02/``,
+      ``image_3/``, ``image_03/``), KITTI's 16-bit depth PNGs (metres = v / 256, 0 = none) of the same stem in
+      ``depth/`` (or ``groundtruth/``, ``depth_gt/``): e.g. ``rgb/0000000005.png`` + ``depth/0000000005.png``
+      (Metric3D's ``kitti_demo``).
+    - ``gt="velodyne"``: images as above, scans ``velodyne/<stem>.bin`` (or ``velodyne_points/``), projected
+      with the calibration (:func:`read_velo_calibration`): ``calib/<stem>.txt`` per frame (the object
+      benchmark's ``image_2/ velodyne/ calib/``), else ``calib_cam_to_cam.txt`` + ``calib_velo_to_cam.txt`` in
+      ``root`` (raw data), or ``calib``: a file or raw-data folder for every frame (also a bare 3x4 projection).
+
+    Args:
+        root: the folder.
+        gt: ``"annotated"`` or ``"velodyne"``.
+        gt_dir: the ground-truth folder, if not one of the names above under ``root``.
+        calib: calibration for every frame (see above); default: found per frame.
+        vel_depth: Velodyne depth is the camera's z (False, default: the object benchmark's convention) or the
+            Velodyne's x (True, monodepth2's Eigen ground truth).
+        focal: override the focal length (pixels); else the calibration's (``P2[0, 0]`` / ``P_rect_02[0, 0]``),
+            else NaN (annotated frames without calibration: the metrics do not use it).
+        missing_gt: images without ground truth: ``"skip"`` (default; listed in ``missing_gt`` and logged),
+            ``"keep"`` (no valid depth) or ``"error"``.
+
+    The camera is 3 for ``image_3/``/``image_03/`` and 2 otherwise. Samples are named by the image's stem.
+    """
+
+    def __init__(self, root: str | Path, gt: GroundTruth = "annotated", gt_dir: str | Path | None = None,
+                 calib: str | Path | None = None, vel_depth: bool = False, focal: float | None = None,
+                 missing_gt: Literal["skip", "keep", "error"] = "skip"):
+        if gt not in FOLDER_GT_DIRS:
+            raise ValueError(f"gt must be 'annotated' or 'velodyne', got {gt!r}")
+        if missing_gt not in ("skip", "keep", "error"):
+            raise ValueError(f"missing_gt must be 'skip', 'keep' or 'error', got {missing_gt!r}")
+        self.root, self.gt, self.vel_depth = Path(root), gt, vel_depth
+        self.calib = Path(calib) if calib is not None else None
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"KITTI folder not found: {self.root}")
+        image_dir = next((self.root / d for d in FOLDER_IMAGE_DIRS if (self.root / d).is_dir()), None)
+        if image_dir is None:
+            raise FileNotFoundError(f"{self.root}: no image folder; expected one of {', '.join(FOLDER_IMAGE_DIRS)}")
+        self.cam = 3 if image_dir.name in ("image_3", "image_03") else 2
+        self.gt_dir = Path(gt_dir) if gt_dir is not None else next(
+            (self.root / d for d in FOLDER_GT_DIRS[gt] if (self.root / d).is_dir()), None)
+        if self.gt_dir is None or not self.gt_dir.is_dir():
+            raise FileNotFoundError(f"{self.root}: no {gt} ground-truth folder; expected "
+                                    f"{' or '.join(FOLDER_GT_DIRS[gt])} next to {image_dir.name}/ (or pass gt_dir)")
+        images = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES and not p.name.startswith("."))
+        if not images:
+            raise FileNotFoundError(f"{image_dir}: no .png / .jpg images")
+        suffix = ".png" if gt == "annotated" else ".bin"
+        self.num_listed = len(images)
+        self._calibs: dict[Path, VeloCalibration] = {}
+        self.items: list[tuple[Path, Path | None, VeloCalibration | None, float]] = []
+        self.missing_gt: list[str] = []
+        for image in images:
+            gt_path = self.gt_dir / (image.stem + suffix)
+            if not gt_path.is_file():
+                self.missing_gt.append(image.stem)
+                if missing_gt == "skip":
+                    continue
+                gt_path = None
+            cal = self._calibration(image.stem)
+            if gt == "velodyne" and gt_path is not None and cal is None:
+                raise FileNotFoundError(
+                    f"{gt_path}: no calibration to project it with; expected {self.root / 'calib' / (image.stem + '.txt')}, "
+                    f"or calib_cam_to_cam.txt + calib_velo_to_cam.txt in {self.root}, or pass calib")
+            f = float(focal) if focal is not None else (cal.focal if cal is not None else math.nan)
+            self.items.append((image, gt_path, cal, f))
+        stems = {p.stem for p in images}
+        orphans = sorted(p.name for p in self.gt_dir.glob("*" + suffix) if p.stem not in stems)
+        if orphans:
+            log.warning("KITTI folder %s: %d ground-truth file(s) have no image, e.g. %s", self.root, len(orphans), orphans[0])
+        if self.missing_gt:
+            msg = (f"KITTI folder {self.root}: {len(self.missing_gt)} of {self.num_listed} images have no {gt} ground "
+                   f"truth in {self.gt_dir} (e.g. {self.missing_gt[0]!r}); ")
+            if missing_gt == "error":
+                raise FileNotFoundError(msg + "pass missing_gt='skip' to leave them out")
+            log.warning(msg + ("left out, %d remain" if missing_gt == "skip" else "kept with no valid depth (%d frames)"),
+                        len(self.items))
+        if not self.items:
+            raise FileNotFoundError(f"{self.root}: none of the {self.num_listed} images has {gt} ground truth in {self.gt_dir}")
+
+    @property
+    def encoding(self) -> str:
+        """How the ground truth is read, in words (for reports)."""
+        if self.gt == "annotated":
+            return f"16-bit PNGs in {self.gt_dir}, {describe_encoding('kitti')}"
+        sources = sorted({cal.source for _, _, cal, _ in self.items if cal is not None})
+        depth = "Velodyne x" if self.vel_depth else "camera z"
+        return f"Velodyne scans in {self.gt_dir} projected with {sources[0]}" + (
+            f" (and {len(sources) - 1} more)" if len(sources) > 1 else "") + f", depth = {depth}"
+
+    def _calibration(self, stem: str) -> VeloCalibration | None:
+        path = self.calib
+        if path is not None and path.is_dir() and not (path / "calib_cam_to_cam.txt").is_file():
+            path = path / f"{stem}.txt"  # a folder of per-frame object-benchmark files
+        if path is None:
+            per_frame = self.root / "calib" / f"{stem}.txt"
+            path = per_frame if per_frame.is_file() else (self.root if (self.root / "calib_cam_to_cam.txt").is_file() else None)
+        if path is None:
+            return None
+        if path not in self._calibs:
+            self._calibs[path] = read_velo_calibration(path, self.cam)
+        return self._calibs[path]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        image_path, gt_path, cal, focal = self.items[i]
+        image_HW3 = read_rgb(image_path)
+        hw = image_HW3.shape[:2]
+        if gt_path is None:
+            depth_HW = np.zeros(hw, dtype=np.float32)
+        elif self.gt == "annotated":
+            depth_HW = read_depth_png(gt_path, "kitti", known_range=("KITTI", KITTI_SENSOR_MAX_DEPTH))
+        else:
+            if cal.hw is not None and cal.hw != hw:
+                raise ValueError(f"{image_path} is {hw[0]}x{hw[1]} but {cal.source} is for {cal.hw[0]}x{cal.hw[1]} images")
+            depth_HW = project_velodyne(read_velodyne_bin(gt_path), cal.P, hw, self.vel_depth,
+                                        source=f"{gt_path} with {cal.source}")
+        if depth_HW.shape != hw:
+            raise ValueError(f"{image_path} is {hw[0]}x{hw[1]} but its depth {gt_path} is {depth_HW.shape[0]}x{depth_HW.shape[1]}")
+        return make_sample(image_HW3, depth_HW, focal, image_path.stem)
