@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -145,3 +146,158 @@ def test_fit_trains_and_exports(tmp_path):
     header = (root / "logs" / "version_0" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"val/psnr", "val/ssim", "val/psnr_noise25", "train/l1", "train/tokens"} <= set(header)
     assert main(["--model", str(export), "--input", str(REPO / "configs"), "--out", str(tmp_path / "x"), "--quiet"]) == 2
+
+
+# ------------------------------------------------------------------------------------ real benchmark layouts
+
+
+def _psnr8(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR of two 8-bit-valued float images in [0, 1], by hand."""
+    return float(10 * np.log10(1.0 / np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)))
+
+
+def test_eval_polyu_and_sidd_named_folders_of_real_files(shared_data, tmp_path, capsys):
+    """The real noisy/clean pair of ../shared renamed as PolyU (one folder, *_real / *_mean) and as SIDD
+    (scene folders, NOISY / GT) is scored as published; the identity's PSNR is the hand-computed one."""
+    src = shared_data / "restoration" / "denoise"
+    noisy, clean = src / "noisy_sigma25" / "00001.png", src / "clean" / "00001.png"
+    expected = _psnr8(read_image(noisy), read_image(clean))
+    assert expected == pytest.approx(20 * np.log10(255 / 23.9), abs=0.1)  # the manifest's measured noise std
+    polyu = tmp_path / "PolyU" / "CroppedImages"
+    polyu.mkdir(parents=True)
+    (polyu / "Canon5D2_5_160_3200_chair_10_real.png").write_bytes(noisy.read_bytes())
+    (polyu / "Canon5D2_5_160_3200_chair_10_mean.png").write_bytes(clean.read_bytes())
+    sidd = tmp_path / "SIDD" / "0001_001_S6_00100_00060_3200_L"
+    sidd.mkdir(parents=True)
+    (sidd / "0001_NOISY_SRGB_010.PNG").write_bytes(noisy.read_bytes())
+    (sidd / "0001_GT_SRGB_010.PNG").write_bytes(clean.read_bytes())
+    for root in (tmp_path / "PolyU", tmp_path / "SIDD"):
+        out = tmp_path / f"{root.name}.json"
+        assert main(["eval", "--model", "identity", "--paired", str(root), "--out", str(out), "--quiet"]) == 0
+        doc = json.loads(out.read_text())
+        assert doc["metrics"]["noise"]["count"] == 1
+        assert doc["metrics"]["noise"]["psnr"] == pytest.approx(expected, abs=1e-3)
+        assert doc["per_image"][0]["gain"] == 0.0 and not doc["per_image"][0]["worse"]
+    # a mean image without its noisy partner: named, with the flag that skips it
+    (polyu / "Nikon800_4_100_3200_plug_11_mean.png").write_bytes(clean.read_bytes())
+    assert main(["eval", "--model", "identity", "--paired", str(polyu), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Nikon800_4_100_3200_plug_11_mean.png" in err and "--unmatched skip" in err
+    assert main(["eval", "--model", "identity", "--paired", str(polyu), "--unmatched", "skip", "--quiet"]) == 0
+    assert "pairs 1" in capsys.readouterr().out
+
+
+def test_eval_pair_rule_and_pair_dirs_for_other_namings(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    expected = []
+    for i in range(2):
+        clean = rng.integers(0, 256, (24, 32, 3)).astype(np.float32) / 255
+        noisy = np.clip(clean + rng.choice([-4, 4], clean.shape) / 255, 0, 1)
+        write_image(flat / f"shot{i}.png", clean)
+        write_image(flat / f"shot{i}_Noisy.png", noisy)
+        expected.append(_psnr8(read_image(flat / f"shot{i}_Noisy.png"), read_image(flat / f"shot{i}.png")))
+    assert main(["eval", "--model", "identity", "--paired", str(flat), "--quiet"]) == 2
+    assert "--pair-rule DEGRADED:CLEAN" in capsys.readouterr().err
+    out = tmp_path / "rule.json"
+    assert main(["eval", "--model", "identity", "--paired", str(flat), "--pair-rule", "_noisy:", "--out", str(out),
+                 "--quiet"]) == 0
+    doc = json.loads(out.read_text())
+    assert [r["name"] for r in doc["per_image"]] == ["shot0_Noisy", "shot1_Noisy"]
+    assert [r["psnr"] for r in doc["per_image"]] == pytest.approx(expected, abs=1e-4)
+    # two sub-folders no layout knows, named by --pair-dirs; the same folder twice takes the rule
+    for sub in ("deg", "ref"):
+        (tmp_path / "mine" / sub).mkdir(parents=True)
+    write_image(tmp_path / "mine" / "deg" / "a.png", read_image(flat / "shot0_Noisy.png"))
+    write_image(tmp_path / "mine" / "ref" / "a.png", read_image(flat / "shot0.png"))
+    out = tmp_path / "dirs.json"
+    assert main(["eval", "--model", "identity", "--paired", str(tmp_path / "mine"), "--pair-dirs", "deg:ref",
+                 "--out", str(out), "--quiet"]) == 0
+    assert json.loads(out.read_text())["metrics"]["deg"]["psnr"] == pytest.approx(expected[0], abs=1e-4)
+    assert main(["eval", "--model", "identity", "--paired", str(tmp_path), "--pair-dirs", "flat:flat", "--pair-rule",
+                 "_noisy:", "--quiet"]) == 0
+    capsys.readouterr()
+    for bad, msg in [(["--pair-rule", "_noisy"], "expected DEGRADED:CLEAN"), (["--pair-dirs", "deg"], "--pair-dirs 'deg'"),
+                     (["--pair-dirs", "flat:flat"], "give a pair rule")]:
+        assert main(["eval", "--model", "identity", "--paired", str(tmp_path if "flat:flat" in bad else flat), *bad,
+                     "--quiet"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and msg in err, err
+    assert main(["eval", "--model", "identity", "--degradations", "noise25", "--pair-rule", "_a:_b", "--quiet"]) == 2
+    assert "--paired folders only" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------ grey in, grey out
+
+
+def test_grey_input_gives_exactly_grey_output(model_dir, photos, shared_data, tmp_path):
+    """The (untrained, so channel-mixing) Varformer drifts the channels of a grey input apart; the written
+    restorations of grey files (8- and 16-bit, whole or tiled, a real Set12 photo) have equal channels."""
+    from scalear.domains.restoration.predict import is_grey, load_restorer, restore_image
+
+    model = load_restorer(model_dir)
+    grey = torch.from_numpy(read_image(photos / "grey.png")).permute(2, 0, 1)[None]
+    raw = model.restore(grey)
+    assert (raw[:, 0] - raw[:, 1]).abs().max() > 1 / 255  # the model alone is not grey-preserving
+    fixed = restore_image(model, torch.cat([grey, torch.rand_like(grey)]))
+    assert is_grey(fixed).tolist() == [True, False]  # the colour image of the batch keeps its colours
+    torch.testing.assert_close(fixed[0, 0], raw[0].mean(0))
+    shutil.copy(shared_data / "restoration" / "clean" / "Set12" / "01.png", photos / "set12_01.png")
+    for extra in ([], ["--tile", "24", "--overlap", "8"]):
+        out = tmp_path / f"out{len(extra)}"
+        assert main(["--model", str(model_dir), "--input", str(photos / "*grey*.png"), "--out", str(out), "--quiet",
+                     *extra]) == 0
+        names = ["grey_restored.png", "grey16_restored.png"]
+        if not extra:  # the 256 px photo whole (in 24 px tiles it would take minutes)
+            assert main(["--model", str(model_dir), "--input", str(photos / "set12_01.png"), "--out", str(out),
+                         "--quiet"]) == 0
+            names.append("set12_01_restored.png")
+        for name in names:
+            v = np.asarray(Image.open(out / name)) if name != "grey16_restored.png" else read_image(out / name)
+            assert v.shape[2] == 3 and np.array_equal(v[..., 0], v[..., 1]) and np.array_equal(v[..., 1], v[..., 2])
+            assert v.std() > 0  # not a flat image
+
+
+# ------------------------------------------------------------------------------------ made worse: told
+
+
+def test_eval_names_the_images_made_worse_and_predict_says_it_cannot_tell(model_dir, photos, tmp_path, capsys):
+    from scalear.domains.restoration.predict import evaluate, load_restorer, restore_files
+
+    class Halve:  # a "restorer" that halves the contrast: every image ends further from its clean original
+        def restore(self, x):
+            return 0.5 * x + 0.25
+
+    clean = torch.full((1, 3, 16, 16), 0.5) + torch.linspace(-0.4, 0.4, 16)
+    batch = {"degraded": clean + 0.02, "clean": clean, "degradation": ["noise"], "name": ["ramp"]}
+    ev = evaluate(Halve(), [batch], progress=False)
+    (r,) = ev.worse_than_input()
+    mse = ((0.5 * (clean + 0.02) + 0.25 - clean) ** 2).mean().item()
+    assert r["name"] == "ramp" and r["psnr"] == pytest.approx(-10 * np.log10(mse), abs=1e-3)
+    assert r["input_psnr"] == pytest.approx(-20 * np.log10(0.02), abs=1e-3) and r["gain"] < 0
+    # eval on clean photos ("none"): the identity changes nothing, the untrained Varformer makes both worse
+    clean_dir = tmp_path / "clean"
+    clean_dir.mkdir()
+    for n in ("rgb8.png", "grey.png"):
+        shutil.copy(photos / n, clean_dir / n)
+    assert main(["eval", "--model", "identity", "--clean-dir", str(clean_dir), "--degradations", "none", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "worse than input" not in text and "gain" in text
+    out = tmp_path / "m.json"
+    assert main(["eval", "--model", str(model_dir), "--clean-dir", str(clean_dir), "--degradations", "none",
+                 "--out", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "worse than input: 2 of 2 image(s): grey (-inf dB), rgb8 (-inf dB)" in text
+    doc = json.loads(out.read_text())
+    assert doc["metrics"]["none"]["worse"] == 2 and all(r["worse"] for r in doc["per_image"])
+    # predict has no reference: it says so, and how much the model changed the images (identity: nothing)
+    rep = restore_files(load_restorer("identity"), [photos / "rgb8.png"], tmp_path / "p", progress=False)
+    assert rep.change == {str(photos / "rgb8.png"): 0.0}
+    assert main(["--model", str(model_dir), "--input", str(photos / "rgb8.png"), "--out", str(tmp_path / "q"),
+                 "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "no reference: predict cannot tell whether the outputs are better" in text and "rgb8.png" in text
+    y, x = read_image(tmp_path / "q" / "rgb8_restored.png"), read_image(photos / "rgb8.png")
+    rms = float(np.sqrt(np.mean((y.astype(np.float64) - x) ** 2)) * 255)
+    assert rms > 0.5 and f"{rms:.1f} to {rms:.1f} levels" in text

@@ -138,6 +138,19 @@ class Degradation(ABC):
 
 
 @register_degradation
+class NoDegradation(Degradation):
+    """The clean image itself (``"none"``): scores what a model does to photos that are not degraded."""
+
+    name = "none"
+
+    def __init__(self) -> None:
+        self.label = self.name
+
+    def forward(self, x, g):
+        return x.clone()
+
+
+@register_degradation
 class GaussianNoise(Degradation):
     """Additive white Gaussian noise ``x + sigma / 255 * n``, ``n ~ N(0, 1)`` i.i.d. per pixel and channel.
 

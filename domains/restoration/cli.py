@@ -25,8 +25,9 @@ Image restoration with Varformer (VAR's multi-scale prior): restore photos, scor
 
   predict  (the default verb) restored copies of images in an output folder
            e.g. scalear restore --model runs/varformer/export/varformer --input photos/ --out restored
-  eval     PSNR / SSIM (RGB and Y) per degradation, as a table and JSON
+  eval     PSNR / SSIM (RGB and Y) per degradation, the gain over the inputs and the images made worse
            e.g. scalear restore eval --model DIR --degradations noise25,rain --out metrics.json
+                scalear restore eval --model DIR --paired PolyU/CroppedImages   (or SIDD, Rain100L, SOTS, ...)
   fit      train through LightningCLI: scalear restore fit --config configs/restoration/varformer_tiny.yaml
            (first the prior: prior_tokenizer_tiny.yaml, then prior_transformer_tiny.yaml)
 
@@ -38,7 +39,25 @@ PREDICT_DESCRIPTION = """\
 Per input <name>.<ext>: <out>/<name>_restored.png, 16-bit when the input is a 16-bit PNG (--bits to force),
 RGB (grey inputs give equal channels). Large images are restored in overlapping tiles (--tile) blended
 seamlessly. Inputs are never overwritten: --out must not be a folder that holds an input.
+With no reference image, predict cannot tell whether an output is better than its input: it reports how much
+the model changed each image; measure the model on pairs like yours with `scalear restore eval --paired`.
 Exit status: 0 all written, 1 some inputs skipped (the rest written), 2 usage error.
+"""
+
+EVAL_DESCRIPTION = """\
+Scores --model on degraded/clean pairs: a paired benchmark folder (--paired), or clean images (--clean-dir,
+default: scikit-image's held-out photos) under each of --degradations ("none": the clean images themselves).
+Each image is also scored before restoration: the table's "gain" is restored minus input PSNR and "worse"
+counts the images the model made worse (listed after the table; per image in --out's JSON).
+
+--paired detects these layouts as published (also one folder down: GoPro sequences, SIDD scenes):
+  rainy/+norain/ (Rain100L/H: rain-001 -> norain-001), hazy/+clear/ (SOTS: 0001_0.8_0.2 -> 0001), low/+high/
+  (LOL), blur/+sharp/ (GoPro), noisy/+clean/, noisy/+gt/, input/+target/ (AirNet, PromptIR), input/+gt/, lq/+gt/
+  (equal names), and pairs in one folder: *_real/*_mean (PolyU), *NOISY*/*GT* (SIDD).
+Other folders: --pair-dirs DEGRADED:CLEAN names the two sub-folders (same name twice: one folder);
+--pair-rule DEGRADED:CLEAN says how a degraded file's name becomes its clean partner's (the last DEGRADED
+replaced by CLEAN, letter case ignored; e.g. _noisy:_gt, or _x: to drop _x); files without a partner are an
+error unless --unmatched skip.
 """
 
 
@@ -62,12 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--bits", choices=["auto", "8", "16"], default="auto",
                     help="output PNG bit depth (auto: 16 for 16-bit PNG inputs, else 8)")
 
-    ev = sub.add_parser("eval", help="PSNR / SSIM per degradation",
-                        description="Scores --model on degraded/clean pairs: a paired benchmark folder (--paired), "
-                                    "or clean images (--clean-dir, default: scikit-image's held-out photos) under "
-                                    "each of --degradations.")
+    ev = sub.add_parser("eval", help="PSNR / SSIM per degradation", description=EVAL_DESCRIPTION,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_common(ev)
-    ev.add_argument("--paired", default=None, help="paired benchmark folder (Rain100L, SOTS, LOL, GoPro, input/target)")
+    ev.add_argument("--paired", default=None, help="paired benchmark folder (layouts above)")
+    ev.add_argument("--pair-dirs", default=None, metavar="DEGRADED:CLEAN", help="with --paired: the sub-folder names")
+    ev.add_argument("--pair-rule", default=None, metavar="DEGRADED:CLEAN",
+                    help="with --paired: degraded name part -> clean name part (e.g. _real:_mean)")
+    ev.add_argument("--unmatched", choices=["error", "skip"], default=None,
+                    help="with --paired: files without a partner stop eval (error, the default) or are skipped")
     ev.add_argument("--clean-dir", default=None, help="folder of clean images to degrade (default: built-in photos)")
     ev.add_argument("--degradations", default=None,
                     help="comma-separated EVAL_SUITE keys or specs (default: the whole suite)")
@@ -87,7 +109,13 @@ def eval_dataset(a: argparse.Namespace):
     if a.paired:
         if a.clean_dir or a.degradations:
             raise ValueError("--paired holds its own degradation; drop --clean-dir and --degradations")
-        return PairedFolderDataset(a.paired, crop_size=a.crop, crop="center")
+        dirs = a.pair_dirs.split(":") if a.pair_dirs else [None, None]
+        if len(dirs) != 2 or (a.pair_dirs and not all(dirs)):
+            raise ValueError(f"--pair-dirs {a.pair_dirs!r}: expected DEGRADED:CLEAN sub-folder names, e.g. noisy:clean")
+        return PairedFolderDataset(a.paired, dirs[0], dirs[1], pair_rule=a.pair_rule, crop_size=a.crop, crop="center",
+                                   on_unmatched=a.unmatched or "error")
+    if a.pair_dirs or a.pair_rule or a.unmatched:
+        raise ValueError("--pair-dirs, --pair-rule and --unmatched apply to --paired folders only")
     keys = list(EVAL_SUITE) if a.degradations is None else [k.strip() for k in a.degradations.split(",") if k.strip()]
     specs = {k: EVAL_SUITE.get(k, k) for k in keys}
     source = ImageFolder(a.clean_dir) if a.clean_dir else SkimagePhotos("heldout")
@@ -111,6 +139,13 @@ def _predict(a: argparse.Namespace) -> int:
         print(f"scalear restore: {e}", file=sys.stderr)
         return 2
     print(f"restored {len(rep.written)} of {len(inputs)} image(s) into {a.out}")
+    if rep.change:
+        most = max(rep.change, key=rep.change.get)
+        print(f"no reference: predict cannot tell whether the outputs are better than the inputs; the model changed "
+              f"them by {min(rep.change.values()):.1f} to {rep.change[most]:.1f} levels of 255 (RMS; most: "
+              f"{Path(most).name}). A restoration model can soften photos that lack the degradations it was trained "
+              "for: measure it on pairs like yours with `scalear restore eval --paired` (README: what the "
+              "quickstart model does per degradation).")
     if rep.failed:
         print(f"skipped {len(rep.failed)} unreadable image(s): " + ", ".join(Path(p).name for p in rep.failed),
               file=sys.stderr)
@@ -139,6 +174,10 @@ def _eval(a: argparse.Namespace) -> int:
         return 2
     print(f"model {a.model}  pairs {len(ds)}")
     print(ev.format_table())
+    if worse := ev.worse_than_input():
+        shown = ", ".join(f"{r['name']} ({r['gain']:+.2f} dB)" for r in worse[:10])
+        more = f" and {len(worse) - 10} more" if len(worse) > 10 else ""
+        print(f"worse than input: {len(worse)} of {len(ev.records)} image(s): {shown}{more}")
     if a.out:
         ev.to_json(a.out, per_image=True)
         print(f"wrote {a.out}")

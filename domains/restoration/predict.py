@@ -1,8 +1,12 @@
 """Restoring image files and scoring a model on degraded/clean pairs (the work behind ``scalear restore``).
 
-:func:`restore_files` writes ``<out>/<stem>_restored.png`` per input (atomically; 16-bit when the input is a
-16-bit PNG, else 8-bit; grey inputs come back as RGB with equal channels), never into a folder that holds an
-input. An unreadable input is reported by name and skipped; the others are still written.
+:func:`restore_image` is the one prediction path: ``model.restore`` (whole or in tiles), and a grey input
+(three equal channels) gives a grey output, the channel mean of the model's. :func:`restore_files` writes
+``<out>/<stem>_restored.png`` per input (atomically; 16-bit when the input is a 16-bit PNG, else 8-bit; grey
+inputs come back as RGB with equal channels), never into a folder that holds an input, and records how much
+the model changed each image (with no reference it cannot know whether for the better). An unreadable input is
+reported by name and skipped; the others are still written. :func:`evaluate` scores the restorations and the
+inputs against the clean images, so that images made worse are reported.
 """
 
 from __future__ import annotations
@@ -46,6 +50,23 @@ def load_restorer(spec: str | Path, device: torch.device | str = "cpu"):
     return model.eval()
 
 
+def is_grey(image_B3HW: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` bool: which images have three exactly equal channels."""
+    x = image_B3HW.flatten(2)
+    return ((x[:, 0] == x[:, 1]) & (x[:, 1] == x[:, 2])).all(1)
+
+
+def restore_image(model, image_B3HW: torch.Tensor, tile: int | None = None, overlap: int = 32) -> torch.Tensor:
+    """``model.restore`` of a batch in ``[0, 1]``, whole (``tile`` None) or in blended tiles; images whose
+    channels are equal come back with equal channels (the mean of the model's three)."""
+    out = restore_tiled(model, image_B3HW, tile, overlap)
+    grey = is_grey(image_B3HW)
+    if grey.any():
+        mean = out.double().mean(1, keepdim=True).to(out.dtype)  # exact where the channels already agree
+        out = torch.where(grey.view(-1, 1, 1, 1), mean.expand_as(out), out)
+    return out
+
+
 def collect_inputs(spec: str | Path) -> list[Path]:
     """Image files of a file, a folder (its image files, not recursive, hidden ones skipped) or a glob."""
     return files.collect_inputs(spec, IMAGE_SUFFIXES)
@@ -67,10 +88,12 @@ def _bits(path: Path) -> int:
 
 @dataclass
 class RestoreReport:
-    """What :func:`restore_files` did: the output per input, and the skipped inputs with the reason."""
+    """What :func:`restore_files` did: the output per input, the skipped inputs with the reason, and per written
+    input the RMS change the model made, in 8-bit levels (0: left as it was)."""
 
     written: dict[str, Path] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
+    change: dict[str, float] = field(default_factory=dict)
 
 
 def restore_files(model, inputs: Sequence[Path], out: Path, *, tile: int | None = None, overlap: int = 32,
@@ -91,26 +114,28 @@ def restore_files(model, inputs: Sequence[Path], out: Path, *, tile: int | None 
             tqdm.write(f"skipped {path}: {e}", file=sys.stderr)
             continue
         with torch.no_grad():
-            y_13HW = restore_tiled(model, x_3HW[None].to(device), tile, overlap)
-        report.written[str(path)] = write_image(out / name, y_13HW[0].cpu(), _bits(path) if bits == "auto" else bits)
+            y_3HW = restore_image(model, x_3HW[None].to(device), tile, overlap)[0].float().cpu()
+        report.written[str(path)] = write_image(out / name, y_3HW, _bits(path) if bits == "auto" else bits)
+        report.change[str(path)] = (y_3HW - x_3HW).pow(2).mean().sqrt().item() * 255
     return report
 
 
 @torch.no_grad()
 def evaluate(model, data: Iterable[dict], *, tile: int | None = None, overlap: int = 32, crop_border: int = 0,
              device: torch.device | str = "cpu", progress: bool = True, total: int | None = None) -> RestorationEvaluator:
-    """PSNR / SSIM (RGB and Y) per degradation of ``model.restore`` on batches ``{"degraded", "clean",
-    "degradation", "name"}``."""
+    """PSNR / SSIM (RGB and Y) per degradation of :func:`restore_image` on batches ``{"degraded", "clean",
+    "degradation", "name"}``, with each image's gain over its degraded input (``worse`` when negative)."""
     from tqdm import tqdm
 
     ev = RestorationEvaluator(crop_border=crop_border)
     for batch in tqdm(data, desc="eval", unit="batch", total=total, disable=not progress, file=sys.stderr):
-        pred = restore_tiled(model, batch["degraded"].to(device), tile, overlap).float().cpu()
+        pred = restore_image(model, batch["degraded"].to(device), tile, overlap).float().cpu()
         labels, names = batch["degradation"], batch.get("name")
         ev.update(pred, batch["clean"].float(), labels if isinstance(labels, str) else list(labels),
-                  None if names is None else ([names] if isinstance(names, str) else list(names)))
+                  None if names is None else ([names] if isinstance(names, str) else list(names)),
+                  degraded_B3HW=batch["degraded"].float().clamp(0, 1))
     return ev
 
 
-__all__ = ["IdentityRestorer", "load_restorer", "collect_inputs", "output_names",
+__all__ = ["IdentityRestorer", "load_restorer", "is_grey", "restore_image", "collect_inputs", "output_names",
            "RestoreReport", "restore_files", "evaluate"]

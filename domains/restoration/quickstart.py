@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 from scalear.datasets.restoration.data import SKIMAGE_HELDOUT, SkimagePhotos, concat_eval_sets
 from scalear.datasets.restoration.degradations import ALL_IN_ONE, EVAL_SUITE
 from scalear.domains.restoration.metrics import RestorationEvaluator
+from scalear.domains.restoration.predict import restore_image
 from scalear.io import atomic_write, from_pretrained
 from scalear.quickstart import config_path, fit_with_cli, training_curves
 from scalear.viz import save_png, stack_rows, tile_row
@@ -155,7 +156,7 @@ def run(out: Path, fast: bool = False) -> str:
     with torch.no_grad():
         for batch in DataLoader(data, batch_size=1):
             deg, label, name = batch["degraded"], batch["degradation"][0], batch["name"][0]
-            preds = {"degraded input": deg.clamp(0, 1), **{m: model.restore(deg) for m, model in models.items()}}
+            preds = {"degraded input": deg.clamp(0, 1), **{m: restore_image(model, deg) for m, model in models.items()}}
             for meth, (fn, _) in CLASSICAL.items():
                 if label in tuned[meth]:
                     preds[meth] = fn(deg[0], tuned[meth][label])[None]
