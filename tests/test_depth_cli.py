@@ -285,6 +285,86 @@ def test_eval_kitti_reports_frames_with_gt(tmp_path: Path, capsys) -> None:
     assert doc["metrics"]["abs_rel"] == pytest.approx(_direct_abs_rel(20.0, samples, 1e-3, 80.0, "garg"), rel=1e-6)
 
 
+def test_eval_kitti_flat_folder_annotated_and_velodyne(tmp_path: Path, capsys) -> None:
+    """A flat rgb/ + depth/ folder and an image_2/ + velodyne/ + calib/ folder through the CLI, no split list."""
+    from test_depth_data import _A, _B, _E, _flat_kitti_annotated, _write_bin, _write_object_calib
+
+    gts = _flat_kitti_annotated(tmp_path / "ann")
+    assert main(["eval", "--model", "constant:20", "--dataset", "kitti", "--data-root", str(tmp_path / "ann"),
+                 "--out", str(tmp_path / "a.json"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "2 of 3 listed frames have ground truth (1 without are left out)" in out and "metres = v / 256" in out
+    doc = json.loads((tmp_path / "a.json").read_text())
+    samples = [(gts[k] / 256.0, gts[k] > 0) for k in ("a", "b")]
+    assert doc["metrics"]["abs_rel"] == pytest.approx(_direct_abs_rel(20.0, samples, 1e-3, 80.0, "garg"), rel=1e-6)
+    assert [r["name"] for r in doc["per_image"]] == ["a", "b"] and doc["config"]["crop"] == "garg"
+
+    vel = tmp_path / "vel"
+    (vel / "image_2").mkdir(parents=True)
+    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(vel / "image_2" / "000000.png")
+    _write_bin(vel / "velodyne" / "000000.bin", [_A, _B, _E])  # camera z 5 m at row 28 col 22, 4 m at row 26 col 0
+    _write_object_calib(vel / "calib" / "000000.txt")
+    # Garg crop of 48x64: rows 19..46, cols 2..60, so only the 5 m point counts: |5 - 4| / 5
+    assert main(["eval", "--model", "constant:4", "--dataset", "kitti", "--data-root", str(vel), "--gt", "velodyne",
+                 "--out", str(tmp_path / "v.json"), "--quiet"]) == 0
+    doc = json.loads((tmp_path / "v.json").read_text())
+    assert doc["metrics"]["abs_rel"] == pytest.approx(0.2) and doc["per_image"][0]["pixels"] == 1
+    assert "calib/000000.txt" in doc["ground_truth"] and "camera z" in doc["ground_truth"]
+    # no crop: both points, (0.2 + 0) / 2
+    assert main(["eval", "--model", "constant:4", "--dataset", "kitti", "--data-root", str(vel), "--gt", "velodyne",
+                 "--crop", "none", "--out", str(tmp_path / "v.json"), "--quiet"]) == 0
+    doc = json.loads((tmp_path / "v.json").read_text())
+    assert doc["metrics"]["abs_rel"] == pytest.approx(0.1) and doc["config"]["crop"] == "none"
+
+    capsys.readouterr()
+    (vel / "calib" / "000000.txt").unlink()
+    assert main(["eval", "--model", "constant:4", "--dataset", "kitti", "--data-root", str(vel), "--gt", "velodyne"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "000000.bin: no calibration to project it with" in err
+    assert main(["eval", "--model", "constant:4", "--dataset", "kitti", "--data-root", str(tmp_path)]) == 2
+    assert "a raw KITTI tree needs --split-file" in capsys.readouterr().err
+
+
+def test_eval_range_warning_median_scaled_row_and_overrides(tmp_path: Path, capsys) -> None:
+    """A model whose depth stops below the cap is scored with a warning; --median-scaling adds the scale-free
+    row (hand-computed for a constant: pred = median(gt)); caps and crops can be overridden, bad ones refused."""
+    dar = pytest.importorskip("scalear.domains.depth.dar", reason="the DAR model is not in this checkout")
+    from test_depth_data import _flat_kitti_annotated
+
+    gts = _flat_kitti_annotated(tmp_path / "ann")
+    save_pretrained(dar.create_dar("tiny"), tmp_path / "dar")  # bins 0.1..10 m
+    args = ["eval", "--dataset", "kitti", "--data-root", str(tmp_path / "ann"), "--quiet", "--device", "cpu"]
+    assert main([*args, "--model", str(tmp_path / "dar"), "--out", str(tmp_path / "d.json")]) == 0
+    captured = capsys.readouterr()
+    assert "warning: the model predicts at most 10 m" in captured.err and "up to 80 m" in captured.err
+    assert json.loads((tmp_path / "d.json").read_text())["warnings"][0].startswith("the model predicts at most 10 m")
+    assert main([*args, "--model", str(tmp_path / "dar"), "--max-depth", "10"]) == 0
+    assert "warning" not in capsys.readouterr().err  # scored within its range
+    assert main([*args, "--model", "constant:20"]) == 0 and "warning" not in capsys.readouterr().err  # no range declared
+
+    assert main([*args, "--model", "constant:20", "--median-scaling", "--crop", "none", "--min-depth", "2",
+                 "--max-depth", "60", "--out", str(tmp_path / "m.json")]) == 0
+    out = capsys.readouterr().out
+    assert "metric\n" in out and "median-scaled\n" in out and out.count("AbsRel") == 2
+    doc = json.loads((tmp_path / "m.json").read_text())
+    assert doc["config"] == {"max_depth": 60.0, "min_depth": 2.0, "crop": "none", "median_scaling": False,
+                             "median_of_ratios": False}
+    samples = [(gts[k] / 256.0, gts[k] > 0) for k in ("a", "b")]
+    assert doc["metrics"]["abs_rel"] == pytest.approx(_direct_abs_rel(20.0, samples, 2.0, 60.0), rel=1e-6)
+    scaled = []
+    for d, valid in samples:
+        g = d[valid & (d > 2.0) & (d < 60.0)].astype(np.float64)
+        scaled.append(np.mean(np.abs(g - np.median(g)) / g))  # 20 x median(g) / 20
+    assert doc["median_scaled"]["metrics"]["abs_rel"] == pytest.approx(np.mean(scaled), rel=1e-6)
+    assert doc["median_scaled"]["config"]["median_scaling"] is True
+
+    assert main([*args, "--model", "constant:20", "--min-depth", "5", "--max-depth", "3"]) == 2
+    assert "need 0 < min_depth < max_depth" in capsys.readouterr().err
+    assert main([*args, "--model", "constant:20", "--crop", "eigen_nyu"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "needs 480x640 ground truth, got 48x64" in err
+
+
 # ------------------------------------------------------------------------------------------------ data modules
 
 
@@ -348,6 +428,50 @@ def test_eval_real_nyu_and_kitti_samples(shared_data: Path, tmp_path: Path, caps
         assert "2 of 3 listed frames have ground truth" in capsys.readouterr().out
         doc = json.loads((tmp_path / "k.json").read_text())
         assert doc["metrics"]["count"] == 2 and 0.3 < doc["metrics"]["abs_rel"] < 2.0
+
+
+@pytest.mark.shared_data
+def test_eval_real_kitti_flat_folders(shared_data: Path, tmp_path: Path, capsys) -> None:
+    """The real annotated pair folder and the real object-benchmark frame with its scan, as they are, end to end;
+    the real scan with the real raw-data calibration given by --calib; the real KITTI pair named as NYU is refused
+    by its range."""
+    from scalear.datasets.depth import project_velodyne, read_velo_calibration, read_velodyne_bin
+
+    kitti = shared_data / "kitti"
+    assert main(["eval", "--model", "constant:15", "--dataset", "kitti", "--data-root", str(kitti / "annotated"),
+                 "--out", str(tmp_path / "a.json"), "--quiet"]) == 0
+    assert "2 of 2 listed frames have ground truth" in capsys.readouterr().out
+    doc = json.loads((tmp_path / "a.json").read_text())
+    samples = [(d, d > 0) for d in (read_depth_png(kitti / f"annotated/depth/{n}.png", "kitti") for n in ("0000000005", "0000000050"))]
+    assert doc["metrics"]["count"] == 2
+    assert doc["metrics"]["abs_rel"] == pytest.approx(_direct_abs_rel(15.0, samples, 1e-3, 80.0, "garg"), rel=1e-6)
+
+    obj = kitti / "object_velodyne"
+    assert main(["eval", "--model", "constant:15", "--dataset", "kitti", "--data-root", str(obj), "--gt", "velodyne",
+                 "--out", str(tmp_path / "v.json"), "--quiet"]) == 0
+    doc = json.loads((tmp_path / "v.json").read_text())
+    d = project_velodyne(read_velodyne_bin(obj / "velodyne/000000.bin"), read_velo_calibration(obj / "calib/000000.txt").P, (370, 1224))
+    assert doc["metrics"]["abs_rel"] == pytest.approx(_direct_abs_rel(15.0, [(d, d > 0)], 1e-3, 80.0, "garg"), rel=1e-6)
+    assert 5_000 < doc["per_image"][0]["pixels"] < 20_000
+
+    raw = tmp_path / "raw"
+    (raw / "image_2").mkdir(parents=True)
+    Image.fromarray(np.zeros((375, 1242, 3), np.uint8)).save(raw / "image_2" / "000000.png")
+    (raw / "velodyne").mkdir()
+    (raw / "velodyne" / "000000.bin").symlink_to(obj / "velodyne/000000.bin")
+    assert main(["eval", "--model", "constant:15", "--dataset", "kitti", "--data-root", str(raw), "--gt", "velodyne",
+                 "--calib", str(kitti / "calib_2011_09_26"), "--out", str(tmp_path / "r.json"), "--quiet"]) == 0
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert "calib_cam_to_cam.txt" in doc["ground_truth"] and 5_000 < doc["per_image"][0]["pixels"] < 20_000
+
+    capsys.readouterr()
+    nyu = tmp_path / "nyu"
+    nyu.mkdir()
+    (nyu / "image_0.png").symlink_to(kitti / "annotated/rgb/0000000005.png")
+    (nyu / "depth_0.png").symlink_to(kitti / "annotated/depth/0000000005.png")
+    assert main(["eval", "--model", "constant:3", "--dataset", "nyu", "--data-root", str(nyu), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "depth_0.png: read as 'mm' (metres = v / 1000)" in err and "NYU Depth v2" in err
 
 
 # ---------------------------------------------------------------------------------------------------------- CLI

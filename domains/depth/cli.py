@@ -50,8 +50,10 @@ Exit status: 0 all written, 1 some inputs skipped (the rest written), 2 usage er
 EVAL_DATASETS = {
     "nyu": "NYU Depth v2 (Eigen crop, 1e-3..10 m): --data-root nyu_depth_v2_labeled.mat with --split-file splits.mat, "
            "or a folder of pairs with an optional --split-file (BTS list / DenseDepth CSV)",
-    "kitti": "KITTI Eigen (Garg crop, 1e-3..80 m): --data-root KITTI raw root, --split-file eigen list, "
-             "[--depth-root annotated depth]",
+    "kitti": "KITTI (Garg crop, 1e-3..80 m): --data-root KITTI raw root with --split-file eigen list "
+             "[--depth-root annotated depth] [--gt velodyne]; or --data-root a flat folder (no --split-file): "
+             "rgb/ + depth/ 16-bit PNGs of the same names, or with --gt velodyne image_2/ + velodyne/*.bin + "
+             "calib/<name>.txt (object benchmark) or calib_cam_to_cam.txt + calib_velo_to_cam.txt, or --calib",
     "procedural": "built-in procedural scenes (no crop, their 0.1..10 m range): --size N --image-size H,W",
     "middlebury": "the Middlebury 2014 Motorcycle sample shipped with scikit-image (no crop, 1e-3..10 m)",
 }
@@ -91,7 +93,18 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--dataset", required=True, choices=sorted(EVAL_DATASETS))
     ev.add_argument("--data-root", default=None, help="dataset file or folder (nyu, kitti)")
     ev.add_argument("--split-file", default=None, help="split list (kitti; nyu: splits.mat or a pair list)")
-    ev.add_argument("--depth-root", default=None, help="root of the ground-truth depth if not under --data-root")
+    ev.add_argument("--depth-root", default=None, help="root of the ground-truth depth if not under --data-root "
+                    "(kitti flat folder: the depth or velodyne folder)")
+    ev.add_argument("--gt", choices=("annotated", "velodyne"), default="annotated",
+                    help="kitti ground truth: annotated 16-bit PNGs or projected Velodyne scans (default: %(default)s)")
+    ev.add_argument("--calib", default=None, help="kitti flat folder, --gt velodyne: calibration for every frame (an "
+                    "object-benchmark calib file, a folder of raw-data calib files, or a bare 3x4 projection)")
+    ev.add_argument("--median-scaling", action="store_true",
+                    help="also report the metrics after per-image median scaling (a row under the metric one)")
+    ev.add_argument("--min-depth", type=float, default=None, help="override the dataset's lower depth cap (metres)")
+    ev.add_argument("--max-depth", type=float, default=None, help="override the dataset's upper depth cap (metres)")
+    ev.add_argument("--crop", choices=("none", "garg", "eigen_kitti", "eigen_nyu"), default=None,
+                    help="override the dataset's evaluation crop")
     ev.add_argument("--kb-crop", action="store_true", help="kitti: predict on the 352x1216 KB crop (BTS/ZoeDepth)")
     ev.add_argument("--size", type=int, default=64, help="procedural: number of test scenes (default: %(default)s)")
     ev.add_argument("--image-size", type=lambda s: tuple(int(v) for v in _floats(s, 2, "--image-size")),
@@ -133,13 +146,27 @@ def build_eval_dataset(a: argparse.Namespace):
         else:
             dm = NyuDepthDataModule(root=str(root), test_list=a.split_file, depth_root=a.depth_root)
         ds = dm.dataset("test")
-        return ds, EVAL_PRESETS["nyu"], {"frames": len(ds)}
+        from scalear.datasets.depth import describe_encoding
+
+        gt = f"16-bit PNGs, {describe_encoding(ds.depth_encoding)}" if hasattr(ds, "depth_encoding") else "metres (.mat)"
+        return ds, EVAL_PRESETS["nyu"], {"frames": len(ds), "ground_truth": gt}
+    from scalear.datasets.depth import KittiFolderDataset, describe_encoding
+    from scalear.datasets.depth.kitti import FOLDER_IMAGE_DIRS
     from scalear.domains.depth.data import KittiDepthDataModule
 
-    if a.split_file is None:
-        raise ValueError("KITTI needs --split-file (e.g. eigen_test_files_with_gt.txt)")
-    ds = KittiDepthDataModule(a.data_root, test_split=a.split_file, depth_root=a.depth_root).dataset("test")
-    info = {"frames": len(ds), "listed": ds.num_listed, "without_gt": len(ds.missing_gt)}
+    root = Path(a.data_root)
+    if a.split_file is not None:
+        if a.calib is not None:
+            raise ValueError("--calib is for a flat KITTI folder; a raw tree's calibration is <root>/<date>/calib_*.txt")
+        ds = KittiDepthDataModule(str(root), test_split=a.split_file, depth_root=a.depth_root, gt=a.gt).dataset("test")
+        gt = f"16-bit PNGs, {describe_encoding('kitti')}" if a.gt == "annotated" else "Velodyne scans projected with <date>/calib_*.txt"
+    elif root.is_dir() and not any((root / d).is_dir() for d in FOLDER_IMAGE_DIRS):
+        raise ValueError(f"--data-root {root}: no {'/, '.join(FOLDER_IMAGE_DIRS)}/ folder of a flat KITTI folder; "
+                         "a raw KITTI tree needs --split-file (e.g. eigen_test_files_with_gt.txt)")
+    else:
+        ds = KittiFolderDataset(root, gt=a.gt, gt_dir=a.depth_root, calib=a.calib)
+        gt = ds.encoding
+    info = {"frames": len(ds), "listed": ds.num_listed, "without_gt": len(ds.missing_gt), "ground_truth": gt}
     return ds, EVAL_PRESETS["kitti"], info
 
 
@@ -164,13 +191,15 @@ def _predict(a: argparse.Namespace) -> int:
 
 
 def _eval(a: argparse.Namespace) -> int:
-    from scalear.domains.depth.predict import KBCropPredictor, evaluate, eval_summary, write_eval_json
+    from scalear.domains.depth.predict import KBCropPredictor, eval_summary, evaluate_all, range_warning, write_eval_json
     from scalear.domains.depth.predictor import load_predictor
 
     device = resolve_device(a.device)
     try:
         predictor = load_predictor(a.model, map_location=device)
         ds, cfg, info = build_eval_dataset(a)
+        overrides = {"min_depth": a.min_depth, "max_depth": a.max_depth, "crop": a.crop}
+        cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
     except (FileNotFoundError, ValueError) as e:
         print(f"scalear depth eval: {e}", file=sys.stderr)
         return 2
@@ -179,27 +208,39 @@ def _eval(a: argparse.Namespace) -> int:
             print("scalear depth eval: --kb-crop applies to --dataset kitti only", file=sys.stderr)
             return 2
         predictor = KBCropPredictor(predictor)
-    relative = not getattr(getattr(predictor, "predictor", predictor), "metric_depth", True)
-    if relative:  # scale-ambiguous models (DepthART) are scored after per-image median scaling, as their papers do
-        model = getattr(predictor, "predictor", predictor)
-        cfg = dataclasses.replace(cfg, median_scaling=True, median_of_ratios=bool(getattr(model, "median_of_ratios", False)))
+    model = getattr(predictor, "predictor", predictor)
+    if not getattr(model, "metric_depth", True):  # relative depth (DepthART): scored median-scaled only, as its papers do
+        rows = {"median-scaled (the model predicts relative depth)": dataclasses.replace(
+            cfg, median_scaling=True, median_of_ratios=bool(getattr(model, "median_of_ratios", False)))}
+    else:
+        rows = {"metric": cfg} | ({"median-scaled": dataclasses.replace(cfg, median_scaling=True)} if a.median_scaling else {})
     if a.limit is not None:
         ds = Subset(ds, range(min(a.limit, len(ds))))
         info["frames"] = len(ds)
     if a.dataset == "kitti":
         print(f"KITTI: {info['listed'] - info['without_gt']} of {info['listed']} listed frames have ground truth "
               f"({info['without_gt']} without are left out); evaluating {info['frames']}")
+    print(f"{a.dataset}  model {a.model}  crop {cfg.crop}  depth {cfg.min_depth:g}..{cfg.max_depth:g} m")
+    if "ground_truth" in info:
+        print(f"ground truth: {info['ground_truth']}")
+    if warning := range_warning(predictor, cfg):
+        print(f"warning: {warning}", file=sys.stderr)
     loader = DataLoader(ds if isinstance(ds, Dataset) else _ListDataset(ds), batch_size=1)
-    ev = evaluate(predictor, loader, cfg, device, progress=not a.quiet, total=len(loader))
-    scaling = "  median-scaled (the model predicts relative depth)" if cfg.median_scaling else ""
-    print(f"{a.dataset}  model {a.model}  crop {cfg.crop}  depth {cfg.min_depth:g}..{cfg.max_depth:g} m{scaling}")
-    print(eval_summary(ev))
-    if ev.skipped:
-        print(f"{len(ev.skipped)} frame(s) without valid ground truth in range were skipped", file=sys.stderr)
+    try:
+        evs = evaluate_all(predictor, loader, list(rows.values()), device, progress=not a.quiet, total=len(loader))
+    except (FileNotFoundError, ValueError) as e:  # a frame that cannot be read, a crop that does not fit
+        print(f"scalear depth eval: {e}", file=sys.stderr)
+        return 2
+    print(eval_summary(dict(zip(rows, evs))))
+    if evs[0].skipped:
+        print(f"{len(evs[0].skipped)} frame(s) without valid ground truth in range were skipped", file=sys.stderr)
     if a.out:
-        write_eval_json(ev, Path(a.out), {"dataset": a.dataset, "model": str(a.model), "kb_crop": a.kb_crop,
-                                          "median_scaling": cfg.median_scaling,
-                                          "median_of_ratios": cfg.median_of_ratios, **info})
+        first = evs[0].config
+        extra = {"dataset": a.dataset, "model": str(a.model), "kb_crop": a.kb_crop, "median_scaling": first.median_scaling,
+                 "median_of_ratios": first.median_of_ratios, "warnings": [warning] if warning else [], **info}
+        if len(evs) > 1:
+            extra["median_scaled"] = {"metrics": evs[1].compute(), "config": dataclasses.asdict(evs[1].config)}
+        write_eval_json(evs[0], Path(a.out), extra)
         print(f"wrote {a.out}")
     return 0
 

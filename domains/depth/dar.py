@@ -298,6 +298,12 @@ class DARModel(nn.Module):
     def num_scales(self) -> int:
         return len(self.cfg.patch_nums)
 
+    @property
+    def depth_range(self) -> tuple[float, float]:
+        """The metres its bins cover: nothing outside can be predicted (``scalear depth eval`` warns when the
+        evaluation counts ground truth beyond it)."""
+        return self.cfg.min_depth, self.cfg.max_depth
+
     # ------------------------------------------------------------------ pieces
     def encode(self, image_B3HW: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Image -> (feature map at the finest token resolution ``(B, F, p, p)``, prefix tokens ``(B, P, F)``,

@@ -181,13 +181,14 @@ def predict_files(predictor: DepthPredictor, inputs: Sequence[Path], out: Path, 
 
 
 @torch.no_grad()
-def evaluate(predictor: DepthPredictor, data: Iterable[dict], config: DepthEvalConfig,
-             device: torch.device | str = "cpu", progress: bool = True, total: int | None = None) -> DepthEvaluator:
-    """Run ``predictor`` on every batch of ``data`` (``image``, ``depth``, ``valid``, ``name``) and score it with
-    ``config``; a prediction of another size than the ground truth is resized bilinearly to it."""
+def evaluate_all(predictor: DepthPredictor, data: Iterable[dict], configs: Sequence[DepthEvalConfig],
+                 device: torch.device | str = "cpu", progress: bool = True, total: int | None = None) -> list[DepthEvaluator]:
+    """Run ``predictor`` once on every batch of ``data`` (``image``, ``depth``, ``valid``, ``name``) and score the
+    predictions under each of ``configs`` (e.g. metric and median-scaled); a prediction of another size than the
+    ground truth is resized bilinearly to it."""
     from tqdm import tqdm
 
-    ev = DepthEvaluator(config)
+    evs = [DepthEvaluator(c) for c in configs]
     for batch in tqdm(data, desc="eval", unit="batch", total=total, disable=not progress, file=sys.stderr):
         image_B3HW = batch["image"].to(device)
         gt_B1HW = batch["depth"]
@@ -196,8 +197,34 @@ def evaluate(predictor: DepthPredictor, data: Iterable[dict], config: DepthEvalC
             pred_B1HW = F.interpolate(pred_B1HW, gt_B1HW.shape[-2:], mode="bilinear", align_corners=False)
         names = batch.get("name")
         names = [names] if isinstance(names, str) else (list(names) if names is not None else None)
-        ev.update(pred_B1HW.cpu(), gt_B1HW, batch.get("valid"), names)
-    return ev
+        for ev in evs:
+            ev.update(pred_B1HW.cpu(), gt_B1HW, batch.get("valid"), names)
+    return evs
+
+
+def evaluate(predictor: DepthPredictor, data: Iterable[dict], config: DepthEvalConfig,
+             device: torch.device | str = "cpu", progress: bool = True, total: int | None = None) -> DepthEvaluator:
+    """:func:`evaluate_all` under one protocol."""
+    return evaluate_all(predictor, data, [config], device, progress, total)[0]
+
+
+def model_depth_range(predictor: DepthPredictor) -> tuple[float, float] | None:
+    """The depths (metres) a model can predict, when it declares them (``depth_range``: DAR's bins), looking
+    through wrappers such as :class:`KBCropPredictor`; None when it declares none."""
+    model = getattr(predictor, "predictor", predictor)
+    rng = getattr(model, "depth_range", None)
+    return (float(rng[0]), float(rng[1])) if rng is not None else None
+
+
+def range_warning(predictor: DepthPredictor, config: DepthEvalConfig) -> str | None:
+    """A warning when a metric model cannot reach the evaluation's cap (e.g. depth bins that stop at 10 m, scored
+    on KITTI's 80 m: d1 near 0), else None."""
+    rng = model_depth_range(predictor)
+    if rng is None or rng[1] >= config.max_depth:
+        return None
+    return (f"the model predicts at most {rng[1]:g} m (its depth range {rng[0]:g}..{rng[1]:g} m) but this evaluation "
+            f"counts ground truth up to {config.max_depth:g} m; farther pixels cannot be matched: see the median-scaled "
+            f"row (--median-scaling) or score within its range (--max-depth {rng[1]:g})")
 
 
 def write_eval_json(ev: DepthEvaluator, path: Path, extra: dict) -> Path:
@@ -209,9 +236,9 @@ def write_eval_json(ev: DepthEvaluator, path: Path, extra: dict) -> Path:
     return path
 
 
-def eval_summary(ev: DepthEvaluator) -> str:
-    """The standard table of an evaluator (see :func:`format_table`)."""
-    return format_table(ev.compute())
+def eval_summary(rows: dict[str, DepthEvaluator]) -> str:
+    """The standard table of each evaluator (see :func:`format_table`), under its label."""
+    return "\n".join(f"{label}\n{format_table(ev.compute())}" for label, ev in rows.items())
 
 
 class KBCropPredictor:
