@@ -57,7 +57,7 @@ VAR_PATCH_NUMS = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 #: Model variants in the official classes' hyper-parameters. ``paper`` is the released model (VAR-d16 on VAR's
 #: tokenizer); ``paper-d2`` keeps its tokenizer, widths and heads with 2 blocks; ``small`` shrinks everything
 #: (32 px, 6 scales, head width 64 as in the paper, so the attention scale is the released 1/32).
-#: ``logit_scales``: how many scales' logits a fixture stores (all for ``small``).
+#: ``logit_scales``: how many scales' logits a fixture stores (all for ``small``; a comparison run keeps all).
 VARIANTS: dict[str, dict[str, Any]] = {
     "small": dict(image_size=32, patch_nums=(1, 2, 3, 4, 6, 8), ch=32, ch_mult=(1, 2, 2), num_res_blocks=1,
                   z_channels=8, vocab_size=1024, depth=4, width=128, num_heads=2, batch=2, logit_scales=6),
@@ -196,8 +196,9 @@ def official_layout(full: torch.nn.Module) -> list[list]:
 
 
 def run_official(off: types.SimpleNamespace, full: torch.nn.Module, variant: str, ckpt: Path,
-                 image_u8: np.ndarray) -> dict[str, np.ndarray]:
-    """Load ``ckpt`` with the official loader and record the greedy and the sampled inference on ``image_u8``."""
+                 image_u8: np.ndarray, logit_scales: int | None = None) -> dict[str, np.ndarray]:
+    """Load ``ckpt`` with the official loader and record the greedy and the sampled inference on ``image_u8``
+    (the logits of the first ``logit_scales`` scales only, when given)."""
     from safetensors.torch import load_file
 
     model = full.model
@@ -249,7 +250,7 @@ def run_official(off: types.SimpleNamespace, full: torch.nn.Module, variant: str
             off.depthart_module.sample_with_top_k_top_p_ = sampler
         logits = torch.cat(rec["logits"], 1)
         codes = logits.argmax(-1) if greedy else torch.cat(rec["codes"], 1)
-        n_store = sum(p * p for p in VARIANTS[variant]["patch_nums"][: VARIANTS[variant]["logit_scales"]])
+        n_store = sum(p * p for p in VARIANTS[variant]["patch_nums"][:logit_scales])
         top2 = logits.topk(2, dim=-1).values
         return {"logits": logits[:, :n_store].numpy(), "codes": codes.to(torch.int16).numpy(),
                 "fhat": rec["fhat"][0].numpy(), "depth": depth.numpy(), "prefix": rec["prefix"][0].numpy(),
@@ -317,7 +318,9 @@ def compare(variant: str, layout: list[list], rec: dict[str, np.ndarray]) -> dic
         rec_logits = torch.from_numpy(rec["sampled_logits"])
         rec_codes = torch.from_numpy(rec["sampled_codes"]).long()
         g, start, same = torch.Generator().manual_seed(SAMPLE_SEED), 0, True
-        for p in v["patch_nums"][: v["logit_scales"]]:
+        for p in v["patch_nums"]:  # every scale whose logits the record holds
+            if start + p * p > rec_logits.shape[1]:
+                break
             drawn = sample_tokens(rec_logits[:, start:start + p * p], SAMPLING["top_k"], SAMPLING["top_p"], 1.0,
                                   SAMPLING["num_samples"], generator=g)
             same &= torch.equal(drawn, rec_codes[:, start:start + p * p])
@@ -374,7 +377,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
 
             ckpt = Path(tmp) / "model.safetensors"
             save_file(fill_state_dict(layout, tuple(VARIANTS[variant]["patch_nums"])), str(ckpt))
-            rec = run_official(off, full, variant, ckpt, test_image(variant))
+            stored = VARIANTS[variant]["logit_scales"] if args.record is not None else None
+            rec = run_official(off, full, variant, ckpt, test_image(variant), stored)
         del full
         t_official = time.perf_counter() - t0
         if args.record is not None:

@@ -48,13 +48,12 @@ from scalear.var_checkpoints import (VAR_VAE_KEY_RULES, CheckpointMismatchError,
 __all__ = ["DEPTHART_KEY_TABLE", "DERIVED_KEYS", "RELEASED_FILES", "HEAD_DIM", "depthart_config_from_state_dict",
            "map_depthart_state_dict", "check_depthart_state_dict", "load_depthart_checkpoint", "find_released_files"]
 
-#: (official key regex, scalear key template, how); see the module docstring.
+#: (official key regex, where it goes, how), first match wins; group 1 is the name within that part.
 DEPTHART_KEY_TABLE: tuple[tuple[str, str, str], ...] = (
-    (r"vae_proxy\.(.+)", r"tokenizer.\1", "VAR's tokenizer, renamed by VAR_VAE_KEY_RULES"),
-    (r"vae_quant_proxy\.(.+)", r"tokenizer.quantize.\1", "alias of vae_proxy.quantize.*; must be equal"),
-    (r"lvl_1L", "", "dropped after checking it against the schedule"),
-    (r"normalizer\.(alpha|beta)", "", "dropped after checking alpha = 2, beta = -1"),
-    (r"(.+)", r"transformer.\1", "VAR's transformer keys"),
+    (r"vae_proxy\.(.+)", "tokenizer", "VAR's tokenizer keys (VAR_VAE_KEY_RULES) under tokenizer."),
+    (r"vae_quant_proxy\.(.+)", "tokenizer alias", "the tensors of vae_proxy.quantize.* again; must be equal"),
+    (r"(lvl_1L|normalizer\.alpha|normalizer\.beta)", "checked", "checked (schedule; 2 and -1), then dropped"),
+    (r"(.+)", "transformer", "VAR's transformer keys (VAR_TRANSFORMER_KEY_TABLE) under transformer."),
 )
 #: scalear keys computed from the official ones.
 DERIVED_KEYS: dict[str, str] = {
@@ -132,21 +131,18 @@ def map_depthart_state_dict(sd: dict[str, torch.Tensor], model: DepthARTModel, s
         if key in sd and (sd[key].numel() != 1 or float(sd[key]) != want):
             raise CheckpointMismatchError(f"{source}: {key} is {sd[key].flatten()[:4].tolist()}, the released "
                                           f"model's depth encoding 2 d / q98 - 1 needs {want:g}")
-    vae: dict[str, torch.Tensor] = {}
-    alias: dict[str, torch.Tensor] = {}
-    rest: dict[str, torch.Tensor] = {}
+    parts: dict[str, dict[str, torch.Tensor]] = {part: {} for _, part, _ in DEPTHART_KEY_TABLE}
     for key, t in sd.items():
-        if key.startswith("vae_proxy."):
-            vae[key[len("vae_proxy."):]] = t
-        elif key.startswith("vae_quant_proxy."):
-            alias["quantize." + key[len("vae_quant_proxy."):]] = t
-        elif key not in _NORMALIZER:
-            rest[key] = t
-    for key, t in alias.items():
-        if key in vae and not (vae[key].shape == t.shape and torch.equal(vae[key], t)):
-            raise CheckpointMismatchError(f"{source}: vae_quant_proxy.{key[len('quantize.'):]} differs from "
-                                          f"vae_proxy.{key}, which the official model shares")
-        vae.setdefault(key, t)
+        for pattern, part, _ in DEPTHART_KEY_TABLE:
+            if m := re.fullmatch(pattern, key):
+                parts[part][m.group(1)] = t
+                break
+    vae, rest = parts["tokenizer"], parts["transformer"]
+    for key, t in parts["tokenizer alias"].items():
+        same = vae.setdefault(f"quantize.{key}", t)
+        if not (same.shape == t.shape and torch.equal(same, t)):
+            raise CheckpointMismatchError(f"{source}: vae_quant_proxy.{key} differs from vae_proxy.quantize.{key}, "
+                                          "which the official model shares")
     mapped, origin = {}, {}
     if vae:
         tok = map_var_vae_state_dict(vae)
@@ -162,7 +158,7 @@ def map_depthart_state_dict(sd: dict[str, torch.Tensor], model: DepthARTModel, s
             mapped[f"tokenizer.{key}"] = t
             origin[f"tokenizer.{key}"] = f"vae_proxy.{renamed.get(key, key)}"
     schedule = model.transformer.cfg.schedule
-    lvl = rest.pop("lvl_1L", None)
+    lvl = parts["checked"].get("lvl_1L")
     if lvl is not None and not (lvl.shape == (1, schedule.total_tokens)
                                 and torch.equal(lvl.reshape(-1).long(), schedule.level_ids())):
         counts = torch.bincount(lvl.reshape(-1).long()).tolist() if lvl.numel() and lvl.min() >= 0 else "?"
