@@ -22,19 +22,21 @@ from scalear.quant import MultiScaleVQ, tokens_to_map
 from scalear.transformer import NextScaleTransformer
 
 
-def top_k_top_p_filter(logits_BlV: torch.Tensor, top_k: int = 0, top_p: float = 0.0) -> torch.Tensor:
+def top_k_top_p_filter(logits_BlV: torch.Tensor, top_k: int = 0, top_p: float = 0.0,
+                       inplace: bool = False) -> torch.Tensor:
     """Mask (to -inf) logits outside the top-k, then outside the smallest set with probability >= ``top_p``.
 
     ``top_k <= 0`` and ``top_p <= 0`` disable the respective filter. The most likely token always survives.
+    ``inplace`` filters ``logits_BlV`` itself instead of a copy.
 
     >>> l = torch.tensor([[[0.0, 1.0, 2.0, 3.0]]])
     >>> top_k_top_p_filter(l, top_k=2).isinf().tolist()
     [[[True, True, False, False]]]
     """
-    logits = logits_BlV.clone()
+    logits = logits_BlV if inplace else logits_BlV.clone()
     V = logits.shape[-1]
     if 0 < top_k < V:
-        kth = logits.topk(top_k, dim=-1).values[..., -1:]
+        kth = logits.topk(top_k, dim=-1, sorted=False).values.amin(dim=-1, keepdim=True)  # no sort needed
         logits.masked_fill_(logits < kth, float("-inf"))
     if 0 < top_p < 1:
         sorted_logits, order = logits.sort(dim=-1, descending=False)
@@ -58,7 +60,8 @@ def sample_tokens(
     if temperature == 0:
         return logits_BlV.argmax(dim=-1, keepdim=True).expand(*logits_BlV.shape[:-1], num_samples)
     B, l, V = logits_BlV.shape
-    probs = top_k_top_p_filter(logits_BlV / temperature, top_k, top_p).softmax(dim=-1)
+    scaled = logits_BlV / temperature  # a new tensor: filtered in place
+    probs = top_k_top_p_filter(scaled, top_k, top_p, inplace=True).softmax(dim=-1)
     idx = torch.multinomial(probs.view(-1, V), num_samples, replacement=True, generator=generator)
     return idx.view(B, l, num_samples)
 

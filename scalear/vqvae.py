@@ -99,8 +99,8 @@ class ResnetBlock(nn.Module):
         self.nin_shortcut = _conv(dims, in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        h = self.conv1(F.silu(self.norm1(x), inplace=True))  # in place on the norm's fresh output, as VAR
+        h = self.conv2(self.dropout(F.silu(self.norm2(h), inplace=True)))
         return self.nin_shortcut(x) + h
 
 
@@ -187,7 +187,7 @@ class Encoder(nn.Module):
             if i_level != self.num_resolutions - 1:
                 h = down.downsample(h)
         h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(h)))
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return self.conv_out(F.silu(self.norm_out(h), inplace=True))
 
 
 class Decoder(nn.Module):
@@ -245,7 +245,7 @@ class Decoder(nn.Module):
                     h = up.attn[i_block](h)
             if i_level != 0:
                 h = up.upsample(h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return self.conv_out(F.silu(self.norm_out(h), inplace=True))
 
 
 # ------------------------------------------------------------------------------ config

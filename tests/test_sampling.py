@@ -84,3 +84,33 @@ def test_forward_upto_matches_the_teacher_forced_pass_and_checks_lengths():
     cond = model.condition(B, kw["label_B"], drop_B=drop)
     with pytest.raises(ValueError, match="length in"):
         model.forward_upto(torch.randn(B, 3, model.C), cond, None, kw["prefix_BPD"])
+
+
+def _reference_filter(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """VAR's ``sample_with_top_k_top_p_`` masking, written out: top-k by a sorted top-k, then top-p."""
+    logits = logits.clone()
+    if 0 < top_k < logits.shape[-1]:
+        logits[logits < logits.topk(top_k, dim=-1, sorted=True).values[..., -1:]] = float("-inf")
+    if 0 < top_p < 1:
+        s, order = logits.sort(dim=-1)
+        remove = s.softmax(-1).cumsum(-1) <= 1 - top_p
+        remove[..., -1] = False
+        logits[remove.scatter(-1, order, remove)] = float("-inf")
+    return logits
+
+
+@pytest.mark.parametrize("top_k, top_p", [(0, 0.0), (5, 0.0), (0, 0.9), (900, 0.96), (7, 0.5)])
+def test_fast_filter_masks_exactly_the_reference_tokens(top_k, top_p):
+    """The unsorted top-k + in-place filtering masks the same tokens as the sorted reference, ties included."""
+    from scalear.sampling import sample_tokens, top_k_top_p_filter
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 17, 1024, generator=g).round(decimals=1)  # many ties at the k-th value
+    want = _reference_filter(logits, top_k, top_p)
+    assert torch.equal(top_k_top_p_filter(logits, top_k, top_p), want)
+    copy = logits.clone()
+    assert torch.equal(top_k_top_p_filter(copy, top_k, top_p, inplace=True), want) and torch.equal(copy, want)
+    a = sample_tokens(logits, top_k, top_p, generator=torch.Generator().manual_seed(1))
+    probs = want.softmax(-1).view(-1, 1024)
+    b = torch.multinomial(probs, 1, replacement=True, generator=torch.Generator().manual_seed(1)).view(3, 17, 1)
+    assert torch.equal(a, b)
