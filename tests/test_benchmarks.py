@@ -37,6 +37,11 @@ def test_bench_metrics3d_runs(bench, capsys):
     assert "KD-tree vs dense" in capsys.readouterr().out
 
 
+def test_bench_vs_var_skips_without_a_checkout(bench, capsys):
+    assert bench("bench_vs_var").main([]) == []
+    assert "no --var-checkout" in capsys.readouterr().out
+
+
 def test_bench_depth_runs(bench, capsys):
     results = bench("bench_depth").main(["--presets", "tiny", "--depthart-presets", "tiny", "--min-time", "0",
                                          "--repeats", "1", "--size", "48,64"])
