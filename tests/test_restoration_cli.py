@@ -288,7 +288,7 @@ def test_eval_names_the_images_made_worse_and_predict_says_it_cannot_tell(model_
     assert main(["eval", "--model", str(model_dir), "--clean-dir", str(clean_dir), "--degradations", "none",
                  "--out", str(out), "--quiet"]) == 0
     text = capsys.readouterr().out
-    assert "worse than input: 2 of 2 image(s): grey (-inf dB), rgb8 (-inf dB)" in text
+    assert "worse than input: 2 of 2 image(s): grey (none, -inf dB), rgb8 (none, -inf dB)" in text
     doc = json.loads(out.read_text())
     assert doc["metrics"]["none"]["worse"] == 2 and all(r["worse"] for r in doc["per_image"])
     # predict has no reference: it says so, and how much the model changed the images (identity: nothing)

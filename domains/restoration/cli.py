@@ -175,7 +175,7 @@ def _eval(a: argparse.Namespace) -> int:
     print(f"model {a.model}  pairs {len(ds)}")
     print(ev.format_table())
     if worse := ev.worse_than_input():
-        shown = ", ".join(f"{r['name']} ({r['gain']:+.2f} dB)" for r in worse[:10])
+        shown = ", ".join(f"{r['name']} ({r['degradation']}, {r['gain']:+.2f} dB)" for r in worse[:10])
         more = f" and {len(worse) - 10} more" if len(worse) > 10 else ""
         print(f"worse than input: {len(worse)} of {len(ev.records)} image(s): {shown}{more}")
     if a.out:
