@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from scalear.domains.depth.bins import DepthBins
-from scalear.domains.depth.dar import DARConfig, DARModel, create_dar, valid_area_pool
+from scalear.domains.depth.dar import DARConfig, DARModel, create_dar, letterbox, valid_area_pool
 from scalear.domains.depth.metrics import DepthEvalConfig, depth_metrics_batch
 from scalear.io import from_pretrained, save_pretrained
 
@@ -177,6 +177,60 @@ def test_error_falls_as_scales_are_added(trained):
     print("\nper-scale AbsRel", [round(x, 3) for x in a])
     assert a[-1] < 0.5 * a[0]
     assert all(a[k + 1] < a[k] for k in range(len(a) - 1)), a
+
+
+# ------------------------------------------------------------------ aspect ratio
+def _disk(H: int, W: int, radius: float) -> torch.Tensor:
+    yy, xx = torch.meshgrid(torch.arange(H) + 0.5 - H / 2, torch.arange(W) + 0.5 - W / 2, indexing="ij")
+    return ((yy**2 + xx**2) <= radius**2).float().expand(1, 3, H, W).clone()
+
+
+def _extent(image_B3HW: torch.Tensor) -> tuple[int, int]:
+    """(rows, cols) spanned by the pixels brighter than 1/2."""
+    m = image_B3HW[0, 0] > 0.5
+    return int(m.any(1).sum()), int(m.any(0).sum())
+
+
+def test_letterbox_keeps_a_disk_round():
+    image = _disk(40, 80, 12.0)  # 24 px across
+    square, box = letterbox(image, 32)
+    assert square.shape == (1, 3, 32, 32) and box == (8, 0, 16, 32)  # 40x80 -> 16x32, 8 rows above and below
+    rows, cols = _extent(square)
+    assert abs(rows - cols) <= 1 and 8 <= cols <= 11  # 24 px x 0.4 = 9.6 px across, both ways
+    torch.testing.assert_close(square[..., 8:24, :], F.interpolate(image, (16, 32), mode="bilinear", antialias=True))
+    assert torch.equal(square[..., :8, :], square[..., 8:9, :].expand(-1, -1, 8, -1))  # edge rows repeated
+    stretched = F.interpolate(image, (32, 32), mode="bilinear", antialias=True)
+    rows, cols = _extent(stretched)
+    assert rows > 1.7 * cols  # what stretching did: a disk seen as an ellipse twice as tall as wide
+    assert letterbox(torch.rand(1, 3, 375, 1242), 32)[1] == (11, 0, 10, 32)
+
+
+def test_predict_depth_sees_the_input_undistorted_and_maps_its_box_back(monkeypatch):
+    model = _tiny()
+    image = _disk(40, 80, 12.0)
+    seen = []  # what the encoder gets
+    real_encode = model.encode
+    monkeypatch.setattr(model, "encode", lambda x: seen.append(x) or real_encode(x))
+    depth = model.predict_depth(image)
+    assert depth.shape == (1, 1, 40, 80) and torch.isfinite(depth).all()
+    assert 0.1 <= depth.min() and depth.max() <= 10.0  # within the bins
+    torch.testing.assert_close(seen[-1], letterbox(image, 32)[0])  # the model saw the round disk
+    model.predict_depth(image, keep_aspect=False)
+    rows, cols = _extent(seen[-1])
+    assert rows > 1.7 * cols  # the old default: a squashed disk
+    square = torch.rand(1, 3, 24, 24)
+    assert torch.equal(model.predict_depth(square), model.predict_depth(square, keep_aspect=False))
+
+    # the box is cut out of the prediction: a model whose token row k predicts 1 + k metres (8x8 tokens)
+    rows_18 = (1.0 + torch.arange(8.0)).view(1, 1, 8, 1).expand(1, 1, 8, 8)
+    monkeypatch.setattr(model, "forward", lambda x: [rows_18])
+    out = model.predict_depth(image)
+    # 8x8 -> 32x32 bilinear: square row r reads token row (r + 0.5) / 4 - 0.5; the box is rows 8..23, so the
+    # top row reads 1 + 1.625 and the bottom one 1 + 5.375 (stretching would give the full 1..8)
+    torch.testing.assert_close(out[0, 0, 0], torch.full((80,), 2.625))
+    torch.testing.assert_close(out[0, 0, -1], torch.full((80,), 6.375))
+    stretched = model.predict_depth(image, keep_aspect=False)
+    assert stretched[0, 0, 0, 0].item() == pytest.approx(1.0) and stretched[0, 0, -1, 0].item() == pytest.approx(8.0)
 
 
 # ------------------------------------------------------------------ (5) export

@@ -25,7 +25,10 @@ Per image, ``K`` steps ``k = 0..K-1``, one per scale of a 2D :class:`~scalear.sc
    ``D_k = sum_i softmax(r_k)_i c_{k,i}``.
 
 The output of step ``k`` is continuous depth at scale ``k``'s token resolution; :meth:`DARModel.predict_depth`
-upsamples the last one bilinearly to the input size.
+upsamples the last one bilinearly to the input size. The model runs on a square (its schedule is square): by
+default ``predict_depth`` letterboxes a non-square image (:func:`letterbox`: aspect kept, edges repeated into the
+padding) and crops the prediction back, as Depth Anything keeps the aspect ratio (it predicts at the native
+aspect, which a square schedule cannot); ``keep_aspect=False`` and training stretch to the square instead.
 
 Deviations (paper silent or out of reach here): a small conv encoder instead of the paper's pretrained
 backbone (see the ``encoder`` hook); one granularity step per resolution step; the bin tree of
@@ -142,6 +145,19 @@ def create_dar(name: str = "tiny", encoder: nn.Module | None = None, **overrides
     if name not in DAR_PRESETS:
         raise KeyError(f"unknown DAR preset {name!r}; available: {sorted(DAR_PRESETS)}")
     return DARModel(replace(DAR_PRESETS[name], **overrides), encoder=encoder)
+
+
+def letterbox(image_B3HW: torch.Tensor, size: int) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+    """Fit an image into a ``size x size`` square without distorting it: resized (bilinear, antialiased) so the
+    longer side is ``size``, the shorter side padded symmetrically by repeating its edge pixels. Returns the square
+    ``(B, 3, size, size)`` and the image's box in it, ``(top, left, height, width)``; e.g. 375x1242 into 32:
+    rows 11..21 (10 rows), all 32 columns."""
+    H, W = image_B3HW.shape[-2:]
+    h, w = max(1, round(H * size / max(H, W))), max(1, round(W * size / max(H, W)))
+    x = image_B3HW if (h, w) == (H, W) else F.interpolate(image_B3HW, size=(h, w), mode="bilinear",
+                                                            align_corners=False, antialias=True)
+    top, left = (size - h) // 2, (size - w) // 2
+    return F.pad(x, (left, size - w - left, top, size - h - top), mode="replicate"), (top, left, h, w)
 
 
 # ------------------------------------------------------------------------------------------- encoder
@@ -373,11 +389,22 @@ class DARModel(nn.Module):
         return self.forward_all(image_B3HW).depth
 
     @torch.no_grad()
-    def predict_depth(self, image_B3HW: torch.Tensor) -> torch.Tensor:
-        """Depth ``(B, 1, H, W)`` in metres at the input's own size (any size; resized in and out)."""
+    def predict_depth(self, image_B3HW: torch.Tensor, keep_aspect: bool = True) -> torch.Tensor:
+        """Depth ``(B, 1, H, W)`` in metres at the input's own size (any size).
+
+        ``keep_aspect`` (default): a non-square image is letterboxed (:func:`letterbox`) so the model sees it
+        undistorted, and the prediction of the image's box is resized back to ``H x W``; otherwise the image is
+        stretched to the square ``image_size`` and the prediction stretched back.
+        """
         self._check_image(image_B3HW)
-        depth_B1hw = self.forward(image_B3HW)[-1]
-        return F.interpolate(depth_B1hw, size=image_B3HW.shape[-2:], mode="bilinear", align_corners=False)
+        H, W = image_B3HW.shape[-2:]
+        if not keep_aspect or H == W:
+            return F.interpolate(self.forward(image_B3HW)[-1], size=(H, W), mode="bilinear", align_corners=False)
+        s = self.cfg.image_size
+        square_B3ss, (top, left, h, w) = letterbox(image_B3HW.float(), s)
+        depth_B1ss = F.interpolate(self.forward(square_B3ss)[-1], size=(s, s), mode="bilinear", align_corners=False)
+        box_B1hw = depth_B1ss[..., top : top + h, left : left + w]
+        return F.interpolate(box_B1hw, size=(H, W), mode="bilinear", align_corners=False)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -447,6 +474,6 @@ def dar_loss(out: DAROutput, gt_B1HW: torch.Tensor, valid_B1HW: torch.Tensor, bi
 register_model_kind("dar", lambda d: DARModel(DARConfig.from_dict(d)), lambda m: m.cfg.to_dict())
 register_presets("dar", DAR_PRESETS, create_dar)
 
-__all__ = ["DARConfig", "DAR_PRESETS", "DARModel", "DAROutput", "ConvEncoder", "BinInjection", "ConvGRUCell",
+__all__ = ["DARConfig", "DAR_PRESETS", "DARModel", "DAROutput", "ConvEncoder", "letterbox", "BinInjection", "ConvGRUCell",
            "LayerNorm2d", "create_dar", "timm_backbone", "dar_loss", "bin_targets", "silog_loss", "valid_area_pool",
            "scale_weights"]
