@@ -170,3 +170,40 @@ def test_evaluator_reports_images_made_worse_than_their_input(tmp_path):
     assert "worse" not in ev3.compute()["x"] and "gain" not in ev3.format_table() and ev3.worse_than_input() == []
     doc = json.loads(ev.to_json(tmp_path / "m.json", per_image=True).read_text())
     assert [r["worse"] for r in doc["per_image"]] == [False, True, True] and "worse" in doc["conventions"]
+
+
+def _evaluate_on_rank(rank: int, world: int, store: str, pred, target, labels, out: str) -> None:
+    """One DDP process scoring its own half of the validation images, then gathering."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        ev = RestorationEvaluator()
+        half = slice(rank * len(pred) // world, (rank + 1) * len(pred) // world)
+        ev.update(pred[half], target[half], labels[half])
+        ev.gather()
+        torch.save(ev.compute(), f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_validation_means_under_ddp_cover_every_process(tmp_path):
+    """Two gloo processes, each scoring half of the images: after gather() both compute the means of the whole
+    set, equal to one process scoring everything (the validation logs of VarformerModule under DDP)."""
+    import torch.multiprocessing as mp
+
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(6, 3, 16, 16, generator=g)
+    pred = (target + 0.05 * torch.randn(6, 3, 16, 16, generator=g)).clamp(0, 1)
+    labels = ["noise", "rain", "noise", "haze", "rain", "noise"]
+    one = RestorationEvaluator()
+    one.update(pred, target, labels)
+    want = one.compute()
+    out = str(tmp_path / "metrics")
+    mp.spawn(_evaluate_on_rank, args=(2, str(tmp_path / "store"), pred, target, labels, out), nprocs=2, join=True)
+    for rank in range(2):
+        got = torch.load(f"{out}.{rank}", weights_only=True)
+        assert got.keys() == want.keys()
+        for label in want:
+            assert got[label]["count"] == want[label]["count"]
+            assert got[label]["psnr"] == pytest.approx(want[label]["psnr"], rel=1e-6), label

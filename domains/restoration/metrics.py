@@ -147,6 +147,16 @@ class RestorationEvaluator:
                 rec |= {k: m[k][i].item() for k in INPUT_KEYS} | {"worse": bool(m["gain"][i] < 0)}
             self.records.append(rec)
 
+    def gather(self) -> None:
+        """Under DDP, give every process the images scored by all of them (in rank order), so that
+        :meth:`compute` gives the whole validation set's means on every process; nothing outside DDP."""
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            parts: list[list[dict]] = [[] for _ in range(dist.get_world_size())]
+            dist.all_gather_object(parts, self.records)
+            self.records = [r for part in parts for r in part]
+
     def compute(self) -> dict[str, dict[str, float]]:
         """``{label: {"psnr", "ssim", "psnr_y", "ssim_y", "count"}}`` in first-seen order, then ``"average"``."""
         if not self.records:

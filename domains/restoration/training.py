@@ -187,6 +187,7 @@ class VarformerModule(ScalearModule):
         self.evaluator.update(pred.float().cpu(), batch["clean"].float().cpu(), labels)
 
     def on_validation_epoch_end(self) -> None:
+        self.evaluator.gather()  # every process logs the whole validation set's means (same values everywhere)
         if not self.evaluator.records:
             return
         res = self.evaluator.compute()
