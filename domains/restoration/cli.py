@@ -32,7 +32,9 @@ Image restoration with Varformer (VAR's multi-scale prior): restore photos, scor
            (first the prior: prior_tokenizer_tiny.yaml, then prior_transformer_tiny.yaml)
 
 --model is an exported model folder (config.json + model.safetensors of a kind with restore(), e.g.
-varformer) or "identity" (returns the degraded input: the do-nothing baseline).
+varformer), "identity" (returns the degraded input: the do-nothing baseline), or the released Varformer:
+net_g_last.pth or a folder holding it (VAR's vae_ch160v4096z32.pth / var_d16.pth are read from beside it, or
+--vae / --var); it runs at 256x256 as the official test does, and predict --size 256 writes that 256x256 output.
 """
 
 PREDICT_DESCRIPTION = """\
@@ -62,7 +64,10 @@ error unless --unmatched skip.
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="exported model folder, or identity")
+    p.add_argument("--model", required=True, help="exported model folder, identity, or the released Varformer's "
+                                                  "net_g_last.pth (or its folder)")
+    p.add_argument("--vae", default=None, help="released Varformer: VAR's vae_ch160v4096z32.pth (default: beside it)")
+    p.add_argument("--var", default=None, help="released Varformer: VAR's var_d16.pth (default: beside it)")
     p.add_argument("--tile", type=positive_int, default=None, help="restore in tiles of N x N pixels (default: whole images)")
     p.add_argument("--overlap", type=int, default=32, help="minimum overlap of neighbouring tiles (default: %(default)s)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
@@ -80,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", required=True, help="output folder (must not hold any input)")
     pr.add_argument("--bits", choices=["auto", "8", "16"], default="auto",
                     help="output PNG bit depth (auto: 16 for 16-bit PNG inputs, else 8)")
+    pr.add_argument("--size", choices=["input", "256"], default="input",
+                    help="released Varformer: outputs at the input's size (resized back from 256x256; --tile 256 "
+                         "restores full-resolution tiles instead) or 256x256 as the official test writes them")
 
     ev = sub.add_parser("eval", help="PSNR / SSIM per degradation", description=EVAL_DESCRIPTION,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -131,8 +139,10 @@ def _predict(a: argparse.Namespace) -> int:
     try:
         if a.tile is not None:
             check_tiling(a.tile, a.overlap, a.overlap // 4)
+        if a.tile is not None and a.size == "256":
+            raise ValueError("--size 256 writes the official 256x256 output; --tile restores at full resolution")
         inputs = collect_inputs(a.input)
-        model = load_restorer(a.model, device)
+        model = load_restorer(a.model, device, a.vae, a.var, 256 if a.size == "256" else "input")
         rep = restore_files(model, inputs, Path(a.out), tile=a.tile, overlap=a.overlap,
                             bits="auto" if a.bits == "auto" else int(a.bits), device=device, progress=not a.quiet)
     except (FileNotFoundError, ValueError) as e:
@@ -164,7 +174,7 @@ def _eval(a: argparse.Namespace) -> int:
     try:
         if a.tile is not None:
             check_tiling(a.tile, a.overlap, a.overlap // 4)
-        model = load_restorer(a.model, device)
+        model = load_restorer(a.model, device, a.vae, a.var)
         ds = eval_dataset(a)
         loader = DataLoader(ds, batch_size=1)
         ev = evaluate(model, loader, tile=a.tile, overlap=a.overlap, crop_border=a.crop_border, device=device,

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterable, Literal, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from scalear import files
 from scalear.datasets.depth.io import ImageReadError, png_bit_depth
@@ -38,8 +39,24 @@ class IdentityRestorer:
         return self
 
 
-def load_restorer(spec: str | Path, device: torch.device | str = "cpu"):
-    """An exported model folder with a ``restore`` method (Varformer), or ``identity``."""
+def load_restorer(spec: str | Path, device: torch.device | str = "cpu", vae: str | Path | None = None,
+                  var: str | Path | None = None, size: int | str = "input"):
+    """An exported model folder with a ``restore`` method (Varformer), ``identity``, or the released Varformer's
+    files (a ``net_g`` ``.pth`` or a folder holding it; ``vae`` / ``var``: VAR's files, default beside it), whose
+    outputs are at the input's size (``size="input"``) or 256x256 as the official test writes (``size=256``).
+    A file that does not fit is a ValueError naming it and its first offending key."""
+    from scalear.domains.restoration.varformer_checkpoints import is_official_checkpoint, load_official_varformer
+    from scalear.var_checkpoints import CheckpointMismatchError
+
+    if str(spec) != "identity" and is_official_checkpoint(spec):
+        try:
+            model = load_official_varformer(spec, vae, var, device)
+        except CheckpointMismatchError as e:
+            raise ValueError(str(e)) from None
+        model.size = size
+        return model
+    if vae is not None or var is not None or size != "input":
+        raise ValueError(f"{spec}: VAR files and an output size apply to the released Varformer's files only")
     if str(spec) == "identity":
         return IdentityRestorer()
     from scalear.io import from_pretrained
@@ -116,7 +133,9 @@ def restore_files(model, inputs: Sequence[Path], out: Path, *, tile: int | None 
         with torch.no_grad():
             y_3HW = restore_image(model, x_3HW[None].to(device), tile, overlap)[0].float().cpu()
         report.written[str(path)] = write_image(out / name, y_3HW, _bits(path) if bits == "auto" else bits)
-        report.change[str(path)] = (y_3HW - x_3HW).pow(2).mean().sqrt().item() * 255
+        ref = x_3HW if y_3HW.shape == x_3HW.shape else F.interpolate(x_3HW[None], y_3HW.shape[-2:], mode="bilinear",
+                                                                       antialias=True)[0]  # a fixed-size model
+        report.change[str(path)] = (y_3HW - ref).pow(2).mean().sqrt().item() * 255
     return report
 
 
