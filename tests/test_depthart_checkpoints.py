@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from scalear.domains.depth.depthart import DepthARTModel, preset_config
 from scalear.domains.depth.depthart_checkpoints import (check_depthart_state_dict, depthart_config_from_state_dict,
                                                         load_depthart_checkpoint, map_depthart_state_dict)
+from scalear.io import from_pretrained, save_pretrained
 from scalear.var_checkpoints import CheckpointMismatchError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "depthart_official"
@@ -160,12 +161,20 @@ def test_tokenizer_from_vars_file_or_from_the_checkpoint_gives_the_same_model(pa
     _refused(tmp_path / "alias_bad.safetensors", "vae_quant_proxy.embedding.weight differs")
 
 
-def test_the_prefix_is_embedded_with_the_transformers_own_embeddings(parity, layouts, tmp_path):
+def test_the_prefix_is_embedded_with_the_transformers_own_embeddings_and_exports(parity, layouts, tmp_path):
+    """prefix_proj / prefix_pos hold the official word_embed / pos_1LC + lvl_embed (copies, not tied), so the loaded
+    model exports as a scalear folder and comes back computing the same."""
     sd = _filled(parity, layouts, "small")
     save_file(sd, str(tmp_path / "model.safetensors"))
-    tr = load_depthart_checkpoint(tmp_path / "model.safetensors").transformer
+    model = load_depthart_checkpoint(tmp_path / "model.safetensors")
+    tr = model.transformer
     assert torch.equal(tr.prefix_proj.weight, sd["word_embed.weight"]) and torch.equal(tr.prefix_proj.bias, sd["word_embed.bias"])
+    assert tr.prefix_proj.weight.data_ptr() != tr.word_embed.weight.data_ptr()
     torch.testing.assert_close(tr.prefix_pos[0], sd["pos_1LC"][0] + sd["lvl_embed.weight"][sd["lvl_1L"][0]], rtol=0, atol=0)
+    save_pretrained(model, tmp_path / "export")
+    back = from_pretrained(tmp_path / "export").eval()
+    image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(back.sample(image, temperature=0.0).f_hat, model.sample(image, temperature=0.0).f_hat)
 
 
 # ------------------------------------------------------------------ the CLI runs the released files

@@ -169,8 +169,8 @@ def map_depthart_state_dict(sd: dict[str, torch.Tensor], model: DepthARTModel, s
         mapped[f"transformer.{key}"] = t
         origin[f"transformer.{key}"] = key
     if "word_embed.weight" in rest and "word_embed.bias" in rest:
-        mapped["transformer.prefix_proj.weight"] = rest["word_embed.weight"]
-        mapped["transformer.prefix_proj.bias"] = rest["word_embed.bias"]
+        mapped["transformer.prefix_proj.weight"] = rest["word_embed.weight"].clone()  # a copy: untied, as in
+        mapped["transformer.prefix_proj.bias"] = rest["word_embed.bias"].clone()  # a scalear model (and exportable)
     if "pos_1LC" in rest and "lvl_embed.weight" in rest:
         lvl, pos = rest["lvl_embed.weight"], rest["pos_1LC"]
         if lvl.ndim == 2 and lvl.shape[0] == schedule.num_scales and pos.shape[-1:] == lvl.shape[-1:]:
