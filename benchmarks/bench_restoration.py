@@ -7,11 +7,14 @@ input, encoded, enhanced, and a greedy, KV-cached VAR pass over every scale (wit
 the U-net runs. The prior's cost does not grow with the image (it runs at the tokenizer's size); the U-net's
 does. ``restore`` takes whole images (no tiling of its own); ``--tile N`` restores in ``N x N`` tiles blended
 as ``scalear restore --tile`` does, each tile running its own prior pass. Models are randomly initialised
-(timing does not depend on the weights) and inputs are random images in ``[0, 1]``.
+(timing does not depend on the weights) and inputs are random images in ``[0, 1]``. ``--presets official`` times
+the released network (``VarFormer2``, 908M parameters; no ablation row): resize to 256x256, its VAR loop with two
+CFG branches, main encoder / decoder, resize back.
 
     python benchmarks/bench_restoration.py                           # tiny, small, paper at 512x512, CPU
     python benchmarks/bench_restoration.py --presets tiny --size 1080,1920 --tile 512 --threads 1
     python benchmarks/bench_restoration.py --batch 4 --device cuda --dtype bf16
+    python benchmarks/bench_restoration.py --presets official --size 256,256      # the released network
 """
 
 from __future__ import annotations
@@ -25,13 +28,13 @@ import torch
 from _common import (add_common_args, autocast, environment, fmt_ms, fmt_params, image_size, memory_method,
                      peak_memory, print_table, setup, time_runs)
 from scalear.domains.restoration.tiling import check_tiling, restore_tiled
-from scalear.domains.restoration.varformer import VARFORMER_PRESETS, create_varformer
+from scalear.domains.restoration.varformer import OFFICIAL_PRESET, VARFORMER_PRESETS, create_varformer
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--presets", default="tiny,small,paper",
-                   help=f"Varformer presets, comma-separated, from {sorted(VARFORMER_PRESETS)}")
+                   help=f"Varformer presets, comma-separated, from {sorted(VARFORMER_PRESETS)} and {OFFICIAL_PRESET}")
     p.add_argument("--size", type=image_size, default=(512, 512), help="input H,W (default: 512,512)")
     p.add_argument("--tile", type=int, default=None, help="restore in N x N tiles (default: whole images)")
     p.add_argument("--overlap", type=int, default=32, help="minimum tile overlap with --tile (default: 32)")
@@ -39,9 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=1, help="images per call (default: 1)")
     add_common_args(p)
     args = p.parse_args(argv)
-    bad = [v for v in args.presets.split(",") if v not in VARFORMER_PRESETS]
+    bad = [v for v in args.presets.split(",") if v not in VARFORMER_PRESETS and v != OFFICIAL_PRESET]
     if bad:
-        p.error(f"--presets: unknown {bad}; choose from {sorted(VARFORMER_PRESETS)}")
+        p.error(f"--presets: unknown {bad}; choose from {sorted(VARFORMER_PRESETS)} and {OFFICIAL_PRESET}")
     if args.batch < 1:
         p.error("--batch must be >= 1")
     if args.tile is not None:
@@ -54,7 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def measure(preset: str, use_prior: bool, args: argparse.Namespace, device: torch.device) -> tuple[list[str], dict]:
     """One table row: ``restore`` time per image (s), megapixels per second and peak memory (MiB)."""
-    model = create_varformer(preset, use_prior=use_prior).to(device).eval()
+    official = preset == OFFICIAL_PRESET
+    model = (create_varformer(preset) if official else create_varformer(preset, use_prior=use_prior)).to(device).eval()
     h, w = args.size
     image_B3HW = torch.rand(args.batch, 3, h, w, device=device)
 
@@ -67,9 +71,11 @@ def measure(preset: str, use_prior: bool, args: argparse.Namespace, device: torc
     params = model.num_params()
     mps = h * w / 1e6 / sec
     prior = "VAR prior" if use_prior else "none (ablation)"
-    scales = f"{model.prior.num_scales} @ {model.prior.tokenizer.input_shape[0]} px" if use_prior else "-"
+    tok = model.tokenizer if official else model.prior.tokenizer if use_prior else None
+    scales = f"{tok.schedule.num_scales} @ {tok.input_shape[0]} px" if tok is not None else "-"
+    widths = "VarFormer2 (released)" if official else "-".join(map(str, model.cfg.widths))
     tile = "whole" if args.tile is None else f"{args.tile} / {args.overlap}"
-    row = [preset, prior, scales, "-".join(map(str, model.cfg.widths)), fmt_params(params), tile,
+    row = [preset, prior, scales, widths, fmt_params(params), tile,
            f"{mps:,.3f}", fmt_ms(sec), f"{peak[0]:,.0f}"]
     del model, image_B3HW
     gc.collect()
@@ -85,7 +91,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     measure("tiny", True, warm, device)  # one-off runtime set-up (thread pools, kernels) outside the table
     rows, results = [], []
     for preset in args.presets.split(","):
-        for use_prior in (True,) if args.no_ablation else (True, False):
+        for use_prior in (True,) if args.no_ablation or preset == OFFICIAL_PRESET else (True, False):
             print(f"measuring {preset} {'with' if use_prior else 'without'} the prior ...", file=sys.stderr, flush=True)
             row, result = measure(preset, use_prior, args, device)
             rows.append(row)

@@ -74,6 +74,17 @@ def test_layout_is_the_official_one(parity, layout, meta_model):
     assert sum(int(np.prod(s)) for _, s, _, kind in layout if kind == "param") == 908_171_222
 
 
+def test_official_is_a_varformer_preset():
+    import scalear
+    from scalear.domains.restoration.varformer import create_varformer
+
+    assert "varformer/official" in scalear.list_models("varformer/*")
+    with torch.device("meta"):
+        assert isinstance(create_varformer("official"), OfficialVarformer)
+    with pytest.raises(ValueError, match="no overrides"):
+        create_varformer("official", widths=(8, 16))
+
+
 def test_buffers_equal_the_official_ones(layout, parity):
     """The Swin buffers scalear computes equal the official constructor's (reproduced by the fill rule, which
     ``--record`` checked against the official model): relative-position index and shifted-window masks at every

@@ -28,8 +28,9 @@ Which parts are frozen is :attr:`VarformerConfig.freeze`: ``"tokenizer"`` (the V
 transformer blocks), ``"embeddings"`` (condition, positional, level and word embeddings) and ``"head"``. The
 reference freezes the tokenizer and the blocks and trains the embeddings and head (the default here).
 
-Simplifications: the restoration net is a compact conv U-net (the reference: Swin/Restormer blocks and a
-second "main" encoder/decoder with texture warping); the enhancement layers are residual convs instead of
+Simplifications (the released network itself is the ``official`` preset, :mod:`.varformer_official`): the
+restoration net is a compact conv U-net (the reference: Swin/Restormer blocks and a second "main"
+encoder/decoder with texture warping); the enhancement layers are residual convs instead of
 transformer layers; AFT and DAE use Restormer-style channel ("transposed") attention instead of window
 attention, so they run at any image size; the injection cross-attention is added as a residual with a
 zero-initialised output (the reference replaces the hidden state), so training starts from the frozen VAR;
@@ -47,6 +48,7 @@ Example:
 from __future__ import annotations
 
 import copy
+from collections import ChainMap
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,11 +147,25 @@ VARFORMER_PRESETS: dict[str, VarformerConfig] = {
 }
 
 
-def create_varformer(name: str = "tiny", **overrides: Any) -> "Varformer":
+#: The released network (siywang541/Varformer ``VarFormer2``, "VarFormer_16": 908M parameters, 256 px only), as a
+#: preset name: :class:`~.varformer_official.OfficialVarformer`, loaded from the authors' files by
+#: :func:`~.varformer_checkpoints.load_official_varformer`. The compact presets above are the CPU-trainable ones.
+OFFICIAL_PRESET = "official"
+
+
+def create_varformer(name: str = "tiny", **overrides: Any) -> nn.Module:
     """A preset of :data:`VARFORMER_PRESETS` with :class:`VarformerConfig` ``overrides`` (a ``transformer``
-    dict is merged into the preset's)."""
+    dict is merged into the preset's), or :data:`OFFICIAL_PRESET`, the released network (no overrides)."""
+    if name == OFFICIAL_PRESET:
+        if overrides:
+            raise ValueError(f"the {OFFICIAL_PRESET!r} Varformer is the released network; it takes no overrides "
+                             f"(got {sorted(overrides)})")
+        from scalear.domains.restoration.varformer_official import OfficialVarformer
+
+        return OfficialVarformer()
     if name not in VARFORMER_PRESETS:
-        raise KeyError(f"unknown Varformer preset {name!r}; available: {sorted(VARFORMER_PRESETS)}")
+        raise KeyError(f"unknown Varformer preset {name!r}; available: {sorted(VARFORMER_PRESETS)} and "
+                       f"{OFFICIAL_PRESET!r}")
     d = VARFORMER_PRESETS[name].to_dict()
     if "transformer" in overrides:
         overrides["transformer"] = {**d["transformer"], **overrides["transformer"]}
@@ -525,8 +541,9 @@ def _build(d: dict) -> Varformer:
 
 
 register_model_kind("varformer", _build, lambda m: m.cfg.to_dict())
-register_presets("varformer", VARFORMER_PRESETS, create_varformer)
+register_presets("varformer", ChainMap(VARFORMER_PRESETS, {OFFICIAL_PRESET: "released VarFormer2"}),
+                 create_varformer)
 
 __all__ = ["FREEZE_GROUPS", "VarformerConfig", "VARFORMER_PRESETS", "create_varformer", "Varformer", "VarformerOutput",
            "VARPrior", "PriorOutput", "ScaleWeights", "AnchorCrossAttention", "TokenInjection", "LossWeights",
-           "varformer_loss", "init_from_var", "load_prior"]
+           "varformer_loss", "init_from_var", "load_prior", "OFFICIAL_PRESET"]

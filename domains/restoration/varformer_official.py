@@ -579,6 +579,9 @@ class OfficialVarformer(nn.Module):
         self.main_decoder = MainDecoder()
         self.size: int | str = "input"  #: what restore returns: "input" (the input's size) or 256 (official)
 
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
     @staticmethod
     def schedule() -> ScaleSchedule:
         """VAR's 10 scales at 256 px (token maps 1, 2, 3, 4, 5, 6, 8, 10, 13, 16)."""
