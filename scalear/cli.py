@@ -16,6 +16,10 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from scalear.cli_args import (ArgumentParser, device, exit_on_usage_error, existing_dir, existing_file,
+                              int_at_least, non_negative_float, non_negative_int, output_dir, output_file,
+                              positive_int, probability)
+
 CORE_HELP = """\
 usage: scalear core {fit,validate} --config CONFIG.yaml [--section.key value ...]
        scalear core sample --model EXPORT_DIR [--tokenizer DIR] [--classes 0,1,..] [--out grid.png] ...
@@ -115,14 +119,6 @@ def run_lightning(argv: Sequence[str], run: bool = True):
     )
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    v = int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return v
-
-
 def add_generate_arguments(g: argparse.ArgumentParser, noun: str, sampling: dict[str, str]) -> None:
     """The options of a 3D domain's ``generate`` verb (SAR3D, G3PT): export folder, classes or condition images,
     count, mesh format, output, seed, guidance and top-k / top-p (``sampling`` gives their default in words),
@@ -136,14 +132,15 @@ def add_generate_arguments(g: argparse.ArgumentParser, noun: str, sampling: dict
                    help="image condition: a mesh file or a condition PNG (scalear sar3d render); repeatable")
     g.add_argument("--n", type=positive_int, default=4, help=f"{noun} per class or image (default: %(default)s)")
     g.add_argument("--format", choices=MESH_FORMATS, default="obj", help="mesh format (default: %(default)s)")
-    g.add_argument("--out", required=True, help="output folder")
+    g.add_argument("--out", type=output_dir, required=True, help="output folder")
     g.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
-    g.add_argument("--cfg", type=float, default=None, help=f"classifier-free guidance (default: {sampling['cfg']})")
-    g.add_argument("--top-k", type=int, default=None, help=f"top-k sampling (default: {sampling['top_k']})")
-    g.add_argument("--top-p", type=float, default=None, help=f"top-p sampling (default: {sampling['top_p']})")
-    g.add_argument("--resolution", type=positive_int, default=64, help="marching-cubes grid (default: %(default)s)")
+    g.add_argument("--cfg", type=non_negative_float, default=None,
+                   help=f"classifier-free guidance, 0 = off (default: {sampling['cfg']})")
+    g.add_argument("--top-k", type=non_negative_int, default=None, help=f"top-k sampling, 0 = off (default: {sampling['top_k']})")
+    g.add_argument("--top-p", type=probability, default=None, help=f"top-p sampling in [0, 1], 0 = off (default: {sampling['top_p']})")
+    g.add_argument("--resolution", type=int_at_least(2), default=64, help="marching-cubes grid (default: %(default)s)")
     g.add_argument("--no-preview", action="store_true", help="no preview PNGs")
-    g.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda if available)")
+    g.add_argument("--device", type=device, default="auto", help="cpu, cuda, ... (default: cuda if available)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -151,18 +148,23 @@ def add_eval_arguments(e: argparse.ArgumentParser, tokenizer: str, cache_dir: st
     """The options of a 3D domain's ``eval`` verb (SAR3D, G3PT): the exported ``tokenizer`` folder, the mesh folder
     (held-out split) or the procedural set, the sample cache (default ``cache_dir``), held-out objects per class,
     marching-cubes resolution, JSON output, device."""
-    e.add_argument("--tokenizer", required=True, help=f"exported {tokenizer} folder")
-    e.add_argument("--root", default=None, help="mesh folder (default: the procedural set); its held-out split is scored")
-    e.add_argument("--cache-dir", default=cache_dir, help="sample cache (default: %(default)s)")
+    e.add_argument("--tokenizer", type=existing_dir, required=True, help=f"exported {tokenizer} folder")
+    e.add_argument("--root", type=existing_dir, default=None,
+                   help="mesh folder (default: the procedural set); its held-out split is scored")
+    e.add_argument("--cache-dir", type=output_dir, default=cache_dir, help="sample cache (default: %(default)s)")
     e.add_argument("--val-per-class", type=positive_int, default=4, help="held-out objects per class (default: %(default)s)")
-    e.add_argument("--resolution", type=positive_int, default=48, help="marching-cubes grid (default: %(default)s)")
-    e.add_argument("--out", default=None, help="write the metrics as JSON here")
-    e.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda if available)")
+    e.add_argument("--resolution", type=int_at_least(2), default=48, help="marching-cubes grid (default: %(default)s)")
+    e.add_argument("--out", type=output_file, default=None, help="write the metrics as JSON here")
+    e.add_argument("--device", type=device, default="auto", help="cpu, cuda, ... (default: cuda if available)")
 
 
 def generate_request(a: argparse.Namespace) -> tuple[list[str] | None, dict[str, float]]:
     """The requested classes (None: all) and the sampling overrides of :func:`add_generate_arguments`' options."""
+    from scalear.errors import UsageError
+
     classes = None if a.classes is None else [c.strip() for c in a.classes.split(",") if c.strip()]
+    if classes == []:
+        raise UsageError(f"--class {a.classes!r} names no class; give names or indices, e.g. --class 0,1")
     return classes, {k: v for k, v in (("cfg", a.cfg), ("top_k", a.top_k), ("top_p", a.top_p)) if v is not None}
 
 
@@ -186,19 +188,24 @@ def run_domain_verbs(argv: Sequence[str] | None, parser: Callable[[], argparse.A
                      verbs: dict[str, Callable[[argparse.Namespace], int]], default_verb: str | None = None) -> int:
     """The ``main(argv)`` of a domain's CLI: ``fit ...`` goes to :func:`run_lightning` untouched (LightningCLI
     parses its own arguments), no arguments print the help, anything else is parsed and dispatched on ``verb``;
-    ``default_verb`` is prepended when the first argument is not a verb (``scalear restore --model ...``)."""
+    ``default_verb`` is prepended when the first argument is not a verb (``scalear restore --model ...``). A
+    :class:`~scalear.errors.UsageError` is one line on stderr and exit status 2 (:func:`exit_on_usage_error`)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "fit":
-        run_lightning(["fit", *argv[1:]])
-        return 0
     p = parser()
+    if argv and argv[0] == "fit":
+        return exit_on_usage_error(f"{p.prog} fit", lambda: _lightning(["fit", *argv[1:]]), unwind_on_sigterm=False)
     if not argv:
         p.print_help()
         return 0
     if default_verb is not None and argv[0] not in (*verbs, "-h", "--help"):
         argv = [default_verb, *argv]
     a = p.parse_args(argv)
-    return int(verbs[a.verb](a) or 0)
+    return exit_on_usage_error(f"{p.prog} {a.verb}", lambda: verbs[a.verb](a))
+
+
+def _lightning(argv: list[str]) -> int:
+    run_lightning(argv)
+    return 0
 
 
 def _has_omegaconf() -> bool:
@@ -210,46 +217,81 @@ def _has_omegaconf() -> bool:
 
 
 def core_main(argv: list[str]) -> int:
+    """``scalear core``: fit / validate (LightningCLI), sample, export; usage errors exit 2 with one line."""
     if not argv or argv[0] in ("-h", "--help"):
         print(CORE_HELP)
         return 0
     verb, rest = argv[0], argv[1:]
     if verb in ("fit", "validate"):
-        run_lightning([verb, *rest])
-        return 0
+        return exit_on_usage_error(f"scalear core {verb}", lambda: _lightning([verb, *rest]), unwind_on_sigterm=False)
     if verb == "sample":
-        return _core_sample(rest)
+        return exit_on_usage_error("scalear core sample", lambda: _core_sample(rest))
     if verb == "export":
-        return _core_export(rest)
-    print(f"scalear core: unknown command {verb!r}\n\n{CORE_HELP}", file=sys.stderr)
+        return exit_on_usage_error("scalear core export", lambda: _core_export(rest))
+    print(f"scalear core: unknown command {verb!r}; choose from fit, validate, sample, export (scalear core --help)",
+          file=sys.stderr)
     return 2
+
+
+def _load_exported(folder: Path, kind: type, arg: str, what: str):
+    """``from_pretrained(folder)`` in eval mode, refused (:class:`~scalear.errors.UsageError` naming ``arg``) unless
+    it is a ``kind``; a missing or broken folder is a usage error too."""
+    from scalear.errors import UsageError
+    from scalear.io import from_pretrained
+
+    try:
+        model = from_pretrained(folder)
+    except (FileNotFoundError, ValueError) as e:
+        raise UsageError(f"{arg}: {e}") from None
+    if not isinstance(model, kind):
+        raise UsageError(f"{arg} {folder} holds a {type(model).__name__}, not {what}")
+    return model.eval()
+
+
+def _class_ids(text: str | None, num_classes: int) -> list[int]:
+    """``--classes`` as ids in ``[0, num_classes)`` (None: every class; an unconditional model takes none)."""
+    from scalear.errors import UsageError
+
+    if text is None:
+        return list(range(max(num_classes, 1)))
+    if num_classes == 0:
+        raise UsageError(f"--classes {text}: this transformer is unconditional (num_classes 0); leave --classes out")
+    ids = [c.strip() for c in text.split(",") if c.strip()]
+    bad = [c for c in ids if not (c.isdigit() and int(c) < num_classes)]
+    if not ids or bad:
+        raise UsageError(f"--classes {text!r}: give comma-separated class ids in 0..{num_classes - 1}")
+    return [int(c) for c in ids]
 
 
 def _core_sample(argv: list[str]) -> int:
     import torch
 
-    from scalear.io import from_pretrained
+    from scalear.errors import UsageError
     from scalear.sampling import sample
+    from scalear.transformer import NextScaleTransformer
     from scalear.viz import save_image_grid
+    from scalear.vqvae import VQVAE
 
-    p = argparse.ArgumentParser(prog="scalear core sample", description="class-conditional samples as a PNG grid")
-    p.add_argument("--model", required=True, help="exported transformer folder")
-    p.add_argument("--tokenizer", help="exported tokenizer folder (default: <model>/../tokenizer)")
+    p = ArgumentParser(prog="scalear core sample", description="class-conditional samples as a PNG grid")
+    p.add_argument("--model", type=existing_dir, required=True, help="exported transformer folder")
+    p.add_argument("--tokenizer", type=existing_dir, help="exported tokenizer folder (default: <model>/../tokenizer)")
     p.add_argument("--classes", default=None, help="comma-separated class ids (default: all)")
-    p.add_argument("--per-class", type=int, default=8)
-    p.add_argument("--cfg", type=float, default=1.5)
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--top-p", type=float, default=0.0)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="samples.png")
+    p.add_argument("--per-class", type=positive_int, default=8, help="samples per class (default: %(default)s)")
+    p.add_argument("--cfg", type=non_negative_float, default=1.5, help="classifier-free guidance, 0 = off (default: %(default)s)")
+    p.add_argument("--top-k", type=non_negative_int, default=0, help="top-k sampling, 0 = off (default: %(default)s)")
+    p.add_argument("--top-p", type=probability, default=0.0, help="top-p sampling in [0, 1], 0 = off (default: %(default)s)")
+    p.add_argument("--temperature", type=non_negative_float, default=1.0, help="0 = greedy (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
+    p.add_argument("--out", type=output_file, default="samples.png", help="PNG grid to write (default: %(default)s)")
     a = p.parse_args(argv)
-    from pathlib import Path
 
-    model = from_pretrained(a.model).eval()
-    tok = from_pretrained(a.tokenizer or Path(a.model).parent / "tokenizer").eval()
+    model = _load_exported(a.model, NextScaleTransformer, "--model", "an exported next-scale transformer")
+    tok = _load_exported(a.tokenizer or a.model.parent / "tokenizer", VQVAE, "--tokenizer", "an exported VQ-VAE tokenizer")
+    if (model.cfg.schedule, model.cfg.vocab_size) != (tok.quantize.schedule, tok.config.vocab_size):
+        raise UsageError(f"--model {a.model} was not trained on this tokenizer: its scales / vocabulary differ from "
+                         f"{a.tokenizer or a.model.parent / 'tokenizer'}'s")
     n = model.cfg.num_classes
-    classes = [int(c) for c in a.classes.split(",")] if a.classes else list(range(max(n, 1)))
+    classes = _class_ids(a.classes, n)
     labels = torch.tensor(classes).repeat_interleave(a.per_class)
     kw = {"label_B": labels} if n else {}
     out = sample(model, tok.quantize, len(labels), cfg=a.cfg, top_k=a.top_k, top_p=a.top_p,
@@ -260,18 +302,22 @@ def _core_sample(argv: list[str]) -> int:
 
 
 def _core_export(argv: list[str]) -> int:
+    from scalear.errors import UsageError
     from scalear.training.export import export_checkpoint
 
-    p = argparse.ArgumentParser(prog="scalear core export", description="Lightning checkpoint -> safetensors")
-    p.add_argument("--ckpt", required=True)
-    p.add_argument("--out", required=True)
+    p = ArgumentParser(prog="scalear core export", description="Lightning checkpoint -> safetensors")
+    p.add_argument("--ckpt", type=existing_file, required=True, help="a checkpoint written by scalear ... fit")
+    p.add_argument("--out", type=output_dir, required=True, help="export folder (one sub-folder per model)")
     a = p.parse_args(argv)
-    print(f"exported to {export_checkpoint(a.ckpt, a.out)}")
+    try:
+        print(f"exported to {export_checkpoint(a.ckpt, a.out)}")
+    except (FileNotFoundError, ValueError) as e:  # an unreadable or foreign checkpoint, named by the loader
+        raise UsageError(str(e)) from None
     return 0
 
 
 def build_parser(domains: dict[str, Callable]) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="scalear",
         description="scalear: next-scale prediction (VAR-style coarse-to-fine) for 3D and perception.",
         epilog="Run 'scalear <command> --help' for the options of a command.",
@@ -281,10 +327,10 @@ def build_parser(domains: dict[str, Callable]) -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"scalear {__version__}")
     sub = p.add_subparsers(dest="command", metavar="<command>", title="commands")
     qs = sub.add_parser("quickstart", help="train tiny models on built-in data end to end and write a report")
-    qs.add_argument("--out", default="scalear_runs/quickstart", help="output folder (default: %(default)s)")
+    qs.add_argument("--out", type=output_dir, default="scalear_runs/quickstart", help="output folder (default: %(default)s)")
     qs.add_argument("--domain", default="all", help="which parts to run, comma-separated: core and the domains with a quickstart part (default: all)")
     qs.add_argument("--fast", action="store_true", help="a much shorter run (smoke test; quality is not reached)")
-    qs.add_argument("--jobs", type=int, default=None,
+    qs.add_argument("--jobs", type=positive_int, default=None,
                     help="parts run at once in worker processes (default: one per CPU core; 1 on a GPU)")
     sub.add_parser("core", help="train / sample / export the core tokenizer and transformer", add_help=False)
     for name in sorted(domains):
@@ -305,7 +351,20 @@ def _info(domains: dict) -> int:
     return 0
 
 
+def _quickstart(args: argparse.Namespace) -> int:
+    from scalear.errors import UsageError
+    from scalear.quickstart import part_order, quickstart_parts, run_quickstart
+
+    known = part_order(quickstart_parts())
+    wanted = [d.strip() for d in args.domain.split(",") if d.strip()]
+    if args.domain != "all" and (not wanted or any(d not in known for d in wanted)):
+        raise UsageError(f"--domain {args.domain!r}: choose all or some of {', '.join(known)} (comma-separated)")
+    return run_quickstart(args.out, domain=args.domain, fast=args.fast, jobs=args.jobs)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """``scalear ...``: every verb exits 2 with one line on stderr for a usage error (a bad argument, input file
+    or model folder), never with a traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
     domains = domain_entry_points()
     parser = build_parser(domains)
@@ -319,9 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(domains[cmd](rest) or 0)
     args = parser.parse_args(argv)
     if args.command == "quickstart":
-        from scalear.quickstart import run_quickstart
-
-        return run_quickstart(args.out, domain=args.domain, fast=args.fast, jobs=args.jobs)
+        return exit_on_usage_error("scalear quickstart", lambda: _quickstart(args), unwind_on_sigterm=False)
     if args.command == "info":
         return _info(domains)
     parser.print_help()

@@ -53,11 +53,29 @@ def check_output_folder(out: Path, inputs: Sequence[Path]) -> None:
             raise ValueError(f"--out {out} is the folder of input {p}; choose another folder so inputs are never overwritten")
 
 
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else as ``torch.device(name)``."""
-    if name == "auto":
+def resolve_device(name: str | torch.device) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; otherwise a CPU, CUDA or MPS device that this machine has
+    (a :class:`~scalear.errors.UsageError` saying what is missing, not a failure later in a loader)."""
+    from scalear.errors import UsageError
+
+    if str(name) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise UsageError(f"{str(name)!r} is not a device; use cpu, cuda, cuda:N, mps or auto") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch is built without CUDA" if torch.version.cuda is None else "torch finds no CUDA GPU"
+            raise UsageError(f"{str(name)!r} is not available: {why}; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UsageError(f"{str(name)!r} is not available: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise UsageError(f"{str(name)!r} is not available: no Apple MPS device here; use --device cpu")
+    elif dev.type != "cpu":
+        raise UsageError(f"{str(name)!r} is not supported; use cpu, cuda, cuda:N, mps or auto")
+    return dev
 
 
 __all__ = ["collect_inputs", "unique_stems", "check_output_folder", "resolve_device"]

@@ -1,0 +1,164 @@
+"""Argument checks shared by every ``scalear`` verb, so that a bad value stops the command before any work with
+one line naming the argument (exit 2): numbers in range, existing inputs, outputs that cannot clobber a file or a
+folder, devices this machine has.
+
+The ``*_int`` / ``*_float`` / path / :func:`device` functions are argparse ``type=`` callables; :class:`ArgumentParser`
+prints argparse's errors as one line ``<prog>: <message>`` instead of the usage block; :func:`exit_on_usage_error`
+turns a :class:`~scalear.errors.UsageError` raised while a verb runs into that line.
+
+Example:
+    >>> p = ArgumentParser(prog="demo")
+    >>> _ = p.add_argument("--n", type=positive_int)
+    >>> p.parse_args(["--n", "3"]).n
+    3
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Callable, NoReturn
+
+from scalear.errors import UsageError, find_usage_error
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with its errors as one line, ``<prog>: <message> (see <prog> --help)``, and exit status 2
+    (sub-parsers inherit it)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _number(text: str, cast: Callable[[str], float], ok: Callable[[float], bool], what: str) -> float:
+    try:
+        v = cast(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+    if not (math.isfinite(v) and ok(v)):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+    return v
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1."""
+    return int(_number(text, int, lambda v: v >= 1, "a positive integer"))
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0."""
+    return int(_number(text, int, lambda v: v >= 0, "an integer >= 0"))
+
+
+def int_at_least(low: int) -> Callable[[str], int]:
+    """The type of an integer >= ``low``."""
+
+    def parse(text: str) -> int:
+        return int(_number(text, int, lambda v: v >= low, f"an integer >= {low}"))
+
+    parse.__name__ = f"int_at_least_{low}"
+    return parse
+
+
+def finite_float(text: str) -> float:
+    """A finite number (not nan or inf)."""
+    return _number(text, float, lambda v: True, "a finite number")
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0."""
+    return _number(text, float, lambda v: v > 0, "a finite number > 0")
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0."""
+    return _number(text, float, lambda v: v >= 0, "a finite number >= 0")
+
+
+def probability(text: str) -> float:
+    """A number in [0, 1] (top-p: 0 turns the filter off)."""
+    return _number(text, float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+
+
+def _file_among_parents(path: Path) -> Path | None:
+    return next((q for q in path.absolute().parents if q.exists() and not q.is_dir()), None)
+
+
+def existing_file(text: str) -> Path:
+    """A file that exists (not a folder)."""
+    p = Path(text)
+    if p.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder, not a file")
+    if not p.is_file():
+        raise argparse.ArgumentTypeError(f"{text} not found")
+    return p
+
+
+def existing_dir(text: str) -> Path:
+    """A folder that exists."""
+    p = Path(text)
+    if not p.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a folder" if p.exists() else f"folder {text} not found")
+    return p
+
+
+def output_dir(text: str) -> Path:
+    """A folder to write into: may exist as a folder, never as a file, and no parent may be a file."""
+    p = Path(text)
+    if p.exists() and not p.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file; give an output folder")
+    if (f := _file_among_parents(p)) is not None:
+        raise argparse.ArgumentTypeError(f"{text} cannot be created: {f} is a file")
+    return p
+
+
+def output_file(text: str) -> Path:
+    """A file to write: may exist as a file (it is replaced), never as a folder, and no parent may be a file."""
+    p = Path(text)
+    if p.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name")
+    if (f := _file_among_parents(p)) is not None:
+        raise argparse.ArgumentTypeError(f"{text} cannot be created: {f} is a file")
+    return p
+
+
+def device(text: str) -> str:
+    """``auto`` or a device this machine has (:func:`scalear.files.resolve_device`); returned as given."""
+    from scalear.files import resolve_device
+
+    try:
+        resolve_device(text)
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def _exit_on_sigterm(signum: int, frame) -> NoReturn:
+    raise SystemExit(128 + signum)
+
+
+def exit_on_usage_error(prog: str, run: Callable[[], int | None], unwind_on_sigterm: bool = True) -> int:
+    """``run()``'s exit status; a :class:`~scalear.errors.UsageError` raised by it (or behind the error it raised)
+    is printed as ``<prog>: <message>`` on stderr and gives 2. With ``unwind_on_sigterm`` (not for Lightning, which
+    handles SIGTERM itself) SIGTERM exits through Python's unwinding (status 143), so that ``finally`` blocks remove
+    temporary files (:func:`scalear.io.atomic_write`)."""
+    if (unwind_on_sigterm and threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL):
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        return int(run() or 0)
+    except Exception as e:
+        usage = find_usage_error(e)
+        if usage is None:
+            raise
+        print(f"{prog}: {usage}", file=sys.stderr)
+        return 2
+
+
+__all__ = ["ArgumentParser", "positive_int", "non_negative_int", "int_at_least", "finite_float", "positive_float",
+           "non_negative_float", "probability", "existing_file", "existing_dir", "output_dir", "output_file", "device",
+           "exit_on_usage_error"]
