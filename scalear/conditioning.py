@@ -21,6 +21,7 @@ from typing import Any, Callable, ClassVar, Literal, Sequence
 import torch
 from torch import nn
 
+from scalear.config_check import check_config
 from scalear.sampling import SampleOutput, sample
 from scalear.schedules import ScaleSchedule
 from scalear.transformer import NextScaleTransformer, TransformerConfig
@@ -56,12 +57,6 @@ class ImageEncoder(nn.Module):
                              f"got shape {tuple(image_BCSS.shape)}")
         h = self.body(image_BCSS.float()).flatten(2).transpose(1, 2)  # (B, T, D)
         return self.norm(h + self.pos), self.pool_norm(h.mean(dim=1))
-
-
-def check_config_keys(cls: type, d: dict[str, Any], what: str) -> None:
-    """Refuse keys of ``d`` that are not fields of the dataclass ``cls`` (``what`` names the config)."""
-    if unknown := sorted(set(d) - set(cls.__dataclass_fields__)):
-        raise ValueError(f"unknown {what} keys {unknown}; allowed: {sorted(cls.__dataclass_fields__)}")
 
 
 # ------------------------------------------------------------------------------------------- config
@@ -114,6 +109,7 @@ class ConditionalGeneratorConfig:
         allowed = set(TransformerConfig.__dataclass_fields__) - DERIVED_TRANSFORMER_FIELDS
         if unknown := sorted(set(self.transformer) - allowed):
             raise ValueError(f"unknown or derived {self.what} transformer keys {unknown}")
+        check_config(TransformerConfig, self.transformer, f"{self.what} transformer")
         if self.image_size % 2 ** len(self.encoder_channels):
             raise ValueError(f"image_size {self.image_size} must be divisible by 2^{len(self.encoder_channels)}")
 
@@ -135,7 +131,7 @@ class ConditionalGeneratorConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]):
-        check_config_keys(cls, d, f"{cls.what} generator")
+        check_config(cls, d, f"{cls.what} generator")
         return cls(**copy.deepcopy(d))
 
     @classmethod
@@ -299,6 +295,6 @@ def load_generator_export(folder: str | Path, generator_type: type[ConditionalGe
     return gen.to(device).eval(), tok.to(device).eval()
 
 
-__all__ = ["Condition", "DERIVED_TRANSFORMER_FIELDS", "ImageEncoder", "check_config_keys", "ConditionalGeneratorConfig",
+__all__ = ["Condition", "DERIVED_TRANSFORMER_FIELDS", "ImageEncoder", "ConditionalGeneratorConfig",
            "ConditionalGenerator",
            "load_generator_export"]

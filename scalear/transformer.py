@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from scalear.config_check import check_config
 from scalear.schedules import ScaleSchedule
 
 
@@ -84,9 +85,7 @@ class TransformerConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TransformerConfig":
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown transformer config keys: {sorted(unknown)}")
+        check_config(cls, d, "transformer config")
         return cls(**d)
 
 

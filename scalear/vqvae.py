@@ -29,13 +29,14 @@ Example:
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from scalear.config_check import check_config
 from scalear.quant import MultiScaleVQ, QuantOutput
 from scalear.schedules import VAR_PATCH_NUMS, ScaleSchedule
 
@@ -336,10 +337,7 @@ class VQVAEConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "VQVAEConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown VQVAEConfig keys {unknown}; known keys: {sorted(known)}")
+        check_config(cls, d, "VQVAEConfig")
         return cls(**copy.deepcopy(dict(d)))
 
     def replace(self, **overrides: Any) -> "VQVAEConfig":
@@ -502,5 +500,5 @@ def create_vqvae(name: str, **overrides: Any) -> VQVAE:
     """
     if name not in VQVAE_PRESETS:
         raise KeyError(f"unknown VQVAE preset {name!r}; available: {sorted(VQVAE_PRESETS)}")
-    return VQVAE(VQVAEConfig(**{**VQVAE_PRESETS[name], **overrides}))
+    return VQVAE(VQVAEConfig.from_dict({**VQVAE_PRESETS[name], **overrides}))
 

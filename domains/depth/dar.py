@@ -54,6 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from scalear.config_check import check_config
 from scalear.domains.depth.bins import DepthBins
 from scalear.io import load_torch_file, register_model_kind
 from scalear.registry import register_presets
@@ -120,9 +121,7 @@ class DARConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "DARConfig":
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown DAR config keys: {sorted(unknown)}; allowed: {sorted(cls.__dataclass_fields__)}")
+        check_config(cls, d, "DAR config")
         return cls(**d)
 
 

@@ -60,6 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from scalear.config_check import check_config
 from scalear.io import register_model_kind
 from scalear.quant import map_to_tokens, tokens_to_map
 from scalear.registry import register_presets
@@ -147,6 +148,7 @@ class DepthARTConfig:
         allowed = {f for f in TransformerConfig.__dataclass_fields__} - _DERIVED
         if unknown := sorted(set(self.transformer) - allowed):
             raise ValueError(f"unknown DepthART transformer keys {unknown}; allowed: {sorted(allowed)}")
+        check_config(TransformerConfig, self.transformer, "DepthART transformer")
         self.transformer = dict(self.transformer)
         if not 0 < self.depth_quantile <= 1:
             raise ValueError(f"depth_quantile must be in (0, 1], got {self.depth_quantile}")
@@ -166,9 +168,7 @@ class DepthARTConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "DepthARTConfig":
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown DepthART config keys: {sorted(unknown)}; allowed: {sorted(cls.__dataclass_fields__)}")
+        check_config(cls, d, "DepthART config")
         return cls(**copy.deepcopy(d))
 
 

@@ -110,6 +110,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from scalear.config_check import check_config
 from scalear.io import register_model_kind
 from scalear.lfq import LookupFreeQuantizer
 from scalear.registry import register_presets
@@ -176,9 +177,7 @@ class G3PTTokenizerConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "G3PTTokenizerConfig":
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown G3PT tokenizer keys {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
+        check_config(cls, d, "G3PT tokenizer")
         return cls(**d)
 
 

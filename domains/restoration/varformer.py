@@ -57,6 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from scalear.config_check import check_config
 from scalear.io import register_model_kind
 from scalear.registry import register_presets
 from scalear.transformer import NextScaleTransformer, TransformerConfig
@@ -103,6 +104,7 @@ class VarformerConfig:
         allowed = set(TransformerConfig.__dataclass_fields__) - _DERIVED
         if unknown := sorted(set(self.transformer) - allowed):
             raise ValueError(f"unknown Varformer transformer keys {unknown}; allowed: {sorted(allowed)}")
+        check_config(TransformerConfig, self.transformer, "Varformer transformer")
         self.transformer = dict(self.transformer)
         self.freeze, self.widths = tuple(self.freeze), tuple(int(w) for w in self.widths)
         if bad := sorted(set(self.freeze) - set(FREEZE_GROUPS)):
@@ -127,8 +129,7 @@ class VarformerConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "VarformerConfig":
-        if unknown := sorted(set(d) - set(cls.__dataclass_fields__)):
-            raise ValueError(f"unknown Varformer config keys {unknown}; allowed: {sorted(cls.__dataclass_fields__)}")
+        check_config(cls, d, "Varformer config")
         return cls(**copy.deepcopy(d))
 
 

@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from scalear.config_check import check_config
 from scalear.io import register_model_kind
 from scalear.quant import MultiScaleVQ, QuantOutput
 from scalear.registry import register_presets
@@ -125,10 +126,7 @@ class TriplaneVQVAEConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TriplaneVQVAEConfig":
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown triplane tokenizer keys {sorted(unknown)}; "
-                             f"allowed: {sorted(cls.__dataclass_fields__)}")
+        check_config(cls, d, "triplane tokenizer")
         return cls(**copy.deepcopy(d))
 
 

@@ -1,0 +1,94 @@
+"""Checking a config dict against its dataclass before anything is built from it.
+
+Every model config's ``from_dict`` (the path of ``config.json`` in :func:`scalear.io.from_pretrained` and of the
+YAML dicts the training modules receive) calls :func:`check_config`: an unknown key, or a value whose type does not
+fit the field's annotation (a string where an int is expected), is a :class:`~scalear.errors.UsageError` naming the
+key, instead of a ``TypeError`` deep inside a layer's constructor.
+
+Example:
+    >>> from dataclasses import dataclass
+    >>> @dataclass
+    ... class C:
+    ...     width: int = 8
+    ...     dropout: float = 0.0
+    >>> check_config(C, {"width": 16, "dropout": 1})
+    >>> check_config(C, {"width": "16"}, "demo config")
+    Traceback (most recent call last):
+    ...
+    scalear.errors.UsageError: demo config key 'width' must be an int, got '16'
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, Union, get_args, get_origin
+
+from scalear.errors import UsageError
+
+_NAMES = {int: "an int", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
+
+
+def _fits(value: Any, tp: Any) -> bool:
+    """Whether ``value`` fits the annotation ``tp``. Only values as read from JSON / YAML are judged: other objects
+    (a ``ScaleSchedule`` given from Python) and annotations other than the plain types are left to the class."""
+    if not isinstance(value, (bool, int, float, str, type(None), list, tuple, dict)):
+        return True
+    origin, args = get_origin(tp), get_args(tp)
+    if origin in (Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if origin is Literal:
+        return value in args
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp in (str, type(None)):
+        return isinstance(value, tp)
+    if tp in (dict, Mapping) or origin in (dict, Mapping):
+        return isinstance(value, Mapping)
+    if tp in (tuple, list) or origin in (tuple, list, Sequence):
+        if not isinstance(value, (tuple, list)):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(_fits(v, a) for v, a in zip(value, args))
+        return not args or all(_fits(v, args[0]) for v in value)
+    return True
+
+
+def _describe(tp: Any) -> str:
+    origin, args = get_origin(tp), get_args(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if tp in (tuple, list) or origin in (tuple, list, Sequence):
+        return f"a list of {_describe(args[0]).removeprefix('an ').removeprefix('a ')}s" if args else "a list"
+    if tp in (dict, Mapping) or origin in (dict, Mapping):
+        return "a mapping"
+    return _NAMES.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def check_config(cls: type, d: Mapping[str, Any], what: str = "") -> None:
+    """Refuse keys of ``d`` that are not fields of the dataclass ``cls``, and values that do not fit their field's
+    annotation (int, float, bool, str, ``Literal``, optional, lists / tuples of them, mappings); ``what`` names the
+    config in the :class:`~scalear.errors.UsageError` (default: the class name)."""
+    what = what or cls.__name__
+    if not isinstance(d, Mapping):
+        raise UsageError(f"{what} must be a mapping of keys to values, got {type(d).__name__}")
+    fields = cls.__dataclass_fields__
+    if unknown := sorted(set(d) - set(fields)):
+        raise UsageError(f"unknown {what} keys {unknown}; allowed: {sorted(fields)}")
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # an annotation that cannot be resolved here: the types are left to the class
+        hints = {}
+    for key, value in d.items():
+        if key in hints and not _fits(value, hints[key]):
+            raise UsageError(f"{what} key {key!r} must be {_describe(hints[key])}, got {value!r}")
+
+
+__all__ = ["check_config"]
