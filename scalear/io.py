@@ -22,6 +22,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from scalear.errors import UsageError
+
 #: kind -> (builder from config dict, config of a model as a JSON-able dict)
 _KINDS: dict[str, tuple[Callable[[dict], nn.Module], Callable[[nn.Module], dict]]] = {}
 
@@ -86,13 +88,17 @@ def save_pretrained(model: nn.Module, folder: str | Path, kind: str | None = Non
 
 
 def read_config(folder: str | Path) -> dict:
+    """The ``config.json`` of an exported model folder, checked to be ``{"kind": str, "config": {...}, ...}``."""
     cfg_path = Path(folder) / "config.json"
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{cfg_path} not found: an exported scalear model folder has config.json and model.safetensors")
     try:
-        return json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as e:
+        meta = json.loads(cfg_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{cfg_path} is not valid JSON: {e}") from None
+    if not (isinstance(meta, dict) and isinstance(meta.get("kind"), str) and isinstance(meta.get("config"), dict)):
+        raise UsageError(f'{cfg_path} is not a scalear model config: expected {{"kind": "<name>", "config": {{...}}}}')
+    return meta
 
 
 def _load_kind_plugin(kind: str) -> None:
@@ -105,33 +111,124 @@ def _load_kind_plugin(kind: str) -> None:
             ep.load()
 
 
+def available_memory(device: str | torch.device = "cpu") -> int:
+    """Bytes that can still be allocated on ``device``: a CUDA device's free memory; else the RAM available to
+    this process (Linux ``MemAvailable``, capped by a cgroup v2 memory limit; else the physical memory)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                  if line.startswith("MemAvailable:"))
+        free = kb * 1024
+    except (OSError, StopIteration, ValueError):
+        free = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        cg = Path("/sys/fs/cgroup")
+        limit = (cg / "memory.max").read_text().strip()
+        if limit != "max":
+            free = min(free, int(limit) - int((cg / "memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
+    return free
+
+
+def _check_memory(skeleton: nn.Module, device: torch.device, cfg_path: Path) -> None:
+    """Refuse a model (built on the meta device) that cannot be loaded onto ``device``: building it and reading
+    its weights take twice its size on ``device`` (the model on the CPU first when ``device`` is a GPU)."""
+    n = sum(t.numel() for t in skeleton.parameters())
+    size = sum(t.numel() * t.element_size() for t in (*skeleton.parameters(), *skeleton.buffers()))
+    needs = {torch.device("cpu"): size} if device.type != "cpu" else {}
+    needs[device] = needs.get(device, 0) + 2 * size
+    for dev, need in needs.items():
+        if need > (free := available_memory(dev)):
+            raise UsageError(f"{cfg_path}: this {n / 1e6:,.1f}M-parameter model needs about {need / 2**30:,.2f} GiB "
+                             f"on {dev.type} to load, more than the {max(free, 0) / 2**30:,.2f} GiB available; "
+                             "refusing to build it")
+
+
+def _weight_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape of a safetensors file, from its header (nothing is loaded)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types for corrupt files
+        raise ValueError(f"{weights} is not a readable safetensors file: {e}") from None
+
+
+class _MoreTensorsThanTheFile(Exception):
+    pass
+
+
+def _build_on_meta(build: Callable[[dict], nn.Module], config: dict, max_parameters: int) -> nn.Module:
+    """``build(config)`` on the meta device (no memory), stopped as soon as it registers more than
+    ``max_parameters`` parameters (a config far larger than its weights file builds no further)."""
+    count = 0
+
+    def guard(module: nn.Module, name: str, param: Any) -> None:
+        nonlocal count
+        count += 1
+        if count > max_parameters:
+            raise _MoreTensorsThanTheFile
+
+    handle = torch.nn.modules.module.register_module_parameter_registration_hook(guard)
+    try:
+        with torch.device("meta"):
+            return build(config)
+    finally:
+        handle.remove()
+
+
 def from_pretrained(folder: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild an exported model from ``folder`` and load its weights strictly."""
+    """Rebuild an exported model from ``folder`` and load its weights strictly.
+
+    An untrusted folder is contained: before anything is allocated the model is built on the ``meta`` device,
+    which checks the config (keys and value types, by the kind's ``from_dict``); a model that would not fit in the
+    memory of ``map_location`` (:func:`available_memory`) or whose tensors differ from the weights file's header is
+    refused, with a :class:`~scalear.errors.UsageError` or ``ValueError`` naming the file."""
     _ensure_core_kinds()
     folder = Path(folder)
+    cfg_path, weights = folder / "config.json", folder / "model.safetensors"
     meta = read_config(folder)
-    kind = meta.get("kind")
-    if kind not in _KINDS and isinstance(kind, str):
+    kind = meta["kind"]
+    if kind not in _KINDS:
         _load_kind_plugin(kind)
     if kind not in _KINDS:
-        raise ValueError(f"{folder / 'config.json'}: unknown model kind {kind!r}; known: {sorted(_KINDS)}")
-    model = _KINDS[kind][0](meta["config"])
-    weights = folder / "model.safetensors"
+        raise UsageError(f"{cfg_path}: unknown model kind {kind!r}; known: {sorted(_KINDS)}")
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} not found")
+    shapes = _weight_shapes(weights)
+    build = _KINDS[kind][0]
+    try:
+        skeleton = _build_on_meta(build, meta["config"], max_parameters=2 * len(shapes) + 64)  # slack: re-registered
+    except _MoreTensorsThanTheFile:
+        raise ValueError(f"{weights} does not match its config.json: the config describes far more than the "
+                         f"{len(shapes)} tensors the file holds") from None
+    except (TypeError, ValueError, KeyError) as e:
+        raise UsageError(f"{cfg_path}: not a valid {kind} config: {e}") from None
+    _check_memory(skeleton, torch.device(map_location), cfg_path)
+    own = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    missing, unexpected = sorted(set(own) - set(shapes)), sorted(set(shapes) - set(own))
+    bad = sorted(k for k in set(own) & set(shapes) if own[k] != shapes[k])
+    if missing or unexpected or bad:
+        raise ValueError(f"{weights} does not match its config.json: missing keys {missing[:8]}, unexpected keys "
+                         f"{unexpected[:8]}, shape mismatches {bad[:8]}")
+    model = build(meta["config"])
     try:
         state = load_file(str(weights), device=str(map_location))
     except Exception as e:  # safetensors raises its own error types for corrupt files
         raise ValueError(f"{weights} is not a readable safetensors file: {e}") from None
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{weights} does not match its config.json: missing keys {missing[:8]}, unexpected keys {unexpected[:8]}")
+    model.load_state_dict(state)
     return model.to(map_location)
 
 
 def load_torch_file(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
     """``torch.load(weights_only=True)`` with an error that names the file."""
     path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{path} is a folder, not a checkpoint file")
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found")
     try:
