@@ -3,17 +3,31 @@
 from __future__ import annotations
 
 import importlib
+import re
 from pathlib import Path
 
+from scalear.errors import UsageError
 from scalear.io import load_torch_file
 
 
-def module_class(checkpoint: dict, path: str | Path):
-    name = checkpoint.get("scalear_module")
+def module_class(checkpoint: dict, path: str | Path) -> type:
+    """The :class:`~scalear.training.base.ScalearModule` subclass a checkpoint names in ``scalear_module``. Only a
+    class inside the ``scalear`` package is imported: a checkpoint never makes scalear import other code."""
+    from scalear.training.base import ScalearModule
+
+    name = checkpoint.get("scalear_module") if isinstance(checkpoint, dict) else None
     if not name:
-        raise ValueError(f"{path} was not written by a scalear LightningModule (no 'scalear_module' entry)")
-    mod, _, cls = name.rpartition(".")
-    return getattr(importlib.import_module(mod), cls)
+        raise UsageError(f"{path} was not written by a scalear LightningModule (no 'scalear_module' entry)")
+    if not (isinstance(name, str) and re.fullmatch(r"scalear(\.[A-Za-z_]\w*)+", name)):
+        raise UsageError(f"{path}: its 'scalear_module' {name!r} is not a class of the scalear package; not importing it")
+    mod, _, cls_name = name.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(mod), cls_name)
+    except (ImportError, AttributeError):
+        raise UsageError(f"{path}: its 'scalear_module' {name!r} is no class of the installed scalear") from None
+    if not (isinstance(cls, type) and issubclass(cls, ScalearModule)):
+        raise UsageError(f"{path}: its 'scalear_module' {name!r} is not a ScalearModule")
+    return cls
 
 
 def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path) -> Path:
