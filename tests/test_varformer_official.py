@@ -223,3 +223,8 @@ def test_cli_refuses_a_mismatching_file_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err
     assert str(folder / "net_g_last.pth") in err and "unexpected key 'Mainencoder.extra.weight'" in err
+
+
+def test_parity_script_skips_without_a_checkout(parity, capsys):
+    assert parity.main([]) == 0
+    assert "no --official-checkout" in capsys.readouterr().out
