@@ -52,12 +52,12 @@ def import_var(checkout: Path):
     return models
 
 
-def build_pair(models, depth: int, folder: Path):
+def build_pair(models, depth: int, folder: Path, device: torch.device):
     """VAR's VQVAE + VAR-d<depth> with seeded weights, saved as VAR's files, and scalear's models loaded from them."""
     from scalear.var_checkpoints import load_var
 
     torch.manual_seed(depth)
-    vae, var = models.build_vae_var(device="cpu", depth=depth, flash_if_available=False, fused_if_available=False)
+    vae, var = models.build_vae_var(device=device, depth=depth, flash_if_available=False, fused_if_available=False)
     with torch.no_grad():  # build_vae_var skips the tokenizer's init (memory is uninitialised): seeded values
         for name, p in vae.named_parameters():
             if p.ndim == 1:
@@ -67,7 +67,7 @@ def build_pair(models, depth: int, folder: Path):
     torch.save(vae.state_dict(), folder / "vae_ch160v4096z32.pth")
     torch.save(var.state_dict(), folder / f"var_d{depth}.pth")
     tok, model = load_var(folder / "vae_ch160v4096z32.pth", folder / f"var_d{depth}.pth", depth)
-    return var.eval(), tok.eval(), model.eval()
+    return var.eval(), tok.to(device).eval(), model.to(device).eval()
 
 
 def var_tokens_equal(models, run_var, model, tok, labels, args) -> bool:
@@ -89,7 +89,7 @@ def var_tokens_equal(models, run_var, model, tok, labels, args) -> bool:
         var_module.sample_with_top_k_top_p_ = original
     with torch.inference_mode():
         ours = sample(model, tok.quantize, args.batch, label_B=labels, cfg=args.cfg, top_k=args.top_k,
-                      top_p=args.top_p, generator=torch.Generator().manual_seed(args.seed)).indices
+                      top_p=args.top_p, generator=torch.Generator(labels.device).manual_seed(args.seed)).indices
     return len(ours) == len(recorded) and all(torch.equal(a, b) for a, b in zip(ours, recorded))
 
 
@@ -103,11 +103,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     from scalear.sampling import sample
 
     rows, results = [], []
-    labels = torch.arange(args.batch) * 97 % 1000
+    labels = (torch.arange(args.batch) * 97 % 1000).to(device)
     for depth in args.depth:
         print(f"building VAR-d{depth} ...", file=sys.stderr, flush=True)
         with tempfile.TemporaryDirectory() as tmp:
-            var, tok, model = build_pair(models, depth, Path(tmp))
+            var, tok, model = build_pair(models, depth, Path(tmp), device)
 
         def run_var() -> torch.Tensor:
             with torch.inference_mode():
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         def run_scalear() -> torch.Tensor:
             with torch.inference_mode():
                 out = sample(model, tok.quantize, args.batch, label_B=labels, cfg=args.cfg, top_k=args.top_k,
-                             top_p=args.top_p, generator=torch.Generator().manual_seed(args.seed))
+                             top_p=args.top_p, generator=torch.Generator(device).manual_seed(args.seed))
                 return tok.fhat_to_img(out.f_hat).add(1).mul(0.5)
 
         same_tokens = var_tokens_equal(models, run_var, model, tok, labels, args)
