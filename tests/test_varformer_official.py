@@ -149,8 +149,10 @@ def test_other_models_checkpoint_is_refused(tmp_path):
 
 
 def test_params_without_params_ema_is_refused(tmp_path):
-    path = _save(tmp_path / "net_g_1000.pth", {"params": {"head.bias": torch.zeros(4096)}})
-    with pytest.raises(CheckpointMismatchError, match="no 'params_ema'"):
+    """BasicSR without EMA saves only 'params'; the official test reads 'params_ema' (found in the folder as the
+    only net_g*.pth)."""
+    _save(tmp_path / "net_g_1000.pth", {"params": {"head.bias": torch.zeros(4096)}})
+    with pytest.raises(CheckpointMismatchError, match=r"net_g_1000\.pth: has 'params' but no 'params_ema'"):
         load_official_varformer(tmp_path)
 
 
