@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from scalear.cli_args import (ArgumentParser, device, exit_on_usage_error, existing_dir, existing_file,
-                              int_at_least, non_negative_float, non_negative_int, output_dir, output_file,
+                              int_range, non_negative_float, non_negative_int, output_dir, output_file,
                               positive_int, probability)
 
 CORE_HELP = """\
@@ -138,7 +138,7 @@ def add_generate_arguments(g: argparse.ArgumentParser, noun: str, sampling: dict
                    help=f"classifier-free guidance, 0 = off (default: {sampling['cfg']})")
     g.add_argument("--top-k", type=non_negative_int, default=None, help=f"top-k sampling, 0 = off (default: {sampling['top_k']})")
     g.add_argument("--top-p", type=probability, default=None, help=f"top-p sampling in [0, 1], 0 = off (default: {sampling['top_p']})")
-    g.add_argument("--resolution", type=int_at_least(2), default=64, help="marching-cubes grid (default: %(default)s)")
+    g.add_argument("--resolution", type=int_range(2), default=64, help="marching-cubes grid (default: %(default)s)")
     g.add_argument("--no-preview", action="store_true", help="no preview PNGs")
     g.add_argument("--device", type=device, default="auto", help="cpu, cuda, ... (default: cuda if available)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -153,7 +153,7 @@ def add_eval_arguments(e: argparse.ArgumentParser, tokenizer: str, cache_dir: st
                    help="mesh folder (default: the procedural set); its held-out split is scored")
     e.add_argument("--cache-dir", type=output_dir, default=cache_dir, help="sample cache (default: %(default)s)")
     e.add_argument("--val-per-class", type=positive_int, default=4, help="held-out objects per class (default: %(default)s)")
-    e.add_argument("--resolution", type=int_at_least(2), default=48, help="marching-cubes grid (default: %(default)s)")
+    e.add_argument("--resolution", type=int_range(2), default=48, help="marching-cubes grid (default: %(default)s)")
     e.add_argument("--out", type=output_file, default=None, help="write the metrics as JSON here")
     e.add_argument("--device", type=device, default="auto", help="cpu, cuda, ... (default: cuda if available)")
 

@@ -23,7 +23,7 @@ import threading
 from pathlib import Path
 from typing import Callable, NoReturn
 
-from scalear.errors import UsageError, find_usage_error
+from scalear.errors import UsageError, find_usage_error, is_out_of_memory
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -54,13 +54,13 @@ def non_negative_int(text: str) -> int:
     return int(_number(text, int, lambda v: v >= 0, "an integer >= 0"))
 
 
-def int_at_least(low: int) -> Callable[[str], int]:
-    """The type of an integer >= ``low``."""
+def int_range(low: int, high: int | None = None) -> Callable[[str], int]:
+    """The type of an integer in ``[low, high]`` (no upper bound when ``high`` is None)."""
+    what = f"an integer >= {low}" if high is None else f"an integer in {low}..{high}"
 
     def parse(text: str) -> int:
-        return int(_number(text, int, lambda v: v >= low, f"an integer >= {low}"))
+        return int(_number(text, int, lambda v: v >= low and (high is None or v <= high), what))
 
-    parse.__name__ = f"int_at_least_{low}"
     return parse
 
 
@@ -143,7 +143,7 @@ def _exit_on_sigterm(signum: int, frame) -> NoReturn:
 
 def exit_on_usage_error(prog: str, run: Callable[[], int | None], unwind_on_sigterm: bool = True) -> int:
     """``run()``'s exit status; a :class:`~scalear.errors.UsageError` raised by it (or behind the error it raised)
-    is printed as ``<prog>: <message>`` on stderr and gives 2. With ``unwind_on_sigterm`` (not for Lightning, which
+    is printed as ``<prog>: <message>`` on stderr and gives 2, and so is a failed allocation. With ``unwind_on_sigterm`` (not for Lightning, which
     handles SIGTERM itself) SIGTERM exits through Python's unwinding (status 143), so that ``finally`` blocks remove
     temporary files (:func:`scalear.io.atomic_write`)."""
     if (unwind_on_sigterm and threading.current_thread() is threading.main_thread()
@@ -152,13 +152,15 @@ def exit_on_usage_error(prog: str, run: Callable[[], int | None], unwind_on_sigt
     try:
         return int(run() or 0)
     except Exception as e:
-        usage = find_usage_error(e)
-        if usage is None:
+        if (usage := find_usage_error(e)) is not None:
+            print(f"{prog}: {usage}", file=sys.stderr)
+        elif is_out_of_memory(e):  # the sizes asked for do not fit this machine
+            print(f"{prog}: out of memory ({str(e).strip().splitlines()[0][:200]}); ask for smaller sizes", file=sys.stderr)
+        else:
             raise
-        print(f"{prog}: {usage}", file=sys.stderr)
         return 2
 
 
-__all__ = ["ArgumentParser", "positive_int", "non_negative_int", "int_at_least", "finite_float", "positive_float",
+__all__ = ["ArgumentParser", "positive_int", "non_negative_int", "int_range", "finite_float", "positive_float",
            "non_negative_float", "probability", "existing_file", "existing_dir", "output_dir", "output_file", "device",
            "exit_on_usage_error"]

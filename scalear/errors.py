@@ -21,4 +21,15 @@ def find_usage_error(exc: BaseException) -> UsageError | None:
     return None
 
 
-__all__ = ["UsageError", "find_usage_error"]
+_ALLOCATION_FAILURES = ("out of memory", "can't allocate memory", "not enough memory", "malloc failed",
+                        "failed to allocate", "unable to allocate")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is a failed allocation: ``MemoryError`` (numpy), ``torch.OutOfMemoryError`` (CUDA), or a
+    ``RuntimeError`` from a CPU allocator (torch's, Open3D's) saying so."""
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and any(m in text for m in _ALLOCATION_FAILURES))
+
+
+__all__ = ["UsageError", "find_usage_error", "is_out_of_memory"]

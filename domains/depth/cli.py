@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 from pathlib import Path
 from typing import Sequence
 
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from scalear.cli_args import (ArgumentParser, device, non_negative_float, output_dir, output_file, positive_float,
+                              positive_int)
 from scalear.files import resolve_device
 
 DESCRIPTION = """\
@@ -60,17 +63,32 @@ EVAL_DATASETS = {
 
 
 def _floats(text: str, n: int, what: str) -> tuple[float, ...]:
+    """``n`` comma-separated finite numbers (``what`` says which, for the error)."""
     try:
         vals = tuple(float(x) for x in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{what} must be {n} comma-separated numbers, got {text!r}") from None
-    if len(vals) != n:
-        raise argparse.ArgumentTypeError(f"{what} must be {n} comma-separated numbers, got {text!r}")
+        vals = ()
+    if len(vals) != n or not all(math.isfinite(v) for v in vals):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
     return vals
 
 
+def _intrinsics(text: str) -> tuple[float, float, float, float]:
+    fx, fy, cx, cy = _floats(text, 4, "fx,fy,cx,cy in pixels with fx, fy > 0")
+    if fx <= 0 or fy <= 0:
+        raise argparse.ArgumentTypeError(f"must be fx,fy,cx,cy in pixels with fx, fy > 0, got {text!r}")
+    return fx, fy, cx, cy
+
+
+def _image_size(text: str) -> tuple[int, int]:
+    hw = _floats(text, 2, "H,W: two positive integers")
+    if not all(v >= 1 and v == int(v) for v in hw):
+        raise argparse.ArgumentTypeError(f"must be H,W: two positive integers, got {text!r}")
+    return int(hw[0]), int(hw[1])
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="scalear depth", description=DESCRIPTION,
+    p = ArgumentParser(prog="scalear depth", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="verb", metavar="{predict,eval,fit}", title="commands")
 
@@ -78,12 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     pr.add_argument("--model", required=True, help="exported model folder, released DepthART folder or constant:<metres>")
     pr.add_argument("--input", required=True, help="an image file, a folder of images, or a glob pattern (quote it)")
-    pr.add_argument("--out", required=True, help="output folder (must not be a folder holding inputs)")
-    pr.add_argument("--intrinsics", type=lambda s: _floats(s, 4, "--intrinsics"), default=None,
+    pr.add_argument("--out", type=output_dir, required=True, help="output folder (must not be a folder holding inputs)")
+    pr.add_argument("--intrinsics", type=_intrinsics, default=None,
                     help="fx,fy,cx,cy in pixels for the point cloud (default fx=fy=1.2*max(H,W), cx=W/2, cy=H/2)")
     pr.add_argument("--ply", action="store_true", help="also write a coloured point cloud <name>.ply")
-    pr.add_argument("--max-depth", type=float, default=None, help="cap predicted depth at this many metres")
-    pr.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    pr.add_argument("--max-depth", type=positive_float, default=None, help="cap predicted depth at this many metres")
+    pr.add_argument("--device", type=device, default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
 
     ev = sub.add_parser("eval", help="standard depth metrics on a test set",
@@ -101,17 +119,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "object-benchmark calib file, a folder of raw-data calib files, or a bare 3x4 projection)")
     ev.add_argument("--median-scaling", action="store_true",
                     help="also report the metrics after per-image median scaling (a row under the metric one)")
-    ev.add_argument("--min-depth", type=float, default=None, help="override the dataset's lower depth cap (metres)")
-    ev.add_argument("--max-depth", type=float, default=None, help="override the dataset's upper depth cap (metres)")
+    ev.add_argument("--min-depth", type=non_negative_float, default=None, help="override the dataset's lower depth cap (metres)")
+    ev.add_argument("--max-depth", type=positive_float, default=None, help="override the dataset's upper depth cap (metres)")
     ev.add_argument("--crop", choices=("none", "garg", "eigen_kitti", "eigen_nyu"), default=None,
                     help="override the dataset's evaluation crop")
     ev.add_argument("--kb-crop", action="store_true", help="kitti: predict on the 352x1216 KB crop (BTS/ZoeDepth)")
-    ev.add_argument("--size", type=int, default=64, help="procedural: number of test scenes (default: %(default)s)")
-    ev.add_argument("--image-size", type=lambda s: tuple(int(v) for v in _floats(s, 2, "--image-size")),
-                    default=(48, 64), help="procedural: H,W (default: 48,64)")
-    ev.add_argument("--limit", type=int, default=None, help="evaluate only the first N frames (a quick check)")
-    ev.add_argument("--out", default=None, help="write metrics (mean and per image) as JSON here")
-    ev.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda if available)")
+    ev.add_argument("--size", type=positive_int, default=64, help="procedural: number of test scenes (default: %(default)s)")
+    ev.add_argument("--image-size", type=_image_size, default=(48, 64), help="procedural: H,W (default: 48,64)")
+    ev.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N frames (a quick check)")
+    ev.add_argument("--out", type=output_file, default=None, help="write metrics (mean and per image) as JSON here")
+    ev.add_argument("--device", type=device, default="auto", help="cpu, cuda, ... (default: cuda if available)")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
 
     sub.add_parser("fit", help="train DAR or DepthART (LightningCLI: --config YAML; --help lists its keys)", add_help=False)

@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import importlib
+import math
 from pathlib import Path
 from typing import Iterable, Literal, Protocol, runtime_checkable
 
@@ -42,8 +43,8 @@ class ConstantDepthPredictor:
     """Predicts the same depth (metres) everywhere: the baseline every model must beat."""
 
     def __init__(self, depth: float):
-        if not depth > 0:
-            raise ValueError(f"a constant depth must be positive, got {depth}")
+        if not (math.isfinite(depth) and depth > 0):
+            raise ValueError(f"a constant depth must be a positive finite number, got {depth}")
         self.depth = float(depth)
 
     def predict_depth(self, image_B3HW: torch.Tensor) -> torch.Tensor:

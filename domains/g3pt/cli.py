@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from scalear.cli import add_eval_arguments, add_generate_arguments, generate_request, positive_int, run_generate
+from scalear.cli import add_eval_arguments, add_generate_arguments, generate_request, run_generate
+from scalear.cli_args import ArgumentParser, positive_int
 from scalear.files import resolve_device
 
 DESCRIPTION = """\
@@ -31,7 +32,7 @@ Image conditions (image-conditional generators) are mesh files or condition PNGs
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="scalear g3pt", description=DESCRIPTION,
+    p = ArgumentParser(prog="scalear g3pt", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="verb", metavar="{generate,eval,fit}", title="commands")
     g = sub.add_parser("generate", help="generate shapes as point clouds and meshes")

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from scalear.cli import positive_int
+from scalear.cli_args import ArgumentParser, device, non_negative_int, output_dir, output_file, positive_int
 from scalear.files import resolve_device
 
 DESCRIPTION = """\
@@ -69,20 +69,20 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vae", default=None, help="released Varformer: VAR's vae_ch160v4096z32.pth (default: beside it)")
     p.add_argument("--var", default=None, help="released Varformer: VAR's var_d16.pth (default: beside it)")
     p.add_argument("--tile", type=positive_int, default=None, help="restore in tiles of N x N pixels (default: whole images)")
-    p.add_argument("--overlap", type=int, default=32, help="minimum overlap of neighbouring tiles (default: %(default)s)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--overlap", type=non_negative_int, default=32, help="minimum overlap of neighbouring tiles (default: %(default)s)")
+    p.add_argument("--device", type=device, default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="scalear restore", description=DESCRIPTION,
+    p = ArgumentParser(prog="scalear restore", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="verb", metavar="{predict,eval,fit}", title="commands")
     pr = sub.add_parser("predict", help="restore image files", description=PREDICT_DESCRIPTION,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_common(pr)
     pr.add_argument("--input", required=True, help="an image file, a folder of images, or a glob pattern (quote it)")
-    pr.add_argument("--out", required=True, help="output folder (must not hold any input)")
+    pr.add_argument("--out", type=output_dir, required=True, help="output folder (must not hold any input)")
     pr.add_argument("--bits", choices=["auto", "8", "16"], default="auto",
                     help="output PNG bit depth (auto: 16 for 16-bit PNG inputs, else 8)")
     pr.add_argument("--size", choices=["input", "256"], default="input",
@@ -102,9 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--degradations", default=None,
                     help="comma-separated EVAL_SUITE keys or specs (default: the whole suite)")
     ev.add_argument("--crop", type=positive_int, default=None, help="centre crop of N x N pixels (default: full images)")
-    ev.add_argument("--crop-border", type=int, default=0, help="pixels ignored on each side by the metrics")
+    ev.add_argument("--crop-border", type=non_negative_int, default=0, help="pixels ignored on each side by the metrics")
     ev.add_argument("--seed", type=int, default=0, help="seed of the synthetic degradations")
-    ev.add_argument("--out", default=None, help="write the metrics (per degradation and per image) as JSON here")
+    ev.add_argument("--out", type=output_file, default=None, help="write the metrics (per degradation and per image) as JSON here")
     sub.add_parser("fit", help="train (LightningCLI: --config YAML; --help lists its keys)", add_help=False)
     return p
 

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from scalear.cli import add_eval_arguments, add_generate_arguments, generate_request, positive_int, run_generate
+from scalear.cli import add_eval_arguments, add_generate_arguments, generate_request, run_generate
+from scalear.cli_args import ArgumentParser, int_range, output_dir, positive_int
 from scalear.files import resolve_device
 
 DESCRIPTION = """\
@@ -31,7 +32,7 @@ SAR3D: 3D objects generated coarse to fine over a multi-scale triplane VQ-VAE.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="scalear sar3d", description=DESCRIPTION,
+    p = ArgumentParser(prog="scalear sar3d", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="verb", metavar="{generate,render,eval,fit}", title="commands")
     g = sub.add_parser("generate", help="generate objects as meshes")
@@ -40,8 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("render", help="condition images and previews of mesh files")
     r.add_argument("--input", required=True, help="a mesh file, a folder of meshes, or a glob pattern (quote it)")
-    r.add_argument("--out", required=True, help="output folder (must not hold an input)")
-    r.add_argument("--size", type=positive_int, default=64, help="condition image side (default: %(default)s)")
+    r.add_argument("--out", type=output_dir, required=True, help="output folder (must not hold an input)")
+    r.add_argument("--size", type=int_range(1, 4096), default=64, help="condition image side (default: %(default)s)")
 
     e = sub.add_parser("eval", help="tokenizer reconstruction per number of scales")
     add_eval_arguments(e, "triplane tokenizer", "scalear_cache/meshes")
@@ -102,15 +103,19 @@ def _eval(a: argparse.Namespace) -> int:
 
     from scalear.datasets.meshes.data import MeshDataModule
     from scalear.domains.sar3d.evaluate import reconstruction_by_scale
+    from scalear.domains.sar3d.tokenizer import TriplaneVQVAE
     from scalear.io import atomic_write, from_pretrained
 
     try:
-        tok = from_pretrained(a.tokenizer).to(resolve_device(a.device)).eval()
+        tok = from_pretrained(a.tokenizer)
+        if not isinstance(tok, TriplaneVQVAE):
+            raise ValueError(f"{a.tokenizer} holds a {type(tok).__name__}, not a SAR3D triplane tokenizer")
+        tok = tok.to(resolve_device(a.device)).eval()
         R = tok.config.grid_resolution
         dm = MeshDataModule(root=a.root, cache_dir=a.cache_dir, val_per_class=a.val_per_class, grid_resolution=R)
         dm.setup("validate")
         by_scale = reconstruction_by_scale(tok, DataLoader(dm.val_dataset, batch_size=8), a.resolution)
-    except (FileNotFoundError, ValueError, AttributeError) as e:
+    except (FileNotFoundError, ValueError) as e:
         print(f"scalear sar3d eval: {e}", file=sys.stderr)
         return 2
     print(f"tokenizer {a.tokenizer}  held-out objects {len(dm.val_dataset)}")
