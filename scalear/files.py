@@ -1,13 +1,14 @@
 """Input and output files of the prediction commands (``scalear depth predict``, ``scalear restore``).
 
 One place for what every command that reads user files does alike: expand ``--input`` (a file, a folder or a
-glob), give every input a distinct output name, refuse an output folder that could overwrite an input, and
-resolve ``--device auto``.
+glob), give every input a distinct output name (keeping the inputs' sub-folders, so ``a/2.png`` and ``b/2.png``
+never write the same file), refuse an output folder that could overwrite an input, and resolve ``--device``.
 """
 
 from __future__ import annotations
 
 import glob
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -33,24 +34,47 @@ def collect_inputs(spec: str | Path, suffixes: Sequence[str]) -> list[Path]:
 
 
 def unique_stems(inputs: Sequence[Path]) -> list[str]:
-    """Output name stem per input: its stem, or ``<stem>_<ext>`` where two inputs share a stem (a.png, a.jpg).
+    """Output name stem per input, distinct for distinct inputs: the input's path below the inputs' common folder
+    without its suffix (``a/2`` and ``b/2`` for ``a/2.png`` and ``b/2.png``, so outputs keep the inputs'
+    sub-folders; just the stem when all inputs share one folder), ``<stem>_<ext>`` where two inputs of one folder
+    share a stem (``a.png``, ``a.jpg``), and ``_2``, ``_3``, ... should two names still be equal ignoring case (as
+    on case-insensitive file systems).
 
-    >>> unique_stems([Path("x/a.png"), Path("y/a.JPG"), Path("b.png")])
-    ['a_png', 'a_jpg', 'b']
+    >>> unique_stems([Path("x/a.png"), Path("y/a.JPG"), Path("x/a.jpg"), Path("x/b.png")])
+    ['x/a_png', 'y/a', 'x/a_jpg', 'x/b']
+    >>> unique_stems([Path("x/a.png"), Path("x/A.png")])
+    ['a', 'A_2']
     """
-    stems = [p.stem for p in inputs]
-    return [f"{p.stem}_{p.suffix.lstrip('.').lower()}" if stems.count(p.stem) > 1 else p.stem for p in inputs]
+    if not inputs:
+        return []
+    absolute = [Path(p).absolute() for p in inputs]
+    root = Path(os.path.commonpath([str(p.parent) for p in absolute]))
+    rel = [p.relative_to(root) for p in absolute]
+    stems = [r.with_suffix("").as_posix() for r in rel]
+    names = [f"{s}_{r.suffix.lstrip('.').lower()}" if stems.count(s) > 1 else s for s, r in zip(stems, rel)]
+    taken: set[str] = set()
+    unique = []
+    for name in names:
+        candidate, k = name, 2
+        while candidate.lower() in taken:
+            candidate, k = f"{name}_{k}", k + 1
+        taken.add(candidate.lower())
+        unique.append(candidate)
+    return unique
 
 
 def check_output_folder(out: Path, inputs: Sequence[Path]) -> None:
-    """Refuse an output folder that is an existing file or that holds an input (outputs must never land next
-    to, or over, inputs)."""
+    """Refuse an output folder that is an existing file, or one where an output (named by :func:`unique_stems`)
+    would land in a folder holding an input: outputs never land next to, or over, inputs."""
+    from scalear.errors import UsageError
+
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; give an output folder")
-    out_r = out.resolve()
-    for p in inputs:
-        if p.resolve().parent == out_r:
-            raise ValueError(f"--out {out} is the folder of input {p}; choose another folder so inputs are never overwritten")
+        raise UsageError(f"--out {out} is a file; give an output folder")
+    input_dirs = {Path(p).resolve().parent: p for p in inputs}
+    for stem in unique_stems(inputs):
+        if (folder := (out / stem).parent.resolve()) in input_dirs:
+            raise UsageError(f"--out {out} would put outputs next to input {input_dirs[folder]}; choose another "
+                             "folder so inputs are never overwritten")
 
 
 def resolve_device(name: str | torch.device) -> torch.device:

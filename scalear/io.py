@@ -12,6 +12,7 @@ their own. Anything that is not plain weights is read with ``torch.load(weights_
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import tempfile
@@ -47,10 +48,16 @@ def _ensure_core_kinds() -> None:
 
 
 def atomic_write(path: str | Path, write: Callable[[str], Any]) -> Path:
-    """Call ``write(tmp_path)`` then move the file into place, so a crash never leaves a half-written file."""
+    """Call ``write(tmp_path)`` then move the file into place, so a crash never leaves a half-written file.
+
+    The temporary file is hidden beside ``path`` (``.<name>.<pid>.<random>.tmp``) and removed on any exception or
+    KeyboardInterrupt (and on SIGTERM in the ``scalear`` command, which turns it into an exit). A process killed
+    with SIGKILL cannot remove it: the next write of ``path`` removes the leftovers of processes that no longer
+    run (input folders skip hidden files meanwhile)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    _remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
@@ -62,6 +69,26 @@ def atomic_write(path: str | Path, write: Callable[[str], Any]) -> Path:
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Remove ``.<name>.<pid>.*.tmp`` files of :func:`atomic_write` beside ``path`` whose process is gone (POSIX)."""
+    if os.name != "posix":
+        return
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and not _process_runs(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _process_runs(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
 
 
 def model_kind(model: nn.Module) -> str:

@@ -196,7 +196,8 @@ def test_predict_single_file_default_intrinsics_and_refuses_input_folder(photos,
     assert main(["predict", "--model", "constant:70", "--max-depth", "1.5", "--input", str(folder / "astronaut.png"),
                  "--out", str(out / "cap"), "--quiet"]) == 0
     assert np.all(np.load(out / "cap/astronaut_depth.npy") == 1.5)
-    assert unique_stems([Path("x/a.png"), Path("y/a.JPG"), Path("b.png")]) == ["a_png", "a_jpg", "b"]
+    assert unique_stems([Path("x/a.png"), Path("y/a.JPG"), Path("b.png")]) == ["x/a", "y/a", "b"]
+    assert unique_stems([Path("x/a.png"), Path("x/a.JPG")]) == ["a_png", "a_jpg"]
     xyz, idx = backproject(np.array([[0.0, 2.0]], np.float32), (1.0, 1.0, 0.0, 0.0))
     assert idx.tolist() == [1] and xyz.tolist() == [[2.0, 0.0, 2.0]]
 

@@ -1,6 +1,8 @@
 """Depth prediction on image files and evaluation on the standard test sets (the work behind the CLI verbs).
 
-Per input image ``<stem>`` :func:`predict_files` writes, each file atomically:
+Per input image ``<stem>`` (:func:`scalear.files.unique_stems`: distinct for distinct inputs, keeping their
+sub-folders below the inputs' common folder, so ``a/2.png`` and ``b/2.png`` give ``a/2_*`` and ``b/2_*``)
+:func:`predict_files` writes, each file atomically:
 
 - ``<stem>_depth_mm.png``: 16-bit PNG, millimetres (metres = value / 1000, 0 = no depth); when some depth
   is beyond 65.535 m it is ``<stem>_depth_256.png`` instead, 1/256 m units as KITTI's ground truth;
@@ -135,7 +137,7 @@ def write_prediction(out: Path, stem: str, image_HW3: np.ndarray, depth_HW: np.n
         xyz_N3, idx_N = backproject(depth_HW, K)
         written.append(write_point_cloud(out / f"{stem}.ply", xyz_N3, image_HW3.reshape(-1, 3)[idx_N]))
     side = {"depth_png": png.name, "png_unit": "millimetre" if mm else "1/256 metre", "png_scale_per_metre": scale,
-            "png_invalid_value": 0, "npy": f"{stem}_depth.npy", "npy_unit": "metre", "height": H, "width": W,
+            "png_invalid_value": 0, "npy": f"{Path(stem).name}_depth.npy", "npy_unit": "metre", "height": H, "width": W,
             "intrinsics": {"fx": K[0], "fy": K[1], "cx": K[2], "cy": K[3], "given": intrinsics is not None},
             "colormap": "magma, near = bright, 2nd..98th percentile", **(meta or {})}
     written.append(atomic_write(out / f"{stem}_depth.json", lambda tmp: Path(tmp).write_text(json.dumps(side, indent=2))))

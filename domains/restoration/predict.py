@@ -2,7 +2,8 @@
 
 :func:`restore_image` is the one prediction path: ``model.restore`` (whole or in tiles), and a grey input
 (three equal channels) gives a grey output, the channel mean of the model's. :func:`restore_files` writes
-``<out>/<stem>_restored.png`` per input (atomically; 16-bit when the input is a 16-bit PNG, else 8-bit; grey
+``<out>/<stem>_restored.png`` per input (``<stem>``: :func:`scalear.files.unique_stems`, which keeps the inputs'
+sub-folders below their common folder; atomically; 16-bit when the input is a 16-bit PNG, else 8-bit; grey
 inputs come back as RGB with equal channels), never into a folder that holds an input, and records how much
 the model changed each image (with no reference it cannot know whether for the better). An unreadable input is
 reported by name and skipped; the others are still written. :func:`evaluate` scores the restorations and the
@@ -20,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from scalear import files
+from scalear.errors import UsageError, is_out_of_memory
 from scalear.datasets.depth.io import ImageReadError, png_bit_depth
 from scalear.datasets.restoration.io import IMAGE_SUFFIXES, read_image_tensor, write_image
 from scalear.domains.restoration.metrics import RestorationEvaluator
@@ -75,8 +77,16 @@ def is_grey(image_B3HW: torch.Tensor) -> torch.Tensor:
 
 def restore_image(model, image_B3HW: torch.Tensor, tile: int | None = None, overlap: int = 32) -> torch.Tensor:
     """``model.restore`` of a batch in ``[0, 1]``, whole (``tile`` None) or in blended tiles; images whose
-    channels are equal come back with equal channels (the mean of the model's three)."""
-    out = restore_tiled(model, image_B3HW, tile, overlap)
+    channels are equal come back with equal channels (the mean of the model's three). An image too large to
+    restore whole in the memory there is is a :class:`~scalear.errors.UsageError` suggesting ``--tile``."""
+    try:
+        out = restore_tiled(model, image_B3HW, tile, overlap)
+    except (RuntimeError, MemoryError) as e:
+        if tile is not None or not is_out_of_memory(e):
+            raise
+        H, W = image_B3HW.shape[-2:]
+        raise UsageError(f"a {H}x{W} image does not fit in memory when restored whole ({str(e).splitlines()[0][:120]}); "
+                         "restore it in tiles, e.g. --tile 512") from None
     grey = is_grey(image_B3HW)
     if grey.any():
         mean = out.double().mean(1, keepdim=True).to(out.dtype)  # exact where the channels already agree
@@ -90,7 +100,8 @@ def collect_inputs(spec: str | Path) -> list[Path]:
 
 
 def output_names(inputs: Sequence[Path]) -> list[str]:
-    """``<stem>_restored.png``, or ``<stem>_<ext>_restored.png`` where two inputs share a stem."""
+    """``<stem>_restored.png`` per input, ``<stem>`` distinct for distinct inputs (:func:`scalear.files.unique_stems`:
+    ``a/2.png``, ``b/2.png`` -> ``a/2_restored.png``, ``b/2_restored.png``)."""
     return [f"{stem}_restored.png" for stem in files.unique_stems(inputs)]
 
 
@@ -131,7 +142,10 @@ def restore_files(model, inputs: Sequence[Path], out: Path, *, tile: int | None 
             tqdm.write(f"skipped {path}: {e}", file=sys.stderr)
             continue
         with torch.no_grad():
-            y_3HW = restore_image(model, x_3HW[None].to(device), tile, overlap)[0].float().cpu()
+            try:
+                y_3HW = restore_image(model, x_3HW[None].to(device), tile, overlap)[0].float().cpu()
+            except UsageError as e:
+                raise UsageError(f"{path}: {e}") from None
         report.written[str(path)] = write_image(out / name, y_3HW, _bits(path) if bits == "auto" else bits)
         ref = x_3HW if y_3HW.shape == x_3HW.shape else F.interpolate(x_3HW[None], y_3HW.shape[-2:], mode="bilinear",
                                                                        antialias=True)[0]  # a fixed-size model
