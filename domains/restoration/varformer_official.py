@@ -405,14 +405,13 @@ def _level_res(level: int) -> int:
     return INPUT_SIZE // 2 ** level
 
 
-def _prior_modules(owner: nn.Module, level: int, var_ch: int, h_ch: int, out_ch: int, heads: int,
-                   mix: type[nn.Module]) -> None:
+def _prior_modules(owner: nn.Module, level: int, var_ch: int, h_ch: int, out_ch: int, heads: int) -> None:
     """The prior modules of one level: fuse (norm + 1x1 conv of [VAR features, h]), ScaleWeights, DAE, AFT."""
     name, res = f"Level_{level}", _level_res(level)
     owner.cat_rec_syn_bf_nm[name] = _gn(var_ch + h_ch)
     owner.cat_rec_syn_bf[name] = nn.Conv2d(var_ch + h_ch, var_ch, 1)
     owner.cat_rec_syn[name] = ScaleWeights(var_ch, out_ch, 2 ** (len(CH_MULT) - 1 - level), res, heads)
-    owner.DAE[name] = mix(out_ch, res, heads)
+    owner.DAE[name] = PixelMix(out_ch, res, heads)
     owner.AFT[name] = AnchorCrossAttn(out_ch)
 
 
@@ -438,7 +437,7 @@ class MainEncoder(nn.Module):
         last = len(CH_MULT) - 1
         for i, m in enumerate(CH_MULT):
             block_in, block_out = CH * in_mult[i], CH * m
-            _prior_modules(self, i, CH * m, block_in, block_in, 8, PixelMix)
+            _prior_modules(self, i, CH * m, block_in, block_in, 8)
             down = nn.Module()
             down.block = nn.ModuleList(ResnetBlock(block_in if j == 0 else block_out, block_out) for j in range(2))
             down.attn = nn.ModuleList(AttnBlock(block_out) for _ in range(2)) if i == last else nn.ModuleList()
@@ -469,10 +468,6 @@ class MainEncoder(nn.Module):
         return self.conv_out(F.silu(self.norm_out(h))), feats, w_z
 
 
-class _MixOnly(PixelMix):
-    """The decoder's DAE (official ``RACMoudle2``) returns the mix only; same computation."""
-
-
 class MainDecoder(nn.Module):
     """``main_decoder``: VAR's decoder layout (2 res blocks per level) from the main encoder's latent; each level
     blends in the main encoder's skip, levels 4-1 the prior (fed by VAR's decoder features); the output blends
@@ -490,7 +485,7 @@ class MainDecoder(nn.Module):
         ups: list[nn.Module] = []
         for i in reversed(range(len(CH_MULT))):
             block_in, block_out = CH * CH_MULT[i], CH * in_mult[i]
-            _prior_modules(self, i, block_in, block_in, block_in, 4, _MixOnly)
+            _prior_modules(self, i, block_in, block_in, block_in, 4)
             up = nn.Module()
             up.block = nn.ModuleList(ResnetBlock(block_in if j == 0 else block_out, block_out) for j in range(2))
             up.attn = nn.ModuleList(AttnBlock(block_out) for _ in range(2)) if i == last else nn.ModuleList()
