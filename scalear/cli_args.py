@@ -146,8 +146,9 @@ def exit_on_usage_error(prog: str, run: Callable[[], int | None], unwind_on_sigt
     is printed as ``<prog>: <message>`` on stderr and gives 2, and so is a failed allocation. With ``unwind_on_sigterm`` (not for Lightning, which
     handles SIGTERM itself) SIGTERM exits through Python's unwinding (status 143), so that ``finally`` blocks remove
     temporary files (:func:`scalear.io.atomic_write`)."""
-    if (unwind_on_sigterm and threading.current_thread() is threading.main_thread()
-            and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL):
+    unwind = (unwind_on_sigterm and threading.current_thread() is threading.main_thread()
+              and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)
+    if unwind:
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         return int(run() or 0)
@@ -159,6 +160,9 @@ def exit_on_usage_error(prog: str, run: Callable[[], int | None], unwind_on_sigt
         else:
             raise
         return 2
+    finally:
+        if unwind:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 __all__ = ["ArgumentParser", "positive_int", "non_negative_int", "int_range", "finite_float", "positive_float",

@@ -260,5 +260,8 @@ def load_torch_file(path: str | Path, map_location: str | torch.device = "cpu") 
         raise FileNotFoundError(f"{path} not found")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{path} could not be read as a PyTorch checkpoint (weights_only=True): {e}") from None
+    except Exception as e:  # one line: torch's weights-only refusal is a paragraph advising weights_only=False
+        lines = [line for line in str(e).splitlines() if line.strip()] or [""]
+        refused = lines[0].startswith("Weights only load failed") and len(lines) > 1
+        why = lines[1] if refused else f"{type(e).__name__}: {lines[0]}"
+        raise ValueError(f"{path} could not be read as a PyTorch checkpoint of plain weights (weights_only=True): {why}") from None

@@ -287,8 +287,9 @@ class NextScaleTransformer(nn.Module):
         if cfg.context_dim:
             self.context_null = nn.Parameter(torch.zeros(1, 1, cfg.context_dim))
         self.shared_ada_lin = nn.Sequential(nn.SiLU(), SharedAdaLin(C, 6 * C)) if cfg.shared_adaln else nn.Identity()
-        dpr = [cfg.drop_path_rate * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]  # linear, as VAR
-        self.blocks = nn.ModuleList(AdaLNSelfAttn(cfg, dpr[i], cfg.shared_adaln) for i in range(cfg.depth))
+        # drop-path rates linear in depth, as VAR; a generator: an untrusted config's depth allocates no list
+        dpr = (cfg.drop_path_rate * i / max(cfg.depth - 1, 1) for i in range(cfg.depth))
+        self.blocks = nn.ModuleList(AdaLNSelfAttn(cfg, p, cfg.shared_adaln) for p in dpr)
         self.head_nm = AdaLNBeforeHead(C, C, cfg.norm_eps)
         self.head = nn.Linear(C, cfg.vocab_size)
         self.register_buffer("lvl_1L", sched.level_ids().view(1, -1), persistent=False)
