@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 from scalear.cli_args import (ArgumentParser, device, exit_on_usage_error, existing_dir, existing_file,
                               int_range, non_negative_float, non_negative_int, output_dir, output_file,
-                              positive_int, probability)
+                              positive_int, probability, seed)
 
 CORE_HELP = """\
 usage: scalear core {fit,validate} --config CONFIG.yaml [--section.key value ...]
@@ -133,12 +133,12 @@ def add_generate_arguments(g: argparse.ArgumentParser, noun: str, sampling: dict
     g.add_argument("--n", type=positive_int, default=4, help=f"{noun} per class or image (default: %(default)s)")
     g.add_argument("--format", choices=MESH_FORMATS, default="obj", help="mesh format (default: %(default)s)")
     g.add_argument("--out", type=output_dir, required=True, help="output folder")
-    g.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
+    g.add_argument("--seed", type=seed, default=0, help="sampling seed (default: %(default)s)")
     g.add_argument("--cfg", type=non_negative_float, default=None,
                    help=f"classifier-free guidance, 0 = off (default: {sampling['cfg']})")
     g.add_argument("--top-k", type=non_negative_int, default=None, help=f"top-k sampling, 0 = off (default: {sampling['top_k']})")
     g.add_argument("--top-p", type=probability, default=None, help=f"top-p sampling in [0, 1], 0 = off (default: {sampling['top_p']})")
-    g.add_argument("--resolution", type=int_range(2), default=64, help="marching-cubes grid (default: %(default)s)")
+    g.add_argument("--resolution", type=int_range(2, 1024), default=64, help="marching-cubes grid (default: %(default)s)")
     g.add_argument("--no-preview", action="store_true", help="no preview PNGs")
     g.add_argument("--device", type=device, default="auto", help="cpu, cuda, ... (default: cuda if available)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -153,7 +153,7 @@ def add_eval_arguments(e: argparse.ArgumentParser, tokenizer: str, cache_dir: st
                    help="mesh folder (default: the procedural set); its held-out split is scored")
     e.add_argument("--cache-dir", type=output_dir, default=cache_dir, help="sample cache (default: %(default)s)")
     e.add_argument("--val-per-class", type=positive_int, default=4, help="held-out objects per class (default: %(default)s)")
-    e.add_argument("--resolution", type=int_range(2), default=48, help="marching-cubes grid (default: %(default)s)")
+    e.add_argument("--resolution", type=int_range(2, 1024), default=48, help="marching-cubes grid (default: %(default)s)")
     e.add_argument("--out", type=output_file, default=None, help="write the metrics as JSON here")
     e.add_argument("--device", type=device, default="auto", help="cpu, cuda, ... (default: cuda if available)")
 
@@ -281,7 +281,7 @@ def _core_sample(argv: list[str]) -> int:
     p.add_argument("--top-k", type=non_negative_int, default=0, help="top-k sampling, 0 = off (default: %(default)s)")
     p.add_argument("--top-p", type=probability, default=0.0, help="top-p sampling in [0, 1], 0 = off (default: %(default)s)")
     p.add_argument("--temperature", type=non_negative_float, default=1.0, help="0 = greedy (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
+    p.add_argument("--seed", type=seed, default=0, help="sampling seed (default: %(default)s)")
     p.add_argument("--out", type=output_file, default="samples.png", help="PNG grid to write (default: %(default)s)")
     a = p.parse_args(argv)
 

@@ -64,6 +64,11 @@ def int_range(low: int, high: int | None = None) -> Callable[[str], int]:
     return parse
 
 
+def seed(text: str) -> int:
+    """A random seed: an integer in 0..2**32 - 1 (what numpy and torch both take)."""
+    return int(_number(text, int, lambda v: 0 <= v < 2**32, "an integer in 0..4294967295"))
+
+
 def finite_float(text: str) -> float:
     """A finite number (not nan or inf)."""
     return _number(text, float, lambda v: True, "a finite number")
@@ -165,6 +170,6 @@ def exit_on_usage_error(prog: str, run: Callable[[], int | None], unwind_on_sigt
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-__all__ = ["ArgumentParser", "positive_int", "non_negative_int", "int_range", "finite_float", "positive_float",
+__all__ = ["ArgumentParser", "positive_int", "non_negative_int", "int_range", "seed", "finite_float", "positive_float",
            "non_negative_float", "probability", "existing_file", "existing_dir", "output_dir", "output_file", "device",
            "exit_on_usage_error"]

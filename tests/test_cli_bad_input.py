@@ -109,6 +109,7 @@ ROWS = [
     ("core sample --model {core}/transformer --out {imgs}", "--out"),
     ("core sample --model {core}/transformer --out {text}/grid.png", "--out"),
     ("core sample --model {core}/transformer --per-class abc", "--per-class"),
+    ("core sample --model {core}/transformer --seed -5", "--seed"),
     ("core sample", "--model"),
     # core export
     ("core export --ckpt {imgs} --out {root}/exp", "--ckpt"),
@@ -164,12 +165,14 @@ ROWS = [
     ("restore eval --model identity --degradations noise25 --out {imgs} --quiet", "--out"),
     ("restore eval --model identity --degradations bogus --quiet", "bogus"),
     ("restore eval --model identity --paired {root}/absent --quiet", "absent"),
+    ("restore eval --model identity --degradations noise25 --seed 99999999999999999999 --quiet", "--seed"),
     # sar3d
     ("sar3d generate --model {sar3d} --out {root}/s --n 0", "--n"),
     ("sar3d generate --model {sar3d} --out {root}/s --cfg nan", "--cfg"),
     ("sar3d generate --model {sar3d} --out {root}/s --top-p 2", "--top-p"),
     ("sar3d generate --model {sar3d} --out {root}/s --top-k -1", "--top-k"),
     ("sar3d generate --model {sar3d} --out {root}/s --resolution 1", "--resolution"),
+    ("sar3d generate --model {sar3d} --out {root}/s --seed 99999999999999999999", "--seed"),
     ("sar3d generate --model {sar3d} --out {text}", "--out"),
     ("sar3d generate --model {sar3d} --out {root}/s --device bogus", "--device"),
     ("sar3d generate --model {sar3d} --out {root}/s --class 7 --quiet", "'7'"),
@@ -187,6 +190,8 @@ ROWS = [
     # g3pt
     ("g3pt generate --model {g3pt} --out {root}/g --n 0", "--n"),
     ("g3pt generate --model {g3pt} --out {root}/g --points 0", "--points"),
+    ("g3pt generate --model {g3pt} --out {root}/g --points 2000000000", "--points"),
+    ("g3pt generate --model {g3pt} --out {root}/g --resolution 100000", "--resolution"),
     ("g3pt generate --model {g3pt} --out {root}/g --cfg inf", "--cfg"),
     ("g3pt generate --model {g3pt} --out {root}/g --top-p -1", "--top-p"),
     ("g3pt generate --model {sar3d} --out {root}/g --quiet", "sar3d"),
@@ -369,6 +374,19 @@ def test_a_killed_command_leaves_no_temporary_file(tmp_path):
             assert len(left) == 1 and left[0].startswith(".result.png.") and left[0].endswith(".tmp")
             atomic_write(out, lambda q: Path(q).write_text("done"))
             assert [q.name for q in out.parent.iterdir()] == ["result.png"]
+
+
+def test_a_failed_allocation_is_one_line(capsys):
+    from scalear.cli_args import exit_on_usage_error
+
+    def hungry() -> int:
+        raise MemoryError("Unable to allocate 74.5 GiB for an array with shape (100000, 100000)")
+
+    assert exit_on_usage_error("scalear demo", hungry) == 2
+    assert capsys.readouterr().err == "scalear demo: out of memory (Unable to allocate 74.5 GiB for an array with shape " \
+                                      "(100000, 100000)); ask for smaller sizes\n"
+    with pytest.raises(ZeroDivisionError):  # anything else is a bug: its traceback stays
+        exit_on_usage_error("scalear demo", lambda: 1 // 0)
 
 
 def test_a_whole_image_that_does_not_fit_suggests_tiles():

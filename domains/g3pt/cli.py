@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from scalear.cli import add_eval_arguments, add_generate_arguments, generate_request, run_generate
-from scalear.cli_args import ArgumentParser, positive_int
+from scalear.cli_args import ArgumentParser, int_range
 from scalear.files import resolve_device
 
 DESCRIPTION = """\
@@ -38,13 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="generate shapes as point clouds and meshes")
     add_generate_arguments(g, "shapes", {"cfg": "the model's, 3", "top_k": "the model's, 0 = off",
                                          "top_p": "the model's, 0.9"})
-    g.add_argument("--points", type=positive_int, default=2048, help="points per point cloud (default: %(default)s)")
+    g.add_argument("--points", type=int_range(1, 10**7), default=2048, help="points per point cloud (default: %(default)s)")
 
     e = sub.add_parser("eval", help="tokenizer reconstruction per number of levels of detail")
     add_eval_arguments(e, "G3PT tokenizer", "scalear_cache/pointclouds")
-    e.add_argument("--points", type=positive_int, default=256,
+    e.add_argument("--points", type=int_range(1, 10**7), default=256,
                    help="input points per object (default: %(default)s, as the tiny recipe trains)")
-    e.add_argument("--queries", type=positive_int, default=2048, help="occupancy queries per object (default: %(default)s)")
+    e.add_argument("--queries", type=int_range(1, 10**7), default=2048, help="occupancy queries per object (default: %(default)s)")
     sub.add_parser("fit", help="train (LightningCLI: --config YAML; --help lists its keys)", add_help=False)
     return p
 

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from scalear.cli_args import ArgumentParser, device, non_negative_int, output_dir, output_file, positive_int
+from scalear.cli_args import ArgumentParser, device, non_negative_int, output_dir, output_file, positive_int, seed
 from scalear.files import resolve_device
 
 DESCRIPTION = """\
@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="comma-separated EVAL_SUITE keys or specs (default: the whole suite)")
     ev.add_argument("--crop", type=positive_int, default=None, help="centre crop of N x N pixels (default: full images)")
     ev.add_argument("--crop-border", type=non_negative_int, default=0, help="pixels ignored on each side by the metrics")
-    ev.add_argument("--seed", type=int, default=0, help="seed of the synthetic degradations")
+    ev.add_argument("--seed", type=seed, default=0, help="seed of the synthetic degradations")
     ev.add_argument("--out", type=output_file, default=None, help="write the metrics (per degradation and per image) as JSON here")
     sub.add_parser("fit", help="train (LightningCLI: --config YAML; --help lists its keys)", add_help=False)
     return p
