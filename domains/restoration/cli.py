@@ -40,7 +40,9 @@ net_g_last.pth or a folder holding it (VAR's vae_ch160v4096z32.pth / var_d16.pth
 PREDICT_DESCRIPTION = """\
 Per input <name>.<ext>: <out>/<name>_restored.png, 16-bit when the input is a 16-bit PNG (--bits to force),
 RGB (grey inputs give equal channels). Large images are restored in overlapping tiles (--tile) blended
-seamlessly. Inputs are never overwritten: --out must not be a folder that holds an input.
+seamlessly. <name> is the input's path below the inputs' common folder (photos/a/2.png and photos/b/2.png give
+<out>/a/2_restored.png and <out>/b/2_restored.png). Inputs are never overwritten: no output may land in a folder
+holding an input.
 With no reference image, predict cannot tell whether an output is better than its input: it reports how much
 the model changed each image; measure the model on pairs like yours with `scalear restore eval --paired`.
 Exit status: 0 all written, 1 some inputs skipped (the rest written), 2 usage error.
