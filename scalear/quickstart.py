@@ -50,7 +50,7 @@ class PartResult:
 def fit_with_cli(config: Path, root: Path, export_dir: Path, extra: list[str]) -> Path:
     """Run ``fit`` through the CLI machinery with all outputs under ``root``; returns the metrics.csv path.
     Both folders are made absolute: a relative export folder would resolve under Lightning's log folder."""
-    from scalear.cli import run_lightning
+    from scalear.training.lightning_cli import run_lightning
 
     root, export_dir = Path(root).resolve(), Path(export_dir).resolve()
     cli = run_lightning([

@@ -248,6 +248,15 @@ def test_fit_config_of_the_wrong_type_names_the_key(old, new, tmp_path, monkeypa
         assert err.strip().splitlines()[-1].startswith("scalear core fit: VQVAEConfig key 'ch' must be an int")
 
 
+def test_fit_with_a_zero_batch_size_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    rc, err = _run(["core", "fit", "--config", str(CONFIG), "--data.init_args.batch_size", "0",
+                    "--trainer.default_root_dir", str(tmp_path), "--trainer.logger.init_args.save_dir", str(tmp_path)],
+                   capsys)
+    assert rc == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == "scalear core fit: data batch_size must be a positive integer, got 0"
+
+
 SUBPROCESS_ROWS = [
     ("core sample --model {core}/transformer --per-class 0", "--per-class"),
     ("core export --ckpt {foreign} --out {root}/exp", "foreign.ckpt"),

@@ -92,3 +92,27 @@ def test_docstrings_cite_papers_not_private_notes():
     for folder in ("scalear", "domains", "datasets"):
         for path in (ROOT / folder).rglob("*.py"):
             assert "anchors.md" not in path.read_text(), path
+
+
+def test_no_import_cycles_in_the_core():
+    """Among the core's modules (every import, lazy ones too) no module imports one that imports it back; the
+    LightningCLI runner sits below both the command and the quickstart."""
+    mods = {}
+    for path in (ROOT / "scalear").rglob("*.py"):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        mods[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph = {m: {d for d in _imported_names(p) if d in mods and d not in (m, "scalear")} for m, p in mods.items()}
+
+    def reaches(start: str, goal: str, seen: set) -> bool:
+        return any(n == goal or (n not in seen and reaches(n, goal, seen | {n})) for n in graph[start])
+
+    cyclic = sorted(m for m in graph if reaches(m, m, {m}))
+    assert not cyclic, f"import cycles through {cyclic}"
+
+
+def test_info_reports_the_3d_dependencies(capsys):
+    from scalear.cli import main
+
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "open3d" in out and "libigl" in out

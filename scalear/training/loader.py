@@ -97,6 +97,13 @@ class ResumableDataLoader(DataLoader):
 
     def __init__(self, dataset: Dataset, batch_size: int = 1, shuffle: bool = True, drop_last: bool = False,
                  seed: int | None = None, **kwargs):
+        from scalear.errors import UsageError
+
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise UsageError(f"the training batch size must be a positive integer, got {batch_size!r} "
+                             "(data.init_args.batch_size)")
+        if len(dataset) == 0:
+            raise UsageError("the training data is empty (no sample to train on)")
         sampler = ResumableSampler(dataset, batch_size, shuffle, seed, drop_last)
         super().__init__(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
                          generator=torch.Generator(), **kwargs)
