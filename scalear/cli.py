@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from scalear.cli_args import (ArgumentParser, device, exit_on_usage_error, existing_dir, existing_file,
-                              int_range, non_negative_float, non_negative_int, output_dir, output_file,
-                              positive_int, probability, seed)
+                              existing_path, int_range, non_negative_float, non_negative_int, output_dir,
+                              output_file, positive_int, probability, seed)
 from scalear.training.lightning_cli import run_lightning  # noqa: F401 (also scalear.cli.run_lightning)
 
 CORE_HELP = """\
@@ -163,6 +163,24 @@ def _load_exported(folder: Path, kind: type, arg: str, what: str):
     return model.eval()
 
 
+def _load_var_files(var_path: Path, vae_path: Path | None):
+    """VAR's released transformer ``var_d*.pth`` and tokenizer (``vae_path``, default ``vae_ch160v4096z32.pth``
+    beside it) through :func:`scalear.var_checkpoints.load_var`, in eval mode; a wrong file is a usage error."""
+    from scalear.errors import UsageError
+    from scalear.var_checkpoints import CheckpointMismatchError, load_var
+
+    vae_path = vae_path or var_path.parent / "vae_ch160v4096z32.pth"
+    if not vae_path.is_file():
+        raise UsageError(f"--tokenizer {vae_path}: VAR's tokenizer file not found; give VAR's vae_ch160v4096z32.pth "
+                         "with --tokenizer")
+    try:
+        tok, model = load_var(vae_path, var_path)
+    except (CheckpointMismatchError, FileNotFoundError, ValueError, KeyError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UsageError(f"--model {var_path} / --tokenizer {vae_path}: {first}") from None
+    return tok.eval(), model.eval()
+
+
 def _class_ids(text: str | None, num_classes: int) -> list[int]:
     """``--classes`` as ids in ``[0, num_classes)`` (None: every class; an unconditional model takes none)."""
     from scalear.errors import UsageError
@@ -187,9 +205,13 @@ def _core_sample(argv: list[str]) -> int:
     from scalear.viz import save_image_grid
     from scalear.vqvae import VQVAE
 
-    p = ArgumentParser(prog="scalear core sample", description="class-conditional samples as a PNG grid")
-    p.add_argument("--model", type=existing_dir, required=True, help="exported transformer folder")
-    p.add_argument("--tokenizer", type=existing_dir, help="exported tokenizer folder (default: <model>/../tokenizer)")
+    p = ArgumentParser(prog="scalear core sample", description="class-conditional samples as a PNG grid; VAR's "
+                       "released files run as its demo does with --cfg 4 --top-k 900 --top-p 0.95")
+    p.add_argument("--model", type=existing_path, required=True,
+                   help="exported transformer folder, or VAR's released var_d*.pth")
+    p.add_argument("--tokenizer", type=existing_path,
+                   help="exported tokenizer folder (default: <model>/../tokenizer), or VAR's vae_ch160v4096z32.pth "
+                        "(default: beside var_d*.pth)")
     p.add_argument("--classes", default=None, help="comma-separated class ids (default: all)")
     p.add_argument("--per-class", type=positive_int, default=8, help="samples per class (default: %(default)s)")
     p.add_argument("--cfg", type=non_negative_float, default=1.5, help="classifier-free guidance, 0 = off (default: %(default)s)")
@@ -200,8 +222,12 @@ def _core_sample(argv: list[str]) -> int:
     p.add_argument("--out", type=output_file, default="samples.png", help="PNG grid to write (default: %(default)s)")
     a = p.parse_args(argv)
 
-    model = _load_exported(a.model, NextScaleTransformer, "--model", "an exported next-scale transformer")
-    tok = _load_exported(a.tokenizer or a.model.parent / "tokenizer", VQVAE, "--tokenizer", "an exported VQ-VAE tokenizer")
+    if a.model.is_file():  # VAR's released files: var_d*.pth + vae_ch160v4096z32.pth
+        tok, model = _load_var_files(a.model, a.tokenizer)
+    else:
+        model = _load_exported(a.model, NextScaleTransformer, "--model", "an exported next-scale transformer")
+        tok = _load_exported(a.tokenizer or a.model.parent / "tokenizer", VQVAE, "--tokenizer",
+                             "an exported VQ-VAE tokenizer")
     if (model.cfg.schedule, model.cfg.vocab_size) != (tok.quantize.schedule, tok.config.vocab_size):
         raise UsageError(f"--model {a.model} was not trained on this tokenizer: its scales / vocabulary differ from "
                          f"{a.tokenizer or a.model.parent / 'tokenizer'}'s")

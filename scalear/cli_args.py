@@ -111,6 +111,14 @@ def existing_dir(text: str) -> Path:
     return p
 
 
+def existing_path(text: str) -> Path:
+    """An existing file or folder."""
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{text}: no such file or folder")
+    return path
+
+
 def output_dir(text: str) -> Path:
     """A folder to write into: may exist as a folder, never as a file, and no parent may be a file."""
     p = Path(text)

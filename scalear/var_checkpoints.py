@@ -151,14 +151,19 @@ def load_var_vqvae(path: str | Path, *, freeze: bool = True, **overrides: Any) -
             or ``.safetensors``).
         freeze: return the model in eval mode with ``requires_grad=False`` (VAR's ``test_mode``).
         **overrides: :class:`~scalear.vqvae.VQVAEConfig` fields changed from the preset, e.g. another
-            ``patch_nums`` schedule (its last scale must stay 16 for 256 px inputs) or ``ch`` for checkpoints
-            of another width.
+            ``patch_nums`` schedule (its last scale must stay 16 for 256 px inputs). The width ``ch``, the
+            vocabulary and the latent channels are read off the file unless given here.
 
     Raises:
         CheckpointMismatchError: listing missing keys, unexpected keys and shape mismatches.
     """
     sd = map_var_vae_state_dict(_load_tensors(path))
-    model = create_vqvae("var-f16", **overrides)
+    read = {}  # the widths are read off the file (VAR's released one: ch 160, 4096 codes of 32 channels)
+    if "encoder.conv_in.weight" in sd:
+        read["ch"] = sd["encoder.conv_in.weight"].shape[0]
+    if "quantize.embedding.weight" in sd and sd["quantize.embedding.weight"].ndim == 2:
+        read["vocab_size"], read["z_channels"] = sd["quantize.embedding.weight"].shape
+    model = create_vqvae("var-f16", **{**read, **overrides})
     own = model.state_dict()
     hits, own_hits = sd.get("quantize.ema_vocab_hit_SV"), own["quantize.ema_vocab_hit_SV"]
     if hits is not None and hits.shape[1:] == own_hits.shape[1:] and hits.shape[0] != own_hits.shape[0]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -431,6 +432,32 @@ def test_loaded_var_samples_and_its_kv_cache_matches_teacher_forcing(
     cached = sample(var, vae.quantize, 2, label_B=labels, forced_indices=out.indices, return_logits=True)
     full = var(vae.quantize.teacher_forcing_input(out.indices), label_B=labels, drop_B=torch.zeros(2, dtype=torch.bool))
     torch.testing.assert_close(torch.cat(cached.logits, 1), full, atol=1e-4, rtol=1e-4)
+
+
+def test_core_sample_runs_vars_released_files(tmp_path: Path, tiny_var_ckpt, capsys) -> None:
+    """``scalear core sample --model var_d*.pth`` with VAR's tokenizer beside it (widths read off the files) writes
+    the grid that scalear.sampling gives on the same weights and seed; a wrong pair of files is one line, exit 2."""
+    from PIL import Image
+
+    from scalear.cli import main
+    from scalear.viz import save_image_grid
+
+    var_path = tmp_path / "var_d2.pth"
+    var_path.write_bytes(tiny_var_ckpt[0].read_bytes())
+    torch.save(random_state_dict(var_vae_state_dict_layout(ch=32, vocab=4096)), tmp_path / "vae_ch160v4096z32.pth")
+    args = ["--classes", "3,980", "--per-class", "1", "--cfg", "4", "--top-k", "900", "--top-p", "0.95", "--seed", "7"]
+    assert main(["core", "sample", "--model", str(var_path), *args, "--out", str(tmp_path / "cli.png")]) == 0
+    vae, var = load_var(tmp_path / "vae_ch160v4096z32.pth", var_path)
+    out = sample(var.eval(), vae.quantize, 2, label_B=torch.tensor([3, 980]), cfg=4.0, top_k=900, top_p=0.95,
+                 generator=torch.Generator().manual_seed(7))
+    save_image_grid(vae.eval().fhat_to_img(out.f_hat), tmp_path / "direct.png", nrow=1)
+    assert (np.asarray(Image.open(tmp_path / "cli.png")) == np.asarray(Image.open(tmp_path / "direct.png"))).all()
+    capsys.readouterr()
+    torch.save(random_state_dict(var_vae_state_dict_layout(ch=32, vocab=512)), tmp_path / "small_vae.pth")
+    rc = main(["core", "sample", "--model", str(var_path), "--tokenizer", str(tmp_path / "small_vae.pth"),
+               "--out", str(tmp_path / "x.png")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "small_vae.pth" in err and "Traceback" not in err
 
 
 def test_schedule_derived_buffers_are_checked(
