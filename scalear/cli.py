@@ -169,10 +169,11 @@ def _load_var_files(var_path: Path, vae_path: Path | None):
     from scalear.errors import UsageError
     from scalear.var_checkpoints import CheckpointMismatchError, load_var
 
+    if var_path.suffix.lower() not in (".pth", ".pt", ".ckpt", ".bin", ".safetensors"):
+        raise UsageError(f"--model {var_path}: neither an exported model folder nor VAR's var_d*.pth")
     vae_path = vae_path or var_path.parent / "vae_ch160v4096z32.pth"
     if not vae_path.is_file():
-        raise UsageError(f"--tokenizer {vae_path}: VAR's tokenizer file not found; give VAR's vae_ch160v4096z32.pth "
-                         "with --tokenizer")
+        raise UsageError(f"--model {var_path}: VAR's tokenizer {vae_path} is not there; give it with --tokenizer")
     try:
         tok, model = load_var(vae_path, var_path)
     except (CheckpointMismatchError, FileNotFoundError, ValueError, KeyError) as e:
