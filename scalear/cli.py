@@ -81,6 +81,18 @@ def add_eval_arguments(e: argparse.ArgumentParser, tokenizer: str, cache_dir: st
     e.add_argument("--device", type=device, default="auto", help="cpu, cuda, ... (default: cuda if available)")
 
 
+def report_objects(datasets: Sequence[Any], what: str = "held-out objects") -> None:
+    """Print which objects an eval scored (the last of ``datasets``) and every file the datasets skipped, with why
+    (datasets with ``records`` and ``skipped``: the mesh and point-cloud data)."""
+    used = datasets[-1].records
+    print(f"scored {len(used)} {what}: " + ", ".join(str(r.path.name) for r in used))
+    skipped = [s for d in datasets if d is not None for s in d.skipped]
+    if skipped:
+        print(f"skipped {len(skipped)} file(s):")
+        for path, reason in skipped:
+            print(f"  {path}: {reason.removeprefix(str(path) + ': ')}")
+
+
 def generate_request(a: argparse.Namespace) -> tuple[list[str] | None, dict[str, float]]:
     """The requested classes (None: all) and the sampling overrides of :func:`add_generate_arguments`' options."""
     from scalear.errors import UsageError

@@ -100,13 +100,20 @@ def test_eval_prints_the_reconstruction_per_level(export, tmp_path, capsys, ball
         (root / cls).mkdir(parents=True)
         for i in range(2):
             make(i).export(root / cls / f"{cls}_{i}.obj")
+    broken = root / "broken"  # a sub-folder of unusable files: named and skipped, the rest is scored
+    broken.mkdir()
+    trimesh.PointCloud(np.random.default_rng(0).uniform(-0.3, 0.3, (200, 3))).export(broken / "scan.ply")  # no faces
+    (broken / "empty.obj").write_text("")
     out = tmp_path / "rec.json"
-    rc = main(["eval", "--tokenizer", str(export / "class" / "tokenizer"), "--root", str(root), "--val-per-class", "1",
-               "--points", "128", "--queries", "256", "--resolution", "16", "--cache-dir", str(tmp_path / "cache"),
-               "--out", str(out)])
+    with pytest.warns(UserWarning, match="skipping"):
+        rc = main(["eval", "--tokenizer", str(export / "class" / "tokenizer"), "--root", str(root), "--val-per-class",
+                   "1", "--points", "128", "--queries", "256", "--resolution", "16", "--cache-dir",
+                   str(tmp_path / "cache"), "--out", str(out)])
     assert rc == 0
     text = capsys.readouterr().out
     assert "| 1..3 |" in text and "held-out objects 2" in text
+    assert "scored 2 held-out objects" in text and "skipped 2 file(s)" in text
+    assert "scan.ply: a point cloud (no faces); occupancy needs a mesh" in text and "empty.obj" in text
     rec = json.loads(out.read_text())
     assert sorted(rec) == ["1", "2", "3"] and rec["3"]["objects"] == 2
     assert main(["eval", "--tokenizer", str(tmp_path), "--out", str(out)]) == 2

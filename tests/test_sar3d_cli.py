@@ -146,3 +146,23 @@ def test_meshes_to_points_skips_empty_objects():
     assert kept == [1] and pts.shape == (1, 128, 3)
     assert np.allclose(pts.norm(dim=-1).numpy(), 0.3, atol=0.02)
     assert not mesh_is_valid(None)
+
+
+def test_eval_lists_what_it_scored_and_what_it_skipped(export, tmp_path, capsys):
+    """A mesh folder with a sub-folder of broken files: the good meshes are scored, every skipped file is named
+    with its reason (nothing is dropped silently)."""
+    root = tmp_path / "meshes"
+    for cls, make in (("ball", lambda i: trimesh.creation.icosphere(2, 0.2 + 0.05 * i)),
+                      ("box", lambda i: trimesh.creation.box(extents=(0.3, 0.4 + 0.1 * i, 0.6)))):
+        (root / cls).mkdir(parents=True)
+        for i in range(2):
+            make(i).export(root / cls / f"{cls}_{i}.obj")
+    (root / "broken").mkdir()
+    (root / "broken" / "empty.obj").write_text("")
+    (root / "broken" / "flat.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
+    with pytest.warns(UserWarning, match="skipping"):
+        rc = main(["eval", "--tokenizer", str(export / "class" / "tokenizer"), "--root", str(root),
+                   "--val-per-class", "1", "--resolution", "16", "--cache-dir", str(tmp_path / "cache")])
+    text = capsys.readouterr().out
+    assert rc == 0 and "scored 2 held-out objects" in text, text
+    assert "skipped 2 file(s)" in text and "empty.obj" in text and "flat.obj" in text

@@ -133,16 +133,21 @@ def scan_point_cloud_folder(root: str | Path) -> list[PointCloudRecord]:
     return records
 
 
+def is_mesh_record(rec: PointCloudRecord) -> bool:
+    """Whether ``rec`` is a mesh (has faces: occupancy queries can be labelled), not a point cloud."""
+    suffix = rec.path.suffix.lower()
+    if rec.index is not None or suffix not in MESH_SUFFIXES:
+        return False
+    return suffix != ".ply" or _ply_faces(rec.path) > 0
+
+
 def preprocess_object(rec: PointCloudRecord, settings: dict, seed: int,
                       points: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The cache entry of one object (see the module docstring); :class:`PointCloudError` if unusable.
     ``points`` (N, 3): the cloud of a point-cloud record when already read (e.g. an HDF5 row)."""
     rng = np.random.default_rng(seed)
     n_pool, n_points = settings["n_pool"], settings["n_points"]
-    is_mesh = rec.index is None and rec.path.suffix.lower() in MESH_SUFFIXES
-    if is_mesh and rec.path.suffix.lower() == ".ply":
-        is_mesh = _ply_faces(rec.path) > 0
-    if not is_mesh:
+    if not is_mesh_record(rec):
         if points is None:
             points = (load_h5_point_clouds(rec.path)[0][rec.index] if rec.index is not None
                       else load_point_cloud(rec.path))
@@ -178,8 +183,9 @@ class PointCloudDataset(Dataset):
 
     ``records``: a list of :class:`PointCloudRecord`, a folder (:func:`scan_point_cloud_folder`) or an HDF5 file
     (:func:`h5_records`); ``split`` keeps the records of that split; ``image_size``: add condition renders of
-    meshes (module docstring). Bad files are skipped with a warning and
-    listed in ``skipped`` as ``(path, reason)``; ValueError when none is left. ``train`` (default: ``split ==
+    meshes (module docstring). Bad files are skipped with a warning and listed in ``skipped`` as ``(path,
+    reason)``; ValueError when none is left. ``meshes_only`` skips point-cloud files the same way (evaluating
+    occupancy needs a mesh). ``train`` (default: ``split ==
     "train"``) draws random points and queries per item; otherwise items are fixed. ``classes`` fixes the label
     order (default: the sorted labels of all given records, before the split filter).
     """
@@ -187,7 +193,8 @@ class PointCloudDataset(Dataset):
     def __init__(self, records: Sequence[PointCloudRecord] | str | Path, cache_dir: str | Path,
                  n_points: int = 2048, n_query: int = 2048, near_fraction: float = 0.5, sigma: float = 0.01,
                  split: str | None = None, seed: int = 0, train: bool | None = None,
-                 classes: Sequence[str] | None = None, image_size: int | None = None) -> None:
+                 classes: Sequence[str] | None = None, image_size: int | None = None,
+                 meshes_only: bool = False) -> None:
         if not 0 <= near_fraction <= 1:
             raise ValueError(f"near_fraction must be in [0, 1], got {near_fraction}")
         if n_points < 1 or n_query < 1:
@@ -216,6 +223,8 @@ class PointCloudDataset(Dataset):
         h5: dict[Path, np.ndarray] = {}  # HDF5 files read once, not once per row
         for rec in tqdm(recs, desc=f"point clouds -> {self.cache_dir}", leave=False):
             try:
+                if meshes_only and not is_mesh_record(rec):
+                    raise PointCloudError(f"{rec.path}: a point cloud (no faces); occupancy needs a mesh")
                 self.files.append(self._cached(rec, hashes, h5))
                 self.records.append(rec)
             except (PointCloudError, FileNotFoundError) as e:
@@ -287,11 +296,13 @@ class PointCloudDataModule(CachedSplitDataModule):
     ``<cache_dir>/procedural``, the last ``val_per_class`` of each class for validation), of a folder, or of a
     ModelNet40 HDF5 file / folder. A folder's or file's own train / test split is used when it has one (test ->
     val), else ``val_per_class`` objects per class are held out (:func:`~scalear.datasets.meshes.split_records`).
-    ``image_size``: items of meshes also carry a condition render ``"image"`` of that side."""
+    ``image_size``: items of meshes also carry a condition render ``"image"`` of that side. ``meshes_only``: point-
+    cloud files are skipped (listed in the datasets' ``skipped``), for training or scoring occupancy."""
 
     def __init__(self, root: str | None = None, cache_dir: str = "scalear_cache/pointclouds", per_class: int = 24,
                  val_per_class: int = 4, n_points: int = 2048, n_query: int = 2048, batch_size: int = 16,
-                 num_workers: int = 0, seed: int = 0, image_size: int | None = None) -> None:
+                 num_workers: int = 0, seed: int = 0, image_size: int | None = None,
+                 meshes_only: bool = False) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.train_dataset: PointCloudDataset | None = None
@@ -317,7 +328,7 @@ class PointCloudDataModule(CachedSplitDataModule):
         train, val = self._records()
         classes = sorted({r.label for r in train + val})
         kw = dict(cache_dir=Path(hp.cache_dir) / "samples", n_points=hp.n_points, n_query=hp.n_query, seed=hp.seed,
-                  classes=classes, image_size=hp.image_size)
+                  classes=classes, image_size=hp.image_size, meshes_only=hp.meshes_only)
         self.train_dataset = PointCloudDataset(train, train=True, **kw)
         self.val_dataset = PointCloudDataset(val, train=False, **kw) if val else None
 

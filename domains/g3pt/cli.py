@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from scalear.cli import add_eval_arguments, add_generate_arguments, generate_request, run_generate
+from scalear.cli import add_eval_arguments, add_generate_arguments, generate_request, report_objects, run_generate
 from scalear.cli_args import ArgumentParser, int_range
 from scalear.files import resolve_device
 
@@ -75,7 +75,7 @@ def _eval(a: argparse.Namespace) -> int:
             raise ValueError(f"{a.tokenizer} holds a {type(tok).__name__}, not a G3PT tokenizer")
         tok = tok.to(resolve_device(a.device)).eval()
         dm = PointCloudDataModule(root=a.root, cache_dir=a.cache_dir, val_per_class=a.val_per_class,
-                                  n_points=a.points, n_query=a.queries)
+                                  n_points=a.points, n_query=a.queries, meshes_only=True)
         dm.setup("validate")
         if dm.val_dataset is None:
             raise ValueError(f"{a.root or 'the procedural set'} has no held-out objects")
@@ -87,6 +87,7 @@ def _eval(a: argparse.Namespace) -> int:
         print(f"scalear g3pt eval: {e}", file=sys.stderr)
         return 2
     print(f"tokenizer {a.tokenizer}  held-out objects {len(dm.val_dataset)}")
+    report_objects([dm.train_dataset, dm.val_dataset])
     print(format_reconstruction_table(by_level))
     if a.out:
         atomic_write(a.out, lambda p: Path(p).write_text(json.dumps({str(k): v for k, v in by_level.items()}, indent=2)))

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from scalear.cli import add_eval_arguments, add_generate_arguments, generate_request, run_generate
+from scalear.cli import add_eval_arguments, add_generate_arguments, generate_request, report_objects, run_generate
 from scalear.cli_args import ArgumentParser, int_range, output_dir, positive_int
 from scalear.files import resolve_device
 
@@ -119,6 +119,7 @@ def _eval(a: argparse.Namespace) -> int:
         print(f"scalear sar3d eval: {e}", file=sys.stderr)
         return 2
     print(f"tokenizer {a.tokenizer}  held-out objects {len(dm.val_dataset)}")
+    report_objects([dm.train_dataset, dm.val_dataset])
     print(format_reconstruction_table(by_scale))
     if a.out:
         atomic_write(a.out, lambda p: Path(p).write_text(json.dumps({str(k): v for k, v in by_scale.items()}, indent=2)))
