@@ -25,9 +25,9 @@ from scalear.domains.depth.depthart_checkpoints import (check_depthart_state_dic
                                                         load_depthart_checkpoint, map_depthart_state_dict)
 from scalear.io import from_pretrained, save_pretrained
 from scalear.var_checkpoints import CheckpointMismatchError
+from conftest import import_benchmark
 
 FIXTURES = Path(__file__).parent / "fixtures" / "depthart_official"
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 TOL = 1e-5  #: max abs difference allowed for logits, f_hat and depth maps (issue 16)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -35,12 +35,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 @pytest.fixture(scope="module")
 def parity():
-    sys.path.insert(0, str(BENCH))
-    try:
-        import parity_depthart
-    finally:
-        sys.path.remove(str(BENCH))
-    return parity_depthart
+    return import_benchmark("parity_depthart")
 
 
 @pytest.fixture(scope="module")

@@ -25,9 +25,9 @@ from scalear.domains.restoration.varformer_checkpoints import (build_official_va
 from scalear.domains.restoration.varformer_official import (OfficialVarformer, SwinBlock, TokenCrossAttention,
                                                             preprocess, run_official_test)
 from scalear.var_checkpoints import CheckpointMismatchError
+from conftest import import_benchmark
 
 FIXTURES = Path(__file__).parent / "fixtures" / "varformer_official"
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 TOL = 1e-5  #: max abs difference allowed for logits, f_hat and images (issue 16)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -35,12 +35,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 @pytest.fixture(scope="module")
 def parity():
-    sys.path.insert(0, str(BENCH))
-    try:
-        import parity_varformer
-    finally:
-        sys.path.remove(str(BENCH))
-    return parity_varformer
+    return import_benchmark("parity_varformer")
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence, TypeVar
+from typing import Callable, Literal, Sequence, TypeVar
 
 import numpy as np
 import scipy.linalg
@@ -521,22 +521,32 @@ class KittiDepthDataset(Dataset):
         f, gt_path, focal = self.items[i]
         image_path = self.root / f.image_rel
         image_HW3 = read_rgb(image_path)
-        hw = image_HW3.shape[:2]
-        if gt_path is None:
-            depth_HW = np.zeros(hw, dtype=np.float32)
-        elif self.gt == "annotated":
-            depth_HW = read_depth_png(gt_path, "kitti", known_range=("KITTI", KITTI_SENSOR_MAX_DEPTH))
-        else:
-            calib = self._calibration(f)
-            if calib.hw != hw:
-                raise ValueError(f"{image_path} is {hw} (H, W) but S_rect_0{f.cam} of {f.date} says {calib.hw}")
-            depth_HW = project_velodyne(read_velodyne_bin(gt_path), calib.P, hw, self.vel_depth,
-                                        source=f"{gt_path} with {calib.source}")
-        if depth_HW.shape != hw:
-            raise ValueError(f"{image_path} is {hw} (H, W) but its depth {gt_path} is {depth_HW.shape}")
+        depth_HW = frame_ground_truth(image_path, image_HW3.shape[:2], gt_path, self.gt, lambda: self._calibration(f),
+                                      self.vel_depth)
         if self.kb_crop:
             image_HW3, depth_HW = kb_crop(image_HW3), kb_crop(depth_HW)
         return make_sample(image_HW3, depth_HW, focal, f.name)
+
+
+def frame_ground_truth(image_path: Path, hw: tuple[int, int], gt_path: Path | None, gt: str,
+                       calibration: Callable[[], VeloCalibration], vel_depth: bool) -> np.ndarray:
+    """The (H, W) depth of one KITTI frame: zeros without ground truth, an annotated 16-bit PNG (``gt="annotated"``)
+    or a Velodyne scan projected with ``calibration()`` (``"velodyne"``); a size that does not fit the image's
+    ``hw`` is an error naming both files."""
+    if gt_path is None:
+        return np.zeros(hw, dtype=np.float32)
+    if gt == "annotated":
+        depth_HW = read_depth_png(gt_path, "kitti", known_range=("KITTI", KITTI_SENSOR_MAX_DEPTH))
+    else:
+        cal = calibration()
+        if cal.hw is not None and tuple(cal.hw) != tuple(hw):
+            raise ValueError(f"{image_path} is {hw[0]}x{hw[1]} but {cal.source} is for {cal.hw[0]}x{cal.hw[1]} images")
+        depth_HW = project_velodyne(read_velodyne_bin(gt_path), cal.P, hw, vel_depth,
+                                    source=f"{gt_path} with {cal.source}")
+    if depth_HW.shape != tuple(hw):
+        raise ValueError(f"{image_path} is {hw[0]}x{hw[1]} but its depth {gt_path} is "
+                         f"{depth_HW.shape[0]}x{depth_HW.shape[1]}")
+    return depth_HW
 
 
 #: sub-folders of a flat KITTI folder, searched in this order (the first one present is used)
@@ -660,16 +670,5 @@ class KittiFolderDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         image_path, gt_path, cal, focal = self.items[i]
         image_HW3 = read_rgb(image_path)
-        hw = image_HW3.shape[:2]
-        if gt_path is None:
-            depth_HW = np.zeros(hw, dtype=np.float32)
-        elif self.gt == "annotated":
-            depth_HW = read_depth_png(gt_path, "kitti", known_range=("KITTI", KITTI_SENSOR_MAX_DEPTH))
-        else:
-            if cal.hw is not None and cal.hw != hw:
-                raise ValueError(f"{image_path} is {hw[0]}x{hw[1]} but {cal.source} is for {cal.hw[0]}x{cal.hw[1]} images")
-            depth_HW = project_velodyne(read_velodyne_bin(gt_path), cal.P, hw, self.vel_depth,
-                                        source=f"{gt_path} with {cal.source}")
-        if depth_HW.shape != hw:
-            raise ValueError(f"{image_path} is {hw[0]}x{hw[1]} but its depth {gt_path} is {depth_HW.shape[0]}x{depth_HW.shape[1]}")
+        depth_HW = frame_ground_truth(image_path, image_HW3.shape[:2], gt_path, self.gt, lambda: cal, self.vel_depth)
         return make_sample(image_HW3, depth_HW, focal, image_path.stem)
