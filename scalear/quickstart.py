@@ -245,7 +245,7 @@ def write_report(out: Path, parts: list[PartResult], seconds: float | None = Non
                  "sections are from earlier runs. ")
     head = ("# scalear quickstart report\n\n" + "\n".join(lines) + "\n\n" + total +
             "Every part trains tiny models on built-in data (each section says what that data is and how to point "
-            "the same commands at real data); checkpoints are under `<part>/*/logs/`, exported weights under "
+            "the same commands at real data); checkpoints are under `<part>/*/checkpoints/`, exported weights under "
             "`<part>/export/`.\n\n")
     md = head + "\n".join(p.markdown for p in report if not p.error)
     sidecar = json.dumps({"parts": {p.name: asdict(p) for p in report}}, indent=1)
