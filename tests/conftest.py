@@ -53,3 +53,15 @@ def import_benchmark(name: str):
         return importlib.import_module(name)
     finally:
         sys.path.remove(str(BENCHMARKS))
+
+
+def write_ball_and_box_meshes(root: Path, per_class: int = 2) -> Path:
+    """A mesh folder ``root/<class>/<class>_<i>.obj`` of two classes (spheres and boxes of growing size)."""
+    import trimesh
+
+    for cls, make in (("ball", lambda i: trimesh.creation.icosphere(3, 0.2 + 0.05 * i)),
+                      ("box", lambda i: trimesh.creation.box(extents=(0.3, 0.4 + 0.1 * i, 0.6)))):
+        (root / cls).mkdir(parents=True)
+        for i in range(per_class):
+            make(i).export(root / cls / f"{cls}_{i}.obj")
+    return root

@@ -15,6 +15,7 @@ from scalear.domains.g3pt.generator import create_generator
 from scalear.domains.g3pt.tokenizer import create_tokenizer
 from scalear.fields import mesh_is_valid
 from scalear.io import save_pretrained
+from conftest import write_ball_and_box_meshes
 
 SMALL_TOK = dict(sizes=(1, 4, 16), width=32, heads=2, code_bits=6, num_freqs=3)
 SMALL_GEN = dict(transformer=dict(depth=2, width=64, num_heads=2), image_size=16, encoder_channels=(8, 16))
@@ -94,12 +95,7 @@ def test_generate_rejects_unknown_class_bad_folder_and_missing_image(export, tmp
 
 
 def test_eval_prints_the_reconstruction_per_level(export, tmp_path, capsys, ball_field):
-    root = tmp_path / "meshes"
-    for cls, make in (("ball", lambda i: trimesh.creation.icosphere(3, 0.2 + 0.05 * i)),
-                      ("box", lambda i: trimesh.creation.box(extents=(0.3, 0.4 + 0.1 * i, 0.6)))):
-        (root / cls).mkdir(parents=True)
-        for i in range(2):
-            make(i).export(root / cls / f"{cls}_{i}.obj")
+    root = write_ball_and_box_meshes(tmp_path / "meshes")
     broken = root / "broken"  # a sub-folder of unusable files: named and skipped, the rest is scored
     broken.mkdir()
     trimesh.PointCloud(np.random.default_rng(0).uniform(-0.3, 0.3, (200, 3))).export(broken / "scan.ply")  # no faces

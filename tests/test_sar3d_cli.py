@@ -15,6 +15,7 @@ from scalear.datasets.meshes.render import load_condition, save_condition_png
 from scalear.domains.sar3d.generator import create_generator
 from scalear.domains.sar3d.tokenizer import create_tokenizer
 from scalear.io import save_pretrained
+from conftest import write_ball_and_box_meshes
 
 
 @pytest.fixture(scope="module")
@@ -151,12 +152,7 @@ def test_meshes_to_points_skips_empty_objects():
 def test_eval_lists_what_it_scored_and_what_it_skipped(export, tmp_path, capsys):
     """A mesh folder with a sub-folder of broken files: the good meshes are scored, every skipped file is named
     with its reason (nothing is dropped silently)."""
-    root = tmp_path / "meshes"
-    for cls, make in (("ball", lambda i: trimesh.creation.icosphere(2, 0.2 + 0.05 * i)),
-                      ("box", lambda i: trimesh.creation.box(extents=(0.3, 0.4 + 0.1 * i, 0.6)))):
-        (root / cls).mkdir(parents=True)
-        for i in range(2):
-            make(i).export(root / cls / f"{cls}_{i}.obj")
+    root = write_ball_and_box_meshes(tmp_path / "meshes")
     (root / "broken").mkdir()
     (root / "broken" / "empty.obj").write_text("")
     (root / "broken" / "flat.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")

@@ -24,6 +24,7 @@ from scalear.domains.restoration.varformer_checkpoints import (build_official_va
                                                                official_layout, official_to_scalear)
 from scalear.domains.restoration.varformer_official import (OfficialVarformer, SwinBlock, TokenCrossAttention,
                                                             preprocess, run_official_test)
+from scalear.io import available_memory
 from scalear.var_checkpoints import CheckpointMismatchError
 from conftest import import_benchmark
 
@@ -160,23 +161,14 @@ def test_missing_key_is_named(parity, layout):
         build_official_varformer([("net_g.pth (params_ema)", _meta_state_dict(parity, layout, "blocks.3.ffn.fc1.bias"))])
 
 
-def _available_gib() -> float:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) / 2**20
-    except OSError:
-        pass
-    return float("inf")
-
-
 @pytest.mark.slow
 def test_equals_official_outputs(tmp_path, layout, parity):
     """The official state dict (3.6 GB, rebuilt by the fill rule) loads strictly and gives the official tokens
     (first), logits, f_hat and image; then ``scalear restore --size 256`` on the saved file writes the official
     8-bit output."""
-    if _available_gib() < 16:
-        pytest.skip(f"needs ~16 GB of available memory for the 908M-parameter model (have {_available_gib():.1f} GB)")
+    have = available_memory() / 2**30
+    if have < 16:
+        pytest.skip(f"needs ~16 GB of available memory for the 908M-parameter model (have {have:.1f} GB)")
     ref = np.load(FIXTURES / "official.npz")
     sd = parity.fill_state_dict(layout)
     model = build_official_varformer([("fixture state dict", sd)])
