@@ -207,7 +207,7 @@ def time_generation_stages(tokens: Callable[[], object], decode: Callable[[], ob
                            batch: int, device: torch.device, args: argparse.Namespace) -> tuple[float, float, float]:
     """Seconds per object of a 3D generator's three stages: sampling the tokens, decoding the field (both for
     ``batch`` objects per call, on ``device``) and marching cubes of ``sdf_grid`` on the CPU."""
-    from scalear.fields import extract_mesh
+    from scalear.gen3d.fields import extract_mesh
 
     t_tokens = time_runs(tokens, device, args.min_time, args.repeats) / batch
     t_decode = time_runs(decode, device, args.min_time, args.repeats) / batch

@@ -2,7 +2,7 @@
 
 Times Chamfer distance between two random clouds of N points each (one cloud pair, as the Occupancy Networks
 protocol scores 100k-point surfaces) and the CD-L2 matrix of COV / MMD / 1-NNA between two sets of clouds
-(:func:`scalear.metrics3d.pairwise_chamfer`), both with ``backend="kdtree"`` and ``backend="torch"``, in one run,
+(:func:`scalear.gen3d.metrics.pairwise_chamfer`), both with ``backend="kdtree"`` and ``backend="torch"``, in one run,
 and prints both, their ratio and the largest relative difference of the results.
 
     python benchmarks/bench_metrics3d.py --threads 1                      # 10k, 30k; 32 x 32 clouds of 2048
@@ -18,7 +18,7 @@ from unittest import mock
 import torch
 
 from _common import add_common_args, environment, print_table, setup, time_runs
-from scalear import metrics3d
+from scalear.gen3d import metrics as metrics3d
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def with_backend(backend: str, fn, *args):
-    """``fn(*args)`` with every neighbour search of scalear.metrics3d forced to ``backend``."""
+    """``fn(*args)`` with every neighbour search of scalear.gen3d.metrics forced to ``backend``."""
     knn = metrics3d.knn
     with mock.patch.object(metrics3d, "knn", lambda x, y, k=1, chunk_size=None, backend_=backend:
                            knn(x, y, k, chunk_size, backend_)):

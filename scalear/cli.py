@@ -13,11 +13,10 @@ import argparse
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
-from scalear.cli_args import (ArgumentParser, device, exit_on_usage_error, existing_dir, existing_file,
-                              existing_path, int_range, non_negative_float, non_negative_int, output_dir,
-                              output_file, positive_int, probability, seed)
+from scalear.cli_args import (ArgumentParser, exit_on_usage_error, existing_file, existing_path, non_negative_float,
+                              non_negative_int, output_dir, output_file, positive_int, probability, seed)
 from scalear.training.lightning_cli import run_lightning  # noqa: F401 (also scalear.cli.run_lightning)
 
 CORE_HELP = """\
@@ -40,83 +39,6 @@ def domain_entry_points() -> dict[str, Callable[[list[str]], int]]:
     for ep in entry_points(group="scalear.domains"):
         found[ep.name] = lambda argv, ep=ep: ep.load()(argv)
     return found
-
-
-def add_generate_arguments(g: argparse.ArgumentParser, noun: str, sampling: dict[str, str]) -> None:
-    """The options of a 3D domain's ``generate`` verb (SAR3D, G3PT): export folder, classes or condition images,
-    count, mesh format, output, seed, guidance and top-k / top-p (``sampling`` gives their default in words),
-    marching-cubes resolution, previews, device, progress. :func:`generate_request` reads them back."""
-    from scalear.fields import MESH_FORMATS
-
-    g.add_argument("--model", required=True, help="export folder holding generator/ and tokenizer/")
-    g.add_argument("--class", dest="classes", default=None,
-                   help="comma-separated class names or indices (default: every class of the generator)")
-    g.add_argument("--image", action="append", default=None,
-                   help="image condition: a mesh file or a condition PNG (scalear sar3d render); repeatable")
-    g.add_argument("--n", type=positive_int, default=4, help=f"{noun} per class or image (default: %(default)s)")
-    g.add_argument("--format", choices=MESH_FORMATS, default="obj", help="mesh format (default: %(default)s)")
-    g.add_argument("--out", type=output_dir, required=True, help="output folder")
-    g.add_argument("--seed", type=seed, default=0, help="sampling seed (default: %(default)s)")
-    g.add_argument("--cfg", type=non_negative_float, default=None,
-                   help=f"classifier-free guidance, 0 = off (default: {sampling['cfg']})")
-    g.add_argument("--top-k", type=non_negative_int, default=None, help=f"top-k sampling, 0 = off (default: {sampling['top_k']})")
-    g.add_argument("--top-p", type=probability, default=None, help=f"top-p sampling in [0, 1], 0 = off (default: {sampling['top_p']})")
-    g.add_argument("--resolution", type=int_range(2, 1024), default=64, help="marching-cubes grid (default: %(default)s)")
-    g.add_argument("--no-preview", action="store_true", help="no preview PNGs")
-    g.add_argument("--device", type=device, default="auto", help="cpu, cuda, ... (default: cuda if available)")
-    g.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def add_eval_arguments(e: argparse.ArgumentParser, tokenizer: str, cache_dir: str) -> None:
-    """The options of a 3D domain's ``eval`` verb (SAR3D, G3PT): the exported ``tokenizer`` folder, the mesh folder
-    (held-out split) or the procedural set, the sample cache (default ``cache_dir``), held-out objects per class,
-    marching-cubes resolution, JSON output, device."""
-    e.add_argument("--tokenizer", type=existing_dir, required=True, help=f"exported {tokenizer} folder")
-    e.add_argument("--root", type=existing_dir, default=None,
-                   help="mesh folder (default: the procedural set); its held-out split is scored")
-    e.add_argument("--cache-dir", type=output_dir, default=cache_dir, help="sample cache (default: %(default)s)")
-    e.add_argument("--val-per-class", type=positive_int, default=4, help="held-out objects per class (default: %(default)s)")
-    e.add_argument("--resolution", type=int_range(2, 1024), default=48, help="marching-cubes grid (default: %(default)s)")
-    e.add_argument("--out", type=output_file, default=None, help="write the metrics as JSON here")
-    e.add_argument("--device", type=device, default="auto", help="cpu, cuda, ... (default: cuda if available)")
-
-
-def report_objects(datasets: Sequence[Any], what: str = "held-out objects") -> None:
-    """Print which objects an eval scored (the last of ``datasets``) and every file the datasets skipped, with why
-    (datasets with ``records`` and ``skipped``: the mesh and point-cloud data)."""
-    used = datasets[-1].records
-    print(f"scored {len(used)} {what}: " + ", ".join(str(r.path.name) for r in used))
-    skipped = [s for d in datasets if d is not None for s in d.skipped]
-    if skipped:
-        print(f"skipped {len(skipped)} file(s):")
-        for path, reason in skipped:
-            print(f"  {path}: {reason.removeprefix(str(path) + ': ')}")
-
-
-def generate_request(a: argparse.Namespace) -> tuple[list[str] | None, dict[str, float]]:
-    """The requested classes (None: all) and the sampling overrides of :func:`add_generate_arguments`' options."""
-    from scalear.errors import UsageError
-
-    classes = None if a.classes is None else [c.strip() for c in a.classes.split(",") if c.strip()]
-    if classes == []:
-        raise UsageError(f"--class {a.classes!r} names no class; give names or indices, e.g. --class 0,1")
-    return classes, {k: v for k, v in (("cfg", a.cfg), ("top_k", a.top_k), ("top_p", a.top_p)) if v is not None}
-
-
-def run_generate(prog: str, noun: str, a: argparse.Namespace, generate: Callable[[], Any]) -> int:
-    """Run a 3D domain's ``generate`` (``generate()`` returns a report with ``written`` and ``empty``) and report:
-    exit 0 when everything was written, 1 when some samples decoded to an empty field (named on stderr), 2 on a
-    usage error (a bad model folder, an unknown class, an unreadable condition)."""
-    try:
-        rep = generate()
-    except (FileNotFoundError, ValueError) as e:
-        print(f"{prog}: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {len(rep.written)} {noun}(s) into {a.out}")
-    if rep.empty:
-        print(f"{len(rep.empty)} {noun}(s) decoded to an empty field, not written: {', '.join(rep.empty)}", file=sys.stderr)
-        return 1
-    return 0
 
 
 def run_domain_verbs(argv: Sequence[str] | None, parser: Callable[[], argparse.ArgumentParser],

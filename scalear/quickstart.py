@@ -15,7 +15,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from importlib.resources import files
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -61,40 +60,6 @@ def fit_with_cli(config: Path, root: Path, export_dir: Path, extra: list[str]) -
         *extra,
     ])
     return Path(cli.trainer.logger.log_dir) / "metrics.csv"
-
-
-def fit_tokenizer_and_generator(domain: str, out: Path, steps: dict[str, int], per_class: int,
-                                generator_args: Sequence[str] = ()) -> dict[str, float]:
-    """The two stages of a 3D domain through its configs ``configs/<domain>/{tokenizer,generator}_tiny.yaml``:
-    ``steps[stage]`` steps each, ``per_class`` procedural training objects per class, the sample cache under
-    ``out/cache``, no validation (the parts evaluate afterwards); the generator trains on the exported
-    tokenizer. Returns the wall time of each stage in seconds."""
-    export, seconds = out / "export", {}
-    for stage in ("tokenizer", "generator"):
-        n = steps[stage]
-        args = ["--trainer.max_steps", str(n), "--trainer.val_check_interval", str(n), "--trainer.limit_val_batches",
-                "0", "--data.init_args.cache_dir", str(out / "cache"), "--data.init_args.per_class", str(per_class)]
-        if stage == "generator":
-            args += ["--model.init_args.tokenizer", str(export / "tokenizer"), *generator_args]
-        t = time.perf_counter()
-        fit_with_cli(config_path(domain, f"{stage}_tiny"), out / stage, export, args)
-        seconds[stage] = time.perf_counter() - t
-    return seconds
-
-
-def tiny_data_module(domain: str, out: Path, per_class: int):
-    """The data module of ``configs/<domain>/tokenizer_tiny.yaml`` with the part's cache and object count, set up
-    for validation (its ``val_dataset`` holds the held-out objects)."""
-    import importlib
-
-    import yaml
-
-    data = yaml.safe_load(config_path(domain, "tokenizer_tiny").read_text())["data"]
-    module, name = data["class_path"].rsplit(".", 1)
-    dm = getattr(importlib.import_module(module), name)(**{**data["init_args"], "cache_dir": str(out / "cache"),
-                                                           "per_class": per_class})
-    dm.setup("validate")
-    return dm
 
 
 def training_curves(runs: dict[str, tuple[Path, list[str]]], folder: Path, part: str) -> str:

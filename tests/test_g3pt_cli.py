@@ -13,7 +13,7 @@ from scalear.domains.g3pt.cli import main
 from scalear.domains.g3pt.evaluate import generation_scores, occupancy_scores, reconstruction_by_level
 from scalear.domains.g3pt.generator import create_generator
 from scalear.domains.g3pt.tokenizer import create_tokenizer
-from scalear.fields import mesh_is_valid
+from scalear.gen3d.fields import mesh_is_valid
 from scalear.io import save_pretrained
 from conftest import write_ball_and_box_meshes
 

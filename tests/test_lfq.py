@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from scalear.lfq import LookupFreeQuantizer
+from scalear.domains.g3pt.lfq import LookupFreeQuantizer
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -35,6 +35,29 @@ def test_core_never_imports_a_domain():
             assert not any(n.startswith(("scalear.domains", "domains")) for n in names), f"{path} imports a domain"
 
 
+#: what only the 3D domains use: the shared 3D layer and the geometry libraries
+THREE_D_ONLY = ("scalear.gen3d", "trimesh", "open3d", "igl", "skimage.measure")
+
+
+def test_core_top_level_imports_no_3d_only_module():
+    """``scalear/`` outside ``scalear/gen3d/`` reads as the VAR core: no module there imports the shared 3D layer or a
+    geometry library (``scalear.deps`` only probes them for ``scalear info``), and every module of the layer is used
+    by both 3D domains or by the layer itself."""
+    for path in (ROOT / "scalear").rglob("*.py"):
+        if "gen3d" in path.parts or path.name == "deps.py":
+            continue
+        bad = [n for n in _imported_names(path) if n.startswith(THREE_D_ONLY)]
+        assert not bad, f"{path.relative_to(ROOT)} imports the 3D-only {bad}: move it under scalear/gen3d/"
+    users = {name: [] for name in (p.stem for p in (ROOT / "scalear" / "gen3d").glob("*.py")) if name != "__init__"}
+    for path in [*(ROOT / "domains").rglob("*.py"), *(ROOT / "scalear" / "gen3d").glob("*.py")]:
+        for n in _imported_names(path):
+            if n.startswith("scalear.gen3d."):
+                users[n.split(".")[2]].append(path.parent.name)
+    for name, where in users.items():
+        assert {"sar3d", "g3pt"} <= set(where) or "gen3d" in where, f"scalear.gen3d.{name} is used by {set(where)}"
+    assert not any(set(w) & {"depth", "restoration"} for w in users.values())
+
+
 def test_installed_names():
     import scalear.datasets
     import scalear.domains

@@ -9,8 +9,8 @@ import trimesh
 
 from scalear.domains.sar3d.cli import main
 from scalear.domains.sar3d.evaluate import reconstruction_by_scale
-from scalear.fields import mesh_is_valid, meshes_to_points
-from scalear.metrics3d import generation_by_class
+from scalear.gen3d.fields import mesh_is_valid, meshes_to_points
+from scalear.gen3d.metrics import generation_by_class
 from scalear.datasets.meshes.render import load_condition, save_condition_png
 from scalear.domains.sar3d.generator import create_generator
 from scalear.domains.sar3d.tokenizer import create_tokenizer

@@ -94,7 +94,7 @@ def test_reconstruction_improves_as_scales_are_added(trained):
 
 
 def test_chamfer_distance_falls_as_scales_are_added(trained):
-    from scalear.metrics3d import chamfer_distance
+    from scalear.gen3d.metrics import chamfer_distance
 
     tok, _, val = trained
     gt = [torch.from_numpy(np.asarray(extract_mesh(g[0]).sample(512))).float() for g in val["grid"]]
@@ -143,7 +143,7 @@ def test_marching_cubes_sphere_radius_within_a_voxel():
 def test_objects_reaching_the_grid_boundary_come_out_closed():
     """A sphere poking out of the cube, a box filling it along x and a random smooth field: every extracted mesh
     is watertight (the grid is padded outside), and the cut is closed at the outermost half voxel."""
-    from scalear.fields import mesh_summary
+    from scalear.gen3d.fields import mesh_summary
 
     R = 16
     c = voxel_centres(R)

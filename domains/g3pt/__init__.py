@@ -2,7 +2,7 @@
 
 - :mod:`~scalear.domains.g3pt.tokenizer`: the Cross-scale Vector Quantization tokenizer (point cloud -> learnable
   latent queries -> residual multi-level lookup-free quantization with learnable down-/up-sampling queries ->
-  occupancy decoder; meshes through :mod:`scalear.fields`).
+  occupancy decoder; meshes through :mod:`scalear.gen3d.fields`).
 - :mod:`~scalear.domains.g3pt.generator`: the Cross-scale Querying Transformer, the core next-scale transformer over
   the tokenizer's levels, class- or image-conditioned, with classifier-free guidance.
 """

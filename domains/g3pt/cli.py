@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from scalear.cli import add_eval_arguments, add_generate_arguments, generate_request, report_objects, run_generate
+from scalear.gen3d.cli import add_eval_arguments, add_generate_arguments, generate_request, report_objects, run_generate
 from scalear.cli_args import ArgumentParser, int_range
 from scalear.files import resolve_device
 

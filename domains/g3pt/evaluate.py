@@ -9,7 +9,7 @@ is tokenized, decoded from its first ``k`` levels for every ``k`` and scored aga
   object's input points (farthest-point samples of its true surface); objects whose decoded field has no surface
   are counted (``empty``) and left out of the Chamfer means.
 
-Generation: COV, MMD and 1-NNA (:mod:`scalear.metrics3d`) of generated surface samples against held-out objects,
+Generation: COV, MMD and 1-NNA (:mod:`scalear.gen3d.metrics`) of generated surface samples against held-out objects,
 with Chamfer-L2 and exact EMD, over all classes together and per class (each class's samples against every
 class's held-out objects: class-conditional samples should be closest to their own class).
 """
@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from scalear.domains.g3pt.tokenizer import G3PTTokenizer
-from scalear.fields import EmptyFieldError, extract_mesh, surface_samples
-from scalear.metrics3d import chamfer_distance, generation_by_class, generation_metrics
+from scalear.gen3d.fields import EmptyFieldError, extract_mesh, surface_samples
+from scalear.gen3d.metrics import chamfer_distance, generation_by_class, generation_metrics
 
 
 @torch.no_grad()

@@ -42,7 +42,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from scalear.conditioning import Condition, ConditionalGenerator, ConditionalGeneratorConfig, ImageEncoder
+from scalear.gen3d.conditioning import Condition, ConditionalGenerator, ConditionalGeneratorConfig, ImageEncoder
 from scalear.domains.g3pt.tokenizer import G3PTTokenizer
 from scalear.io import register_model_kind
 from scalear.registry import register_presets
@@ -52,7 +52,7 @@ from scalear.schedules import ScaleSchedule
 @dataclass
 class G3PTGeneratorConfig(ConditionalGeneratorConfig):
     """Hyper-parameters of :class:`G3PTGenerator`: the shared fields of
-    :class:`~scalear.conditioning.ConditionalGeneratorConfig` (``class_names`` included) with G3PT's defaults
+    :class:`~scalear.gen3d.conditioning.ConditionalGeneratorConfig` (``class_names`` included) with G3PT's defaults
     (sampling cfg 3, top-k 0, top-p 0.9; condition images are the data's 4-channel depth + normal renders of 64 px),
     plus
 
@@ -107,7 +107,7 @@ def create_generator(name: str = "tiny", tokenizer: G3PTTokenizer | None = None,
 
 class G3PTGenerator(ConditionalGenerator):
     """The Cross-scale Querying Transformer (see the module docstring); conditions, sampling and CFG are
-    :class:`~scalear.conditioning.ConditionalGenerator`'s."""
+    :class:`~scalear.gen3d.conditioning.ConditionalGenerator`'s."""
 
     scalear_kind = "g3pt_generator"
     quantizer_attr = "quantizer"

@@ -18,7 +18,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from scalear.io import atomic_write, from_pretrained
-from scalear.quickstart import fit_tokenizer_and_generator, tiny_data_module, training_curves
+from scalear.gen3d.quickstart import fit_tokenizer_and_generator, tiny_data_module
+from scalear.quickstart import training_curves
 
 #: training steps per stage (full run, fast run)
 STEPS: dict[str, tuple[int, int]] = {"tokenizer": (900, 3), "generator": (400, 3)}
@@ -49,7 +50,7 @@ def run(out: Path, fast: bool = False) -> str:
     from scalear.datasets.pointclouds.io import load_point_cloud
     from scalear.domains.g3pt.evaluate import generation_scores, reconstruction_by_level
     from scalear.domains.g3pt.generate import generate_to_folder, load_generator
-    from scalear.fields import mesh_summary, meshes_to_points
+    from scalear.gen3d.fields import mesh_summary, meshes_to_points
     from scalear.viz import read_png, save_png, stack_rows, tile_row
 
     out = Path(out) / "g3pt"

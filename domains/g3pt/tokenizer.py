@@ -17,7 +17,7 @@ Levels ``sizes = (M_1, ..., M_K)`` tokens, a 1-D :meth:`ScaleSchedule.seq_1d` sc
 
 * ``down_k(r)``: cross-attention from ``M_k`` learnable down-sampling queries (+ a level embedding) to the
   residual tokens ``r (B, M_K, C)`` -> ``(B, M_k, C)``;
-* ``Linear(C -> d)`` and LFQ (:class:`scalear.lfq.LookupFreeQuantizer`, ``2^d`` codes) -> codes ``q_k``;
+* ``Linear(C -> d)`` and LFQ (:class:`scalear.domains.g3pt.lfq.LookupFreeQuantizer`, ``2^d`` codes) -> codes ``q_k``;
 * ``up_k(q_k)``: the codes -> ``Linear(d -> C)`` + a learned slot embedding per code position of level ``k``
   (the slot identity; there is no order among slots), then cross-attention from ``M_K`` learnable up-sampling
   queries -> ``(B, M_K, C)``;
@@ -112,7 +112,7 @@ from torch import nn
 
 from scalear.config_check import check_config
 from scalear.io import register_model_kind
-from scalear.lfq import LookupFreeQuantizer
+from scalear.domains.g3pt.lfq import LookupFreeQuantizer
 from scalear.registry import register_presets
 from scalear.schedules import ScaleSchedule
 
@@ -513,7 +513,7 @@ class G3PTTokenizer(nn.Module):
     @torch.no_grad()
     def fhat_to_grid(self, f_hat_BMC: torch.Tensor, resolution: int = 64, chunk: int = 32768) -> torch.Tensor:
         """Decoded shapes as SDF-like grids (B, R, R, R): ``-logit`` at voxel centres (negative inside)."""
-        from scalear.fields import sdf_to_grid
+        from scalear.gen3d.fields import sdf_to_grid
 
         return sdf_to_grid(lambda p: -self.occupancy_logits(f_hat_BMC, p.to(f_hat_BMC.device)), resolution, chunk,
                            batch_size=f_hat_BMC.shape[0], device=f_hat_BMC.device)
@@ -521,7 +521,7 @@ class G3PTTokenizer(nn.Module):
     @torch.no_grad()
     def indices_to_meshes(self, indices: list[torch.Tensor], resolution: int = 64, upto: int | None = None) -> list:
         """Per-level indices -> one ``trimesh.Trimesh`` per sample (None where the decoded field is empty or full)."""
-        from scalear.fields import EmptyFieldError, extract_mesh
+        from scalear.gen3d.fields import EmptyFieldError, extract_mesh
 
         meshes = []
         for g in self.fhat_to_grid(self.indices_to_fhat(indices, upto), resolution):

@@ -23,7 +23,7 @@ from torch import nn
 from scalear.domains.g3pt.generator import G3PTGenerator, generator_config
 from scalear.domains.g3pt.tokenizer import G3PTTokenizer, tokenizer_config
 from scalear.training.base import ScalearModule
-from scalear.training.conditional import ConditionalGeneratorModule
+from scalear.gen3d.training import ConditionalGeneratorModule
 
 
 # ------------------------------------------------------------------------------------------- stage 1
@@ -95,7 +95,7 @@ class G3PTTokenizerModule(ScalearModule):
 class G3PTGeneratorModule(ConditionalGeneratorModule):
     """LightningModule training a :class:`~scalear.domains.g3pt.generator.G3PTGenerator` on a frozen
     :class:`~scalear.domains.g3pt.tokenizer.G3PTTokenizer` (arguments: see
-    :class:`~scalear.training.conditional.ConditionalGeneratorModule`; ``preset`` names a
+    :class:`~scalear.gen3d.training.ConditionalGeneratorModule`; ``preset`` names a
     :data:`~scalear.domains.g3pt.generator.G3PT_GENERATOR_PRESETS` entry, ``input_key`` defaults to ``"points"``)."""
 
     tokenizer_type = G3PTTokenizer

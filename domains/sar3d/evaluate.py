@@ -1,12 +1,12 @@
 """SAR3D evaluation: reconstruction quality per number of scales (generation quality per class is the shared
-:func:`scalear.metrics3d.generation_by_class`, described below).
+:func:`scalear.gen3d.metrics.generation_by_class`, described below).
 
 Reconstruction (the tokenizer; "the Chamfer distance falls as scales are added"): each held-out object is
 tokenized, decoded from its first ``k`` scales for every ``k``, meshed by marching cubes and compared with the
 true surface: Chamfer-L1 / L2, F-score at ``threshold``, normal consistency (surface samples of both meshes), and
 volume IoU of the signs of the decoded and the true SDF at the data's query points (half near the surface, half
 uniform in the cube: stricter than the uniform-only IoU of Occupancy Networks). Definitions:
-:mod:`scalear.metrics3d`.
+:mod:`scalear.gen3d.metrics`.
 
 Generation (the generator): surface samples of the generated objects of each class against the held-out
 objects of *every* class, as matrices ``MMD[generated class, reference class]`` and ``COV[...]`` on Chamfer-L2
@@ -27,8 +27,8 @@ import torch
 from scalear.domains.sar3d.generator import indices_to_sdf_grids
 from scalear.domains.sar3d.mesh import EmptyFieldError, extract_mesh
 from scalear.domains.sar3d.tokenizer import TriplaneVQVAE
-from scalear.fields import surface_samples
-from scalear.metrics3d import chamfer_distance, fscore, normal_consistency, volume_iou
+from scalear.gen3d.fields import surface_samples
+from scalear.gen3d.metrics import chamfer_distance, fscore, normal_consistency, volume_iou
 
 #: F-score threshold: 2% of the unit cube's side (objects span 0.9 of it); our grids are 32^3 to 64^3. With the
 #: data's 2,048 reference surface samples (spacing ~0.02-0.03 on these objects) even an exact surface scores

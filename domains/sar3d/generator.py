@@ -40,7 +40,7 @@ from typing import Any
 
 import torch
 
-from scalear.conditioning import Condition, ConditionalGenerator, ConditionalGeneratorConfig, ImageEncoder
+from scalear.gen3d.conditioning import Condition, ConditionalGenerator, ConditionalGeneratorConfig, ImageEncoder
 from scalear.domains.sar3d.mesh import EmptyFieldError, extract_mesh, sdf_to_grid
 from scalear.domains.sar3d.tokenizer import TriplaneVQVAE
 from scalear.io import register_model_kind
@@ -52,7 +52,7 @@ from scalear.schedules import ScaleSchedule
 @dataclass
 class SAR3DGeneratorConfig(ConditionalGeneratorConfig):
     """Hyper-parameters of :class:`SAR3DGenerator`: the shared fields of
-    :class:`~scalear.conditioning.ConditionalGeneratorConfig` with SAR3D's defaults (4-channel 64 px condition
+    :class:`~scalear.gen3d.conditioning.ConditionalGeneratorConfig` with SAR3D's defaults (4-channel 64 px condition
     renders; sampling as SAR3D's ``test.py``: cfg 4, top-k 10, top-p 0.5), plus
 
     Args:
@@ -109,7 +109,7 @@ def create_generator(name: str = "tiny", tokenizer: TriplaneVQVAE | None = None,
 # ------------------------------------------------------------------------------------------- generator
 class SAR3DGenerator(ConditionalGenerator):
     """The SAR3D generator (see the module docstring): image encoder (image condition) + next-scale transformer;
-    conditions, sampling and CFG are :class:`~scalear.conditioning.ConditionalGenerator`'s."""
+    conditions, sampling and CFG are :class:`~scalear.gen3d.conditioning.ConditionalGenerator`'s."""
 
     scalear_kind = "sar3d_generator"
     quantizer_attr = "quantize"

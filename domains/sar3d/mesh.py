@@ -1,4 +1,4 @@
-"""Signed distance fields to meshes for SAR3D (the implementation is the core's :mod:`scalear.fields`, re-exported
+"""Signed distance fields to meshes for SAR3D (the implementation is the core's :mod:`scalear.gen3d.fields`, re-exported
 here), and analytic shapes for tests.
 
 SAR3D extracts meshes from its triplane with marching cubes (NeRF density) or FlexiCubes (``utils/render_utils.py``);
@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from scalear.fields import MESH_FORMATS, EmptyFieldError, export_mesh, extract_mesh, sdf_to_grid, voxel_centres  # noqa: F401
+from scalear.gen3d.fields import MESH_FORMATS, EmptyFieldError, export_mesh, extract_mesh, sdf_to_grid, voxel_centres  # noqa: F401
 
 
 def load_mesh(path: str | Path):

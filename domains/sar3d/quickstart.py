@@ -19,7 +19,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from scalear.io import atomic_write, from_pretrained
-from scalear.quickstart import fit_tokenizer_and_generator, tiny_data_module, training_curves
+from scalear.gen3d.quickstart import fit_tokenizer_and_generator, tiny_data_module
+from scalear.quickstart import training_curves
 
 #: training steps per stage (full run, fast run)
 STEPS: dict[str, tuple[int, int]] = {"tokenizer": (150, 3), "generator": (200, 3)}
@@ -50,8 +51,8 @@ def run(out: Path, fast: bool = False) -> str:
     from scalear.datasets.meshes.io import load_mesh, normalize_mesh
     from scalear.datasets.meshes.render import shaded_preview
     from scalear.domains.sar3d.evaluate import reconstruction_by_scale
-    from scalear.fields import mesh_summary, meshes_to_points
-    from scalear.metrics3d import generation_by_class
+    from scalear.gen3d.fields import mesh_summary, meshes_to_points
+    from scalear.gen3d.metrics import generation_by_class
     from scalear.domains.sar3d.generate import generate_to_folder, load_generator
     from scalear.domains.sar3d.generator import indices_to_meshes
     from scalear.viz import read_png, save_png, stack_rows, tile_row

@@ -20,7 +20,7 @@ from torch import nn
 from scalear.domains.sar3d.generator import SAR3DGenerator, generator_config
 from scalear.domains.sar3d.tokenizer import TriplaneVQVAE, tokenizer_config
 from scalear.training.base import ScalearModule
-from scalear.training.conditional import ConditionalGeneratorModule
+from scalear.gen3d.training import ConditionalGeneratorModule
 
 
 def _subsample_points(batch: dict, n: int | None) -> dict:
@@ -93,7 +93,7 @@ class TriplaneTokenizerModule(ScalearModule):
 class SAR3DGeneratorModule(ConditionalGeneratorModule):
     """LightningModule training a :class:`~scalear.domains.sar3d.generator.SAR3DGenerator` on a frozen
     :class:`~scalear.domains.sar3d.tokenizer.TriplaneVQVAE` (arguments: see
-    :class:`~scalear.training.conditional.ConditionalGeneratorModule`; ``preset`` names a
+    :class:`~scalear.gen3d.training.ConditionalGeneratorModule`; ``preset`` names a
     :data:`~scalear.domains.sar3d.generator.GENERATOR_PRESETS` entry, ``input_key`` defaults to ``"grid"`` and
     ``condition="image"`` reads the condition render under ``image_key``)."""
 

@@ -1,4 +1,4 @@
-"""Training a class- or image-conditional generator (:class:`~scalear.conditioning.ConditionalGenerator`) on a
+"""Training a class- or image-conditional generator (:class:`~scalear.gen3d.conditioning.ConditionalGenerator`) on a
 frozen tokenizer: the :class:`~scalear.training.nextscale.NextScaleModule` recipe (VAR's teacher-forced
 cross-entropy over all tokens, condition dropout for classifier-free guidance), shared by SAR3D and G3PT.
 
@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from scalear.conditioning import Condition, ConditionalGenerator
+from scalear.gen3d.conditioning import Condition, ConditionalGenerator
 from scalear.io import from_pretrained
 from scalear.training.base import ScalearModule
 from scalear.training.nextscale import NextScaleModule

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from scalear import metrics3d
-from scalear.metrics3d import (
+from scalear.gen3d import metrics as metrics3d
+from scalear.gen3d.metrics import (
     chamfer_distance,
     coverage,
     emd,

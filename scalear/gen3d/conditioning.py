@@ -278,7 +278,7 @@ class ConditionalGenerator(nn.Module):
 def load_generator_export(folder: str | Path, generator_type: type[ConditionalGenerator], tokenizer_type: type[nn.Module],
                           what: str, config: str, device: torch.device | str = "cpu"):
     """The generator and tokenizer of an export folder (``generator/`` + ``tokenizer/``, as
-    :class:`~scalear.training.conditional.ConditionalGeneratorModule` exports them), checked against each other,
+    :class:`~scalear.gen3d.training.ConditionalGeneratorModule` exports them), checked against each other,
     in eval mode on ``device``; errors name the folder, ``what`` the model and ``config`` the config to train with."""
     from scalear.io import from_pretrained
 
