@@ -29,9 +29,16 @@ from scalear.errors import UsageError
 _KINDS: dict[str, tuple[Callable[[dict], nn.Module], Callable[[nn.Module], dict]]] = {}
 
 
-def register_model_kind(kind: str, build: Callable[[dict], nn.Module], get_config: Callable[[nn.Module], dict]) -> None:
-    """Teach :func:`save_pretrained` / :func:`from_pretrained` a model kind."""
+#: kind -> {old weight-name prefix: new prefix}, for files written before an attribute was renamed
+_RENAMED_WEIGHTS: dict[str, dict[str, str]] = {}
+
+
+def register_model_kind(kind: str, build: Callable[[dict], nn.Module], get_config: Callable[[nn.Module], dict],
+                        renamed_weights: dict[str, str] | None = None) -> None:
+    """Teach :func:`save_pretrained` / :func:`from_pretrained` a model kind; ``renamed_weights`` maps the old
+    prefixes of weight names this kind's files may still use to the new ones."""
     _KINDS[kind] = (build, get_config)
+    _RENAMED_WEIGHTS[kind] = dict(renamed_weights or {})
 
 
 def _ensure_core_kinds() -> None:
@@ -226,8 +233,8 @@ def from_pretrained(folder: str | Path, map_location: str | torch.device = "cpu"
         raise UsageError(f"{cfg_path}: unknown model kind {kind!r}; known: {sorted(_KINDS)}")
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} not found")
-    shapes = _weight_shapes(weights)
     build = _KINDS[kind][0]
+    shapes = _renamed(_weight_shapes(weights), kind)
     try:
         skeleton = _build_on_meta(build, meta["config"], max_parameters=2 * len(shapes) + 64)  # slack: re-registered
     except _MoreTensorsThanTheFile:
@@ -247,8 +254,15 @@ def from_pretrained(folder: str | Path, map_location: str | torch.device = "cpu"
         state = load_file(str(weights), device=str(map_location))
     except Exception as e:  # safetensors raises its own error types for corrupt files
         raise ValueError(f"{weights} is not a readable safetensors file: {e}") from None
-    model.load_state_dict(state)
+    model.load_state_dict(_renamed(state, kind))
     return model.to(map_location)
+
+
+def _renamed(state: dict[str, Any], kind: str) -> dict[str, Any]:
+    """``state`` with the weight names ``kind`` renamed since its files were written under their new names."""
+    renames = _RENAMED_WEIGHTS.get(kind, {})
+    return {next((new + k[len(old):] for old, new in renames.items() if k.startswith(old)), k): v
+            for k, v in state.items()}
 
 
 def load_torch_file(path: str | Path, map_location: str | torch.device = "cpu") -> Any:

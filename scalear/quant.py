@@ -21,6 +21,7 @@ Tensor names carry shape suffixes: ``f_BC*`` latent maps, ``idx_Bn`` token indic
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -126,7 +127,38 @@ class PhiStack(nn.Module):
         return self.qresi_ls[self.scale_to_phi[scale]](h)
 
 
-# ------------------------------------------------------------------------------ quantizer
+# ------------------------------------------------------------------------------ the contract
+@runtime_checkable
+class MultiScaleQuantizer(Protocol):
+    """What next-scale sampling (:func:`scalear.sampling.sample`) and teacher-forced training
+    (:class:`~scalear.training.nextscale.TeacherForcedModule`) ask of a tokenizer's quantizer, which every tokenizer
+    holds as its ``quantize`` attribute: :class:`MultiScaleVQ` (VAR's residual VQ, images, triplanes, grids) and
+    G3PT's cross-scale quantizer implement it. ``f_hat`` is the running reconstruction in the quantizer's latent
+    space; token maps have the shapes of ``schedule``."""
+
+    schedule: ScaleSchedule
+    vocab_size: int
+    dim: int  #: width of a code vector (the transformer's ``latent_dim``)
+
+    def embedding(self, idx: torch.Tensor) -> torch.Tensor:
+        """Code vectors of token indices: ``(...,)`` -> ``(..., dim)``."""
+        ...
+
+    def empty_fhat(self, batch: int, device=None, dtype=None) -> torch.Tensor:
+        """The reconstruction before any scale (zeros)."""
+        ...
+
+    def next_input(self, k: int, f_hat: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Add scale ``k``'s code map ``h`` to ``f_hat``; returns it and the next scale's input tokens (None after
+        the last scale)."""
+        ...
+
+    def teacher_forcing_input(self, indices: list[torch.Tensor]) -> torch.Tensor:
+        """The transformer's inputs for scales 1.. from the ground-truth indices of every scale, concatenated."""
+        ...
+
+
+# ------------------------------------------------------------------------------ VAR's quantizer
 @dataclass
 class QuantOutput:
     f_hat: torch.Tensor  #: quantized latent with straight-through gradients to the encoder

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from scalear.quant import MultiScaleVQ, tokens_to_map
+from scalear.quant import MultiScaleQuantizer, tokens_to_map
 from scalear.transformer import NextScaleTransformer
 
 
@@ -81,7 +81,7 @@ class SampleOutput:
 @torch.no_grad()
 def sample(
     model: NextScaleTransformer,
-    quantizer: MultiScaleVQ,
+    quantizer: MultiScaleQuantizer,
     batch_size: int,
     *,
     label_B: torch.Tensor | None = None,

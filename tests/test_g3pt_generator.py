@@ -27,7 +27,7 @@ def test_cached_greedy_sampling_equals_teacher_forced_argmax(tok):
     labels = torch.tensor([0, 1, 2, 1])
     out = gen.sample(tok, labels, cfg=0.0, temperature=0.0, return_logits=True)
     assert [tuple(i.shape) for i in out.indices] == [(4, 1), (4, 4), (4, 16)]
-    logits = gen(tok.quantizer.teacher_forcing_input(out.indices), labels, drop_B=torch.zeros(4, dtype=torch.bool))
+    logits = gen(tok.quantize.teacher_forcing_input(out.indices), labels, drop_B=torch.zeros(4, dtype=torch.bool))
     assert torch.equal(logits.argmax(-1), torch.cat(out.indices, 1))
     assert torch.allclose(logits, torch.cat(out.logits, 1), atol=1e-4)
     uncached = gen.sample(tok, labels, cfg=0.0, temperature=0.0, use_cache=False)
@@ -43,7 +43,7 @@ def test_guided_sampling_is_seeded_and_depends_on_the_label(tok):
     c = gen.generate(tok, torch.tensor([2, 2]), seed=1, cfg=3.0)
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     assert not all(torch.equal(x, y) for x, y in zip(a, c))
-    assert all(0 <= int(i.min()) and int(i.max()) < tok.quantizer.vocab_size for i in a)
+    assert all(0 <= int(i.min()) and int(i.max()) < tok.quantize.vocab_size for i in a)
 
 
 def test_image_conditioned_generator_samples_and_trains(tok):

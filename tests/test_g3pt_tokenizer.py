@@ -121,7 +121,7 @@ def test_decode_of_encode_equals_the_forward_reconstruction():
 
 def test_sampler_steps_reproduce_teacher_forcing_inputs():
     """``next_input`` (sampling) and ``teacher_forcing_input`` (training) give the transformer the same inputs."""
-    q = create_tokenizer("tiny", **SMALL).eval().quantizer
+    q = create_tokenizer("tiny", **SMALL).eval().quantize
     idx = [torch.randint(0, q.vocab_size, (2, m)) for m in q.sizes]
     tf = q.teacher_forcing_input(idx)
     assert tf.shape == (2, 4 + 16, q.dim)
@@ -142,7 +142,7 @@ def test_gradients_reach_encoder_through_every_level():
     loss, logs = tok.loss(analytic_shapes(2, num_query=32))
     loss.backward()
     assert tok.point_in.weight.grad.abs().sum() > 0 and tok.latents.grad.abs().sum() > 0
-    q = tok.quantizer
+    q = tok.quantize
     for k in range(len(q.sizes)):
         assert q.down_queries[k].grad.abs().sum() > 0 and q.up_queries[k].grad.abs().sum() > 0
     assert set(logs) >= {"bce", "bce_prefix", "commit", "entropy", "latent", "usage", "acc"}
@@ -157,7 +157,7 @@ def test_latent_loss_is_vars_residual_loss_and_makes_the_chain_residual():
     tok = create_tokenizer("tiny", **SMALL)
     data = analytic_shapes(8)
     z = tok.encode_tokens(data["points"])
-    out = tok.quantizer(z)
+    out = tok.quantize(z)
     want = sum(F.mse_loss(f, z) * (1 + LATENT_BETA) for f in out.fhats) / len(out.fhats)
     torch.testing.assert_close(out.latent_loss, want)
 
@@ -167,7 +167,7 @@ def test_latent_loss_is_vars_residual_loss_and_makes_the_chain_residual():
     tok.eval()
     with torch.no_grad():
         z = tok.encode_tokens(analytic_shapes(16, seed=5)["points"])
-        rel = [float((z - f).norm() / z.norm()) for f in tok.quantizer(z).fhats]
+        rel = [float((z - f).norm() / z.norm()) for f in tok.quantize(z).fhats]
     print("relative error of f_hat_k:", rel)
     assert all(b < a for a, b in zip(rel, rel[1:])) and rel[-1] < 0.7, rel
 
@@ -180,7 +180,7 @@ def test_tiny_tokenizer_measurably_learns():
 
 
 def test_core_sampler_runs_on_the_cross_scale_quantizer():
-    q = create_tokenizer("tiny", **SMALL).eval().quantizer
+    q = create_tokenizer("tiny", **SMALL).eval().quantize
     cfg = TransformerConfig(vocab_size=q.vocab_size, latent_dim=q.dim, schedule=q.schedule, depth=2, width=32,
                             num_heads=2, num_classes=3)
     model = NextScaleTransformer(cfg).eval()
@@ -220,12 +220,12 @@ def test_bad_inputs_raise():
     with pytest.raises(ValueError, match=r"\(B, N, 3\)"):
         tok.encode_tokens(torch.rand(2, 10, 2))
     with pytest.raises(ValueError, match="expected"):
-        tok.quantizer.encode(torch.rand(2, 8, 32))
+        tok.quantize.encode(torch.rand(2, 8, 32))
     with pytest.raises(ValueError, match="unknown G3PT tokenizer keys"):
         create_tokenizer("tiny", bogus=1)
     with pytest.raises(ValueError, match="divisible"):
         create_tokenizer("tiny", width=30, heads=4)
-    assert isinstance(tok.quantizer, CrossScaleQuantizer)
+    assert isinstance(tok.quantize, CrossScaleQuantizer)
 
 
 @pytest.mark.slow

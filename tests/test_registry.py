@@ -42,3 +42,51 @@ def test_overrides_and_unknown_names():
         scalear.create_model("tiny")
     with pytest.raises(KeyError, match="unknown dar preset 'huge'"):
         scalear.create_model("dar/huge")
+
+
+@pytest.mark.parametrize("name", ["vqvae/tiny", "vqvae/tiny-3d", "sar3d_tokenizer/tiny", "g3pt_tokenizer/tiny"])
+def test_every_tokenizer_holds_its_quantizer_under_one_name(name):
+    """The sampler's contract: a tokenizer's ``quantize`` is a :class:`~scalear.quant.MultiScaleQuantizer` whose
+    schedule is the tokenizer's, and sampling through it gives tokens of that schedule."""
+    from scalear.quant import MultiScaleQuantizer
+    from scalear.sampling import sample
+
+    tok = scalear.create_model(name).eval()
+    q = tok.quantize
+    assert isinstance(q, MultiScaleQuantizer) and not hasattr(tok, "quantizer")
+    model = scalear.create_model("transformer/tiny", vocab_size=q.vocab_size, latent_dim=q.dim, schedule=q.schedule,
+                                 num_classes=2).eval()
+    out = sample(model, q, 2, label_B=torch.tensor([0, 1]), generator=torch.Generator().manual_seed(0))
+    assert [i.shape[1] for i in out.indices] == list(q.schedule.tokens_per_scale)
+
+
+def test_old_g3pt_exports_load_under_the_new_attribute_name(tmp_path):
+    """G3PT tokenizers exported when the attribute was ``quantizer`` still load, with equal weights."""
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(0)
+    tok = scalear.create_model("g3pt_tokenizer/tiny")
+    save_pretrained(tok, tmp_path / "t")
+    weights = tmp_path / "t" / "model.safetensors"
+    state = load_file(weights)
+    save_file({k.replace("quantize.", "quantizer.", 1) if k.startswith("quantize.") else k: v for k, v in state.items()},
+              weights)
+    assert any(k.startswith("quantizer.") for k in load_file(weights))
+    back = from_pretrained(tmp_path / "t")
+    for k, v in tok.state_dict().items():
+        assert torch.equal(back.state_dict()[k], v), k
+
+
+def test_stage2_modules_share_the_teacher_forced_recipe():
+    """VAR's stage-2 module and the 3D generators' are siblings under one recipe: each calls its parent's
+    ``__init__`` and has its own ``generate``, neither overriding the other's."""
+    import inspect
+
+    from scalear.gen3d.training import ConditionalGeneratorModule
+    from scalear.training.nextscale import NextScaleModule, TeacherForcedModule
+
+    for cls in (NextScaleModule, ConditionalGeneratorModule):
+        assert cls.__bases__ == (TeacherForcedModule,)
+        assert "super().__init__(" in inspect.getsource(cls.__init__)
+    assert not issubclass(ConditionalGeneratorModule, NextScaleModule)
+    assert "forward_logits" not in vars(ConditionalGeneratorModule) and "training_step" not in vars(NextScaleModule)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from scalear.io import from_pretrained
-from scalear.training.base import cosine_with_warmup
+from scalear.training.base import OptimizerConfig, cosine_with_warmup
 from scalear.viz import read_metrics_csv
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,6 +53,40 @@ def test_tokenizer_learns_and_exports(tokenizer_run):
     tok = from_pretrained(tokenizer_run / "export" / "tokenizer")
     assert tok.config.in_channels == 1 and tok.schedule.shapes[-1] == (4, 4)
     assert (tokenizer_run / "export" / "tokenizer" / "model.safetensors").is_file()
+
+
+def test_checkpoint_keeps_the_optimizer_as_plain_values(tokenizer_run):
+    """The optimiser group of the config reaches the module, and a checkpoint holds it as plain values that
+    ``torch.load(weights_only=True)`` reads and ``load_from_checkpoint`` turns back into the same settings."""
+    from scalear.training.tokenizer import TokenizerModule
+
+    ckpt_path = next(tokenizer_run.rglob("last.ckpt"))
+    hp = torch.load(ckpt_path, map_location="cpu", weights_only=True)["hyper_parameters"]["optimizer"]
+    assert OptimizerConfig(**hp) == OptimizerConfig(lr=0.002, weight_decay=0.0, betas=(0.5, 0.9), warmup_steps=50,
+                                                    min_lr_ratio=0.1)
+    assert TokenizerModule.load_from_checkpoint(ckpt_path, map_location="cpu").optim == OptimizerConfig(**hp)
+
+
+def test_optimizer_group_overrides_only_the_keys_given(tmp_path):
+    """``optimizer:`` keys left out keep the module's own defaults (not the dataclass's); a misspelt key or an
+    impossible value is an error naming it."""
+    from lightning.pytorch.cli import LightningCLI
+
+    from scalear.training.base import ScalearModule
+
+    def parse(*args: str):
+        return LightningCLI(ScalearModule, subclass_mode_model=True, run=False, args=[
+            "--model", "scalear.training.tokenizer.TokenizerModule", *args]).model.optim
+
+    assert parse() == OptimizerConfig(lr=2e-4, weight_decay=0.0, betas=(0.5, 0.9), min_lr_ratio=0.1)
+    assert parse("--model.init_args.optimizer.warmup_steps", "7") == OptimizerConfig(
+        lr=2e-4, weight_decay=0.0, betas=(0.5, 0.9), warmup_steps=7, min_lr_ratio=0.1)
+    for key, value, named in (("warmpu_steps", "7", "warmpu_steps"), ("lr", "-1", "lr > 0")):
+        r = scalear("core", "fit", "--config", str(TOK_CFG), f"--model.init_args.optimizer.{key}", value,
+                    "--trainer.max_steps", "1", "--trainer.default_root_dir", str(tmp_path), cwd=tmp_path, timeout=120)
+        assert r.returncode == 2 and named in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    with pytest.raises(ValueError, match="min_lr_ratio in"):
+        OptimizerConfig(min_lr_ratio=2.0)
 
 
 @pytest.mark.slow

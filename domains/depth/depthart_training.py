@@ -24,7 +24,7 @@ from scalear.domains.depth.depthart import (DEPTHART_PRESETS, DepthARTModel, Tra
                                             depthart_loss, preset_config)
 from scalear.domains.depth.metrics import DepthEvalConfig, depth_metrics_batch
 from scalear.io import from_pretrained
-from scalear.training.base import ScalearModule
+from scalear.training.base import OptimizerConfig, ScalearModule
 from scalear.training.loader import ResumableDataLoader
 from scalear.vqvae import VQVAE
 
@@ -118,14 +118,10 @@ class DepthARTModule(ScalearModule):
         mse_weight: float = 10.0,
         gumbel_tau: float = 1.0,
         sampling: dict[str, Any] | None = None,
-        lr: float = 1e-4,
-        weight_decay: float = 0.01,
-        betas: tuple[float, float] = (0.9, 0.999),
-        warmup_steps: int = 0,
-        min_lr_ratio: float = 0.0,
+        optimizer: OptimizerConfig = OptimizerConfig(lr=1e-4, weight_decay=0.01, betas=(0.9, 0.999)),
         export_dir: str | None = "export",
     ):
-        super().__init__(lr, weight_decay, betas, warmup_steps, min_lr_ratio, export_dir)
+        super().__init__(optimizer, export_dir)
         self.save_hyperparameters()
         if preset not in DEPTHART_PRESETS:  # a ValueError, which LightningCLI reports as a config error
             raise ValueError(f"unknown DepthART preset {preset!r}; available: {sorted(DEPTHART_PRESETS)}")

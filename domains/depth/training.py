@@ -16,7 +16,7 @@ from torch import nn
 
 from scalear.domains.depth.dar import DAR_PRESETS, DARConfig, DARModel, dar_loss
 from scalear.domains.depth.metrics import DepthEvalConfig, depth_metrics_batch
-from scalear.training.base import ScalearModule
+from scalear.training.base import OptimizerConfig, ScalearModule
 
 
 class DARModule(ScalearModule):
@@ -37,14 +37,10 @@ class DARModule(ScalearModule):
         silog_lambda: float = 0.5,
         scale_gamma: float = 0.6,
         ce_weight: float = 0.1,
-        lr: float = 2e-3,
-        weight_decay: float = 0.01,
-        betas: tuple[float, float] = (0.9, 0.95),
-        warmup_steps: int = 20,
-        min_lr_ratio: float = 0.05,
+        optimizer: OptimizerConfig = OptimizerConfig(lr=2e-3, weight_decay=0.01, warmup_steps=20, min_lr_ratio=0.05),
         export_dir: str | None = "export",
     ):
-        super().__init__(lr, weight_decay, betas, warmup_steps, min_lr_ratio, export_dir)
+        super().__init__(optimizer, export_dir)
         self.save_hyperparameters()
         if preset not in DAR_PRESETS:
             raise ValueError(f"unknown DAR preset {preset!r}; available: {sorted(DAR_PRESETS)}")

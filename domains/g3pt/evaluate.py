@@ -44,7 +44,7 @@ def reconstruction_by_level(tokenizer: G3PTTokenizer, batches: Iterable[dict], r
     ``1..k`` of the held-out ``batches`` (``points``, ``query``, ``occupancy``); means over objects.
     ``resolution=None``: occupancy scores only (no meshes, no Chamfer; ``empty`` is then 0)."""
     tokenizer.eval()
-    K = tokenizer.quantizer.num_levels
+    K = tokenizer.quantize.num_levels
     sums = {k: {"bce": 0.0, "iou": 0.0, "chamfer_l1": 0.0, "chamfer_l2": 0.0} for k in range(1, K + 1)}
     count, meshed = 0, {k: 0 for k in sums}
     for batch in batches:

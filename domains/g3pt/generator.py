@@ -95,7 +95,7 @@ G3PT_GENERATOR_PRESETS: dict[str, G3PTGeneratorConfig] = {
 def generator_config(name: str = "tiny", tokenizer: G3PTTokenizer | None = None, **overrides: Any) -> G3PTGeneratorConfig:
     """The preset ``name`` with overrides (a ``transformer`` dict is merged into the preset's); ``tokenizer`` fixes
     ``vocab_size``, ``latent_dim`` and ``sizes``."""
-    q = tokenizer.quantizer if tokenizer is not None else None
+    q = tokenizer.quantize if tokenizer is not None else None
     fixed = None if q is None else dict(vocab_size=q.vocab_size, latent_dim=q.dim, sizes=list(q.sizes))
     return G3PTGeneratorConfig.from_preset(G3PT_GENERATOR_PRESETS, name, fixed, **overrides)
 
@@ -110,7 +110,6 @@ class G3PTGenerator(ConditionalGenerator):
     :class:`~scalear.gen3d.conditioning.ConditionalGenerator`'s."""
 
     scalear_kind = "g3pt_generator"
-    quantizer_attr = "quantizer"
 
     def __init__(self, cfg: G3PTGeneratorConfig | None = None):
         super().__init__(cfg or G3PTGeneratorConfig())
@@ -119,7 +118,7 @@ class G3PTGenerator(ConditionalGenerator):
              images: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """Next-scale cross-entropy of the (frozen) tokenizer's tokens of ``points``; logs ``ce`` and ``acc``."""
         idx = tokenizer.points_to_indices(points_BN3)
-        logits = self(tokenizer.quantizer.teacher_forcing_input(idx), labels, images)
+        logits = self(tokenizer.quantize.teacher_forcing_input(idx), labels, images)
         target = torch.cat(idx, dim=1)
         ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
         return ce, {"ce": float(ce.detach()), "acc": float((logits.argmax(-1) == target).float().mean())}

@@ -66,7 +66,7 @@ def run(out: Path, fast: bool = False) -> str:
     seconds["reconstruction"] = time.perf_counter() - t
 
     # one held-out object per class: its input points, decoded from 1..K levels, then the true mesh
-    K, size, eye, rows, first = tok.quantizer.num_levels, 128, camera_views(1)[0], [], {}
+    K, size, eye, rows, first = tok.quantize.num_levels, 128, camera_views(1)[0], [], {}
     for i, rec in enumerate(val.records):
         first.setdefault(rec.label, i)
     for cls, i in sorted(first.items()):
@@ -138,12 +138,12 @@ def _markdown(m: dict, classes: list[str], tok, curves: str = "") -> str:
     rec = {int(k): v for k, v in m["reconstruction_by_level"].items()}
     g, s, gen = m["generation"], m["seconds"], m["generated"]
     a = g["all"]
-    sizes = ", ".join(str(x) for x in tok.quantizer.sizes)
+    sizes = ", ".join(str(x) for x in tok.quantize.sizes)
     return f"""## G3PT: point clouds and meshes on procedural chairs, tables, mugs and lamps
 
 Built-in data: the SAR3D procedural objects as point clouds (farthest-point samples of the surface) with
 occupancy queries labelled by the generalized winding number. Tiny Cross-scale VQ tokenizer (levels of detail of {sizes}
-tokens = {m['tokens']}, lookup-free quantization with {tok.quantizer.vocab_size} codes; {m['steps']['tokenizer']} steps,
+tokens = {m['tokens']}, lookup-free quantization with {tok.quantize.vocab_size} codes; {m['steps']['tokenizer']} steps,
 {s['tokenizer'] / 60:.1f} min) and class-conditional Cross-scale Querying Transformer ({m['steps']['generator']} steps,
 {s['generator'] / 60:.1f} min) on {m['threads']} CPU thread(s).
 

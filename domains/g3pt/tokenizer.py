@@ -93,7 +93,7 @@ Example:
     >>> tok = create_tokenizer("tiny").eval()
     >>> pts = torch.rand(2, 256, 3) - 0.5
     >>> idx = tok.points_to_indices(pts)
-    >>> [tuple(i.shape) for i in idx], tok.quantizer.vocab_size
+    >>> [tuple(i.shape) for i in idx], tok.quantize.vocab_size
     ([(2, 1), (2, 4), (2, 16), (2, 64)], 1024)
     >>> tok.occupancy_logits(tok.indices_to_fhat(idx), torch.rand(2, 100, 3) - 0.5).shape
     torch.Size([2, 100])
@@ -413,6 +413,17 @@ class CrossScaleQuantizer(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------- model
+#: weights written before the quantizer attribute took the core's name (``quantize``, as in every tokenizer)
+RENAMED_WEIGHTS = {"quantizer.": "quantize."}
+
+
+def _rename_old_quantizer_keys(state_dict: dict, prefix: str, *args: Any) -> None:
+    """Lightning checkpoints of older runs (resuming): :data:`RENAMED_WEIGHTS` read under their new names."""
+    for old, new in RENAMED_WEIGHTS.items():
+        for key in [k for k in state_dict if k.startswith(prefix + old)]:
+            state_dict[prefix + new + key[len(prefix + old):]] = state_dict.pop(key)
+
+
 class G3PTTokenizer(nn.Module):
     """Point cloud -> multi-level LFQ tokens -> occupancy (see the module docstring)."""
 
@@ -430,16 +441,17 @@ class G3PTTokenizer(nn.Module):
         self.enc_cross = CrossBlock(C, cfg.heads, cfg.mlp_ratio)
         self.enc_blocks = nn.ModuleList(SelfBlock(C, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.enc_blocks))
         self.enc_norm = nn.LayerNorm(C)
-        self.quantizer = CrossScaleQuantizer(cfg.sizes, C, cfg.heads, cfg.code_bits, cfg.mlp_ratio,
-                                             cfg.normalize_codes, cfg.lfq_tau, cfg.query_init)
+        self.quantize = CrossScaleQuantizer(cfg.sizes, C, cfg.heads, cfg.code_bits, cfg.mlp_ratio,
+                                            cfg.normalize_codes, cfg.lfq_tau, cfg.query_init)
         self.dec_blocks = nn.ModuleList(SelfBlock(C, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.dec_blocks))
         self.query_in = nn.Linear(fin, C)
         self.dec_cross = CrossBlock(C, cfg.heads, cfg.mlp_ratio)
         self.head = nn.Sequential(nn.LayerNorm(C), nn.Linear(C, C), nn.GELU(), nn.Linear(C, 1))
+        self._register_load_state_dict_pre_hook(_rename_old_quantizer_keys)
 
     @property
     def schedule(self) -> ScaleSchedule:
-        return self.quantizer.schedule
+        return self.quantize.schedule
 
     # ------------------------------------------------------------------ encoder / decoder
     @staticmethod
@@ -469,15 +481,15 @@ class G3PTTokenizer(nn.Module):
     @torch.no_grad()
     def points_to_indices(self, points_BN3: torch.Tensor) -> list[torch.Tensor]:
         """Point cloud -> per-level token indices ``[(B, M_k)]``."""
-        return self.quantizer.encode(self.encode_tokens(points_BN3))
+        return self.quantize.encode(self.encode_tokens(points_BN3))
 
     @torch.no_grad()
     def indices_to_fhat(self, indices: list[torch.Tensor], upto: int | None = None) -> torch.Tensor:
         """Indices of the first ``upto`` levels (all by default) -> ``f_hat`` tokens (B, M_K, C)."""
-        return self.quantizer.decode(indices, upto)
+        return self.quantize.decode(indices, upto)
 
     def forward(self, points_BN3: torch.Tensor) -> CrossScaleOutput:
-        return self.quantizer(self.encode_tokens(points_BN3))
+        return self.quantize(self.encode_tokens(points_BN3))
 
     # ------------------------------------------------------------------ loss
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -488,7 +500,7 @@ class G3PTTokenizer(nn.Module):
         cfg = self.config
         out = self(batch["points"])
         query, occ = batch["query"], batch["occupancy"].float()
-        K = self.quantizer.num_levels
+        K = self.quantize.num_levels
         use_prefix = cfg.prefix_weight > 0 and K > 1
         if use_prefix and cfg.prefix_mode == "random":  # nested dropout: one random prefix 1..K-1 per sample
             B = out.f_hat.shape[0]
@@ -532,7 +544,8 @@ class G3PTTokenizer(nn.Module):
         return meshes
 
 
-register_model_kind("g3pt_tokenizer", lambda d: G3PTTokenizer(G3PTTokenizerConfig.from_dict(d)), lambda m: m.config.to_dict())
+register_model_kind("g3pt_tokenizer", lambda d: G3PTTokenizer(G3PTTokenizerConfig.from_dict(d)), lambda m: m.config.to_dict(),
+                    RENAMED_WEIGHTS)
 register_presets("g3pt_tokenizer", G3PT_TOKENIZER_PRESETS, create_tokenizer)
 
 __all__ = ["G3PT_TOKENIZER_PRESETS", "G3PT_TOKENIZER_TRAINING", "CrossScaleOutput",

@@ -6,7 +6,7 @@
    loss). Validation logs the occupancy BCE and IoU of the reconstruction from the first ``k`` levels of detail for
    every ``k`` (``val/bce_l<k>``, ``val/iou_l<k>``, ``k = 1..K``; falling / rising as levels are added) and the
    codebook usage. Exports ``tokenizer``.
-2. :class:`G3PTGeneratorModule`: the core :class:`~scalear.training.nextscale.NextScaleModule` recipe (VAR's
+2. :class:`G3PTGeneratorModule`: the core :class:`~scalear.training.nextscale.TeacherForcedModule` recipe (VAR's
    teacher-forced cross-entropy over all tokens, condition dropout for CFG) on the frozen stage-1 tokenizer, with
    the targets ``tokenizer.points_to_indices(batch["points"])`` and the condition a class label (or a condition
    image, where a data module provides one). Exports ``generator`` and ``tokenizer``.
@@ -22,8 +22,8 @@ from torch import nn
 
 from scalear.domains.g3pt.generator import G3PTGenerator, generator_config
 from scalear.domains.g3pt.tokenizer import G3PTTokenizer, tokenizer_config
-from scalear.training.base import ScalearModule
 from scalear.gen3d.training import ConditionalGeneratorModule
+from scalear.training.base import OptimizerConfig, ScalearModule
 
 
 # ------------------------------------------------------------------------------------------- stage 1
@@ -41,14 +41,10 @@ class G3PTTokenizerModule(ScalearModule):
         self,
         preset: str = "tiny",
         tokenizer: dict[str, Any] | None = None,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        betas: tuple[float, float] = (0.9, 0.95),
-        warmup_steps: int = 0,
-        min_lr_ratio: float = 0.0,
+        optimizer: OptimizerConfig = OptimizerConfig(lr=1e-3, weight_decay=0.0),
         export_dir: str | None = "export",
     ):
-        super().__init__(lr, weight_decay, betas, warmup_steps, min_lr_ratio, export_dir)
+        super().__init__(optimizer, export_dir)
         self.save_hyperparameters()
         self.tokenizer = G3PTTokenizer(tokenizer_config(preset, **(tokenizer or {})))
 
@@ -87,7 +83,7 @@ class G3PTTokenizerModule(ScalearModule):
         self.log("val/bce", bce, prog_bar=True, batch_size=B, sync_dist=True)
         self.log("val/iou", iou, prog_bar=True, batch_size=B, sync_dist=True)
         self.log("val/acc", (pred_BQ == inside_BQ).float().mean(), batch_size=B, sync_dist=True)
-        usage = [100.0 * i.unique().numel() / min(i.numel(), tok.quantizer.vocab_size) for i in idx]
+        usage = [100.0 * i.unique().numel() / min(i.numel(), tok.quantize.vocab_size) for i in idx]
         self.log("val/usage", sum(usage) / len(usage), batch_size=B, sync_dist=True)
 
 

@@ -122,7 +122,7 @@ def train(out: Path, fast: bool) -> dict[str, float]:
                   "--model.init_args.tokenizer", str(export / "tokenizer")])
     seconds["prior_transformer"] = time.perf_counter() - t
     t = time.perf_counter()
-    stage3 = [*_steps("varformer", fast), "--model.init_args.lr", str(STAGE3_LR),
+    stage3 = [*_steps("varformer", fast), "--model.init_args.optimizer.lr", str(STAGE3_LR),
               "--data.init_args.degradations", json.dumps(TRAIN_DEGRADATIONS)]
     fit_with_cli(config_path("restoration", "varformer_tiny"), out / "varformer", export,
                  [*stage3, "--model.init_args.prior_tokenizer", str(export / "tokenizer"),

@@ -28,7 +28,7 @@ from scalear.datasets.restoration.data import ImageFolder, SkimagePhotos, crop_a
 from scalear.domains.restoration.metrics import RestorationEvaluator
 from scalear.domains.restoration.varformer import (VARFORMER_PRESETS, LossWeights, Varformer, VarformerConfig,
                                                    init_from_var, load_prior, varformer_loss)
-from scalear.training.base import ScalearModule
+from scalear.training.base import OptimizerConfig, ScalearModule
 from scalear.training.loader import ResumableDataLoader
 
 
@@ -125,14 +125,10 @@ class VarformerModule(ScalearModule):
         perceptual_lin_weights: str | None = None,
         perceptual_weight: float = 1.0,
         val_crop_border: int = 0,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        betas: tuple[float, float] = (0.9, 0.99),
-        warmup_steps: int = 0,
-        min_lr_ratio: float = 0.05,
+        optimizer: OptimizerConfig = OptimizerConfig(lr=1e-3, weight_decay=0.0, betas=(0.9, 0.99), min_lr_ratio=0.05),
         export_dir: str | None = "export",
     ):
-        super().__init__(lr, weight_decay, betas, warmup_steps, min_lr_ratio, export_dir)
+        super().__init__(optimizer, export_dir)
         self.save_hyperparameters()
         if preset not in VARFORMER_PRESETS:
             raise ValueError(f"unknown Varformer preset {preset!r}; available: {sorted(VARFORMER_PRESETS)}")

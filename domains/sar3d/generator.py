@@ -112,7 +112,6 @@ class SAR3DGenerator(ConditionalGenerator):
     conditions, sampling and CFG are :class:`~scalear.gen3d.conditioning.ConditionalGenerator`'s."""
 
     scalear_kind = "sar3d_generator"
-    quantizer_attr = "quantize"
 
     def __init__(self, cfg: SAR3DGeneratorConfig | None = None):
         super().__init__(cfg or SAR3DGeneratorConfig())

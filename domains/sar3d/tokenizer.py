@@ -272,7 +272,7 @@ class TriplaneVQVAE(nn.Module):
         """Per-scale token indices ``[(B, 3 s_k^2)]`` (plane-major within a scale)."""
         return self.quantize.encode(self.encode_latent(grid))
 
-    img_to_indices = grid_to_indices  #: the name :class:`~scalear.training.nextscale.NextScaleModule` calls
+    img_to_indices = grid_to_indices  #: the name :class:`~scalear.training.nextscale.TeacherForcedModule` calls
 
     @torch.no_grad()
     def grid_to_fhats(self, grid: torch.Tensor) -> list[torch.Tensor]:

@@ -4,7 +4,7 @@
    (:class:`scalear.datasets.meshes.data.MeshDataModule`): truncated-SDF L1 at the sample points plus the VQ loss.
    Validation logs the SDF L1 of the reconstruction from the first ``k`` scales for every ``k``
    (``val/sdf_l1_s<k>``, falling as scales are added) and the codebook usage per scale. Exports ``tokenizer``.
-2. :class:`SAR3DGeneratorModule`: the core :class:`~scalear.training.nextscale.NextScaleModule` recipe (VAR's
+2. :class:`SAR3DGeneratorModule`: the core :class:`~scalear.training.nextscale.TeacherForcedModule` recipe (VAR's
    teacher-forced cross-entropy over all tokens, condition dropout for CFG) on the frozen stage-1 tokenizer, with
    the targets ``tokenizer.grid_to_indices(batch["grid"])`` and the condition a class label or the condition
    render through the jointly trained image encoder. Exports ``generator`` and ``tokenizer``.
@@ -19,8 +19,8 @@ from torch import nn
 
 from scalear.domains.sar3d.generator import SAR3DGenerator, generator_config
 from scalear.domains.sar3d.tokenizer import TriplaneVQVAE, tokenizer_config
-from scalear.training.base import ScalearModule
 from scalear.gen3d.training import ConditionalGeneratorModule
+from scalear.training.base import OptimizerConfig, ScalearModule
 
 
 def _subsample_points(batch: dict, n: int | None) -> dict:
@@ -50,14 +50,10 @@ class TriplaneTokenizerModule(ScalearModule):
         tokenizer: dict[str, Any] | None = None,
         vq_weight: float = 1.0,
         train_points: int | None = 2048,
-        lr: float = 3e-3,
-        weight_decay: float = 0.0,
-        betas: tuple[float, float] = (0.9, 0.95),
-        warmup_steps: int = 0,
-        min_lr_ratio: float = 0.0,
+        optimizer: OptimizerConfig = OptimizerConfig(lr=3e-3, weight_decay=0.0),
         export_dir: str | None = "export",
     ):
-        super().__init__(lr, weight_decay, betas, warmup_steps, min_lr_ratio, export_dir)
+        super().__init__(optimizer, export_dir)
         self.save_hyperparameters()
         self.tokenizer = TriplaneVQVAE(tokenizer_config(preset, **(tokenizer or {})))
         self.vq_weight, self.train_points = vq_weight, train_points

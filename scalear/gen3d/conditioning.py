@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from scalear.config_check import check_config
+from scalear.quant import MultiScaleQuantizer
 from scalear.sampling import SampleOutput, sample
 from scalear.schedules import ScaleSchedule
 from scalear.transformer import NextScaleTransformer, TransformerConfig
@@ -150,9 +151,7 @@ class ConditionalGeneratorConfig:
 # ------------------------------------------------------------------------------------------- generator
 class ConditionalGenerator(nn.Module):
     """Image encoder (image condition) + :class:`~scalear.transformer.NextScaleTransformer` over a tokenizer's
-    schedule. Subclasses set :attr:`quantizer_attr` (the tokenizer attribute holding its multi-scale quantizer)."""
-
-    quantizer_attr: ClassVar[str] = "quantize"
+    schedule; the tokenizer's ``quantize`` attribute is its :class:`~scalear.quant.MultiScaleQuantizer`."""
 
     def __init__(self, cfg: ConditionalGeneratorConfig):
         super().__init__()
@@ -178,11 +177,8 @@ class ConditionalGenerator(nn.Module):
             names |= {f"image_encoder.{n}" for n, p in self.image_encoder.named_parameters() if p.ndim <= 1 or n == "pos"}
         return names
 
-    def quantizer(self, tokenizer: nn.Module) -> nn.Module:
-        return getattr(tokenizer, self.quantizer_attr)
-
     def check_tokenizer(self, tokenizer: nn.Module) -> None:
-        q = self.quantizer(tokenizer)
+        q: MultiScaleQuantizer = tokenizer.quantize
         if q.schedule != self.schedule or q.vocab_size != self.cfg.vocab_size or q.dim != self.cfg.latent_dim:
             raise ValueError(f"tokenizer ({q.schedule}, V={q.vocab_size}, C={q.dim}) does not match the generator "
                              f"({self.schedule}, V={self.cfg.vocab_size}, C={self.cfg.latent_dim})")
@@ -252,7 +248,7 @@ class ConditionalGenerator(nn.Module):
         B = next(iter(cond.values())).shape[0]
         if generator is None and seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(seed)
-        return sample(self.transformer, self.quantizer(tokenizer), B, cfg=c.cfg if cfg is None else cfg,
+        return sample(self.transformer, tokenizer.quantize, B, cfg=c.cfg if cfg is None else cfg,
                       top_k=c.top_k if top_k is None else top_k, top_p=c.top_p if top_p is None else top_p,
                       temperature=c.temperature if temperature is None else temperature, generator=generator,
                       **cond, **kwargs)

@@ -1,11 +1,11 @@
 """Training a class- or image-conditional generator (:class:`~scalear.gen3d.conditioning.ConditionalGenerator`) on a
-frozen tokenizer: the :class:`~scalear.training.nextscale.NextScaleModule` recipe (VAR's teacher-forced
+frozen tokenizer: the :class:`~scalear.training.nextscale.TeacherForcedModule` recipe (VAR's teacher-forced
 cross-entropy over all tokens, condition dropout for classifier-free guidance), shared by SAR3D and G3PT.
 
 A domain subclasses :class:`ConditionalGeneratorModule` with its tokenizer and generator types
 (:attr:`~ConditionalGeneratorModule.tokenizer_type`, :meth:`~ConditionalGeneratorModule.build_generator`), the
 batch key it tokenizes (:attr:`~ConditionalGeneratorModule.default_input_key`) and
-:meth:`~scalear.training.nextscale.NextScaleModule.target_indices`.
+:meth:`~scalear.training.nextscale.TeacherForcedModule.target_indices`.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from torch import nn
 
 from scalear.gen3d.conditioning import Condition, ConditionalGenerator
 from scalear.io import from_pretrained
-from scalear.training.base import ScalearModule
-from scalear.training.nextscale import NextScaleModule
+from scalear.training.base import OptimizerConfig
+from scalear.training.nextscale import TeacherForcedModule
 
 
-class ConditionalGeneratorModule(NextScaleModule):
+class ConditionalGeneratorModule(TeacherForcedModule):
     """LightningModule training a conditional generator on a frozen, exported tokenizer.
 
     Args:
@@ -33,7 +33,7 @@ class ConditionalGeneratorModule(NextScaleModule):
             names are exported with the generator).
         generator: overrides of the domain's generator config fields (``transformer`` is merged into the preset's).
         input_key: the batch key the tokenizer reads (default: the domain's :attr:`default_input_key`).
-        Other arguments: see :class:`~scalear.training.nextscale.NextScaleModule`.
+        Other arguments: see :class:`~scalear.training.nextscale.TeacherForcedModule`.
     """
 
     #: the tokenizer class this module trains on, its name in errors, and the batch key it tokenizes by default
@@ -52,14 +52,10 @@ class ConditionalGeneratorModule(NextScaleModule):
         input_key: str | None = None,
         label_key: str = "label",
         image_key: str = "image",
-        lr: float = 1e-3,
-        weight_decay: float = 0.05,
-        betas: tuple[float, float] = (0.9, 0.95),
-        warmup_steps: int = 0,
-        min_lr_ratio: float = 0.0,
+        optimizer: OptimizerConfig = OptimizerConfig(lr=1e-3),
         export_dir: str | None = "export",
     ):
-        ScalearModule.__init__(self, lr, weight_decay, betas, warmup_steps, min_lr_ratio, export_dir)
+        super().__init__(label_smoothing, input_key or self.default_input_key, label_key, optimizer, export_dir)
         self.save_hyperparameters()
         tok = from_pretrained(tokenizer)
         if not isinstance(tok, self.tokenizer_type):
@@ -68,9 +64,8 @@ class ConditionalGeneratorModule(NextScaleModule):
         self.generator: ConditionalGenerator = self.build_generator(
             preset, self.tokenizer, condition=condition, num_classes=num_classes, **dict(generator or {}))
         self.transformer = self.generator.transformer
-        self.label_smoothing, self.label_key, self.image_key = label_smoothing, label_key, image_key
-        self.input_key = input_key or self.default_input_key
-        self.register_buffer("level_L", self.generator.schedule.level_ids(), persistent=False)
+        self.image_key = image_key
+        self.register_levels(self.generator.schedule)
 
     def build_generator(self, preset: str, tokenizer: nn.Module, **overrides: Any) -> ConditionalGenerator:
         """The domain's generator of ``preset`` matching ``tokenizer``: each subclass builds its own."""
@@ -104,12 +99,6 @@ class ConditionalGeneratorModule(NextScaleModule):
         if self.image_key not in batch:
             raise ValueError(f"an image-conditional generator needs condition images under batch key {self.image_key!r}")
         return self.generator.condition_kwargs(images=batch[self.image_key])
-
-    def forward_logits(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = self.target_indices(batch)
-        x_BlC = self.generator.quantizer(self.tokenizer).teacher_forcing_input(idx)
-        return self.transformer(x_BlC, **self.condition(batch)), torch.cat(idx, dim=1)
-
 
     @torch.no_grad()
     def generate(self, labels: torch.Tensor | None = None, images: torch.Tensor | None = None,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import lightning as L
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from scalear.errors import UsageError
 from scalear.io import save_pretrained
 
 
@@ -67,8 +69,15 @@ def set_rng_states(state: dict) -> None:
     random.setstate(state["python"])
 
 
-class ScalearModule(L.LightningModule):
-    """Base LightningModule: optimiser, LR schedule and export. Subclasses define the models and steps.
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """The optimiser of a training run: AdamW and a per-step LR schedule (linear warmup, then cosine decay).
+
+    In a config it is one group under the module's ``init_args``; keys left out keep the module's defaults::
+
+        optimizer:
+          lr: 1.0e-3
+          warmup_steps: 100
 
     Args:
         lr: peak learning rate.
@@ -76,6 +85,29 @@ class ScalearModule(L.LightningModule):
         betas: AdamW betas (VAR: (0.9, 0.95)).
         warmup_steps: linear warmup length in optimiser steps.
         min_lr_ratio: final LR as a fraction of ``lr`` at the end of the cosine.
+    """
+
+    lr: float = 1e-4
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.95)
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "betas", tuple(self.betas))
+        if self.lr <= 0 or self.weight_decay < 0 or self.warmup_steps < 0 or not 0 <= self.min_lr_ratio <= 1:
+            raise UsageError(f"optimizer: need lr > 0, weight_decay >= 0, warmup_steps >= 0 and min_lr_ratio in "
+                             f"[0, 1], got {self}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise UsageError(f"optimizer.betas: two numbers in [0, 1), got {self.betas}")
+
+
+class ScalearModule(L.LightningModule):
+    """Base LightningModule: optimiser, LR schedule and export. Subclasses define the models and steps.
+
+    Args:
+        optimizer: AdamW and LR-schedule settings (:class:`OptimizerConfig`; a dict of its fields is accepted, as
+            read back from a checkpoint's hyper-parameters). Each subclass declares its own default.
         export_dir: where ``on_train_end`` writes ``<export_dir>/<name>/{model.safetensors,config.json}``; relative
             paths are resolved against the run folder (the Trainer's ``default_root_dir``), so every attempt of a
             run, resumed or not, exports to the same place. ``None`` disables export.
@@ -85,18 +117,10 @@ class ScalearModule(L.LightningModule):
     dropout) as the uninterrupted run.
     """
 
-    def __init__(
-        self,
-        lr: float = 1e-4,
-        weight_decay: float = 0.05,
-        betas: tuple[float, float] = (0.9, 0.95),
-        warmup_steps: int = 0,
-        min_lr_ratio: float = 0.0,
-        export_dir: str | None = "export",
-    ):
+    def __init__(self, optimizer: OptimizerConfig = OptimizerConfig(), export_dir: str | None = "export"):
         super().__init__()
-        self.lr, self.weight_decay, self.betas = lr, weight_decay, tuple(betas)
-        self.warmup_steps, self.min_lr_ratio, self.export_dir = warmup_steps, min_lr_ratio, export_dir
+        self.optim = OptimizerConfig(**optimizer) if isinstance(optimizer, dict) else optimizer
+        self.export_dir = export_dir
 
     # ------------------------------------------------------------------ to override
     def trainable(self) -> nn.Module:
@@ -117,12 +141,13 @@ class ScalearModule(L.LightningModule):
 
     # ------------------------------------------------------------------ optimisation
     def make_optimizer(self, module: nn.Module, lr: float | None = None, betas=None, no_decay: set[str] | None = None):
-        groups = param_groups(module, self.weight_decay, no_decay)
-        return torch.optim.AdamW(groups, lr=lr or self.lr, betas=tuple(betas or self.betas))
+        groups = param_groups(module, self.optim.weight_decay, no_decay)
+        return torch.optim.AdamW(groups, lr=lr or self.optim.lr, betas=tuple(betas or self.optim.betas))
 
     def make_scheduler(self, optimizer: torch.optim.Optimizer) -> dict:
         total = max(int(self.trainer.estimated_stepping_batches), 1) if self._trainer is not None else 1
-        fn = lambda step: cosine_with_warmup(step, self.warmup_steps, total, self.min_lr_ratio)  # noqa: E731
+        o = self.optim
+        fn = lambda step: cosine_with_warmup(step, o.warmup_steps, total, o.min_lr_ratio)  # noqa: E731
         return {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, fn), "interval": "step"}
 
     def configure_optimizers(self):
@@ -151,6 +176,9 @@ class ScalearModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["scalear_module"] = f"{type(self).__module__}.{type(self).__qualname__}"
         checkpoint["scalear_rng"] = rng_states()
+        hparams = checkpoint.get("hyper_parameters", {})
+        if isinstance(hparams.get("optimizer"), OptimizerConfig):  # plain values: torch.load(weights_only=True) reads them
+            hparams["optimizer"] = asdict(hparams["optimizer"])
         prefixes = tuple(f"{name}." for name in self.frozen_submodules())
         if prefixes:
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(prefixes)}

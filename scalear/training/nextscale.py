@@ -3,8 +3,10 @@
 Each batch is tokenized into per-scale indices, the transformer reads the teacher-forcing inputs (the running
 reconstruction area-downsampled to each next scale) and is trained with cross-entropy over all L tokens,
 weighted uniformly, with optional label smoothing (VAR's released recipes use none). The AdaLN condition is
-dropped with probability ``cond_drop_rate`` for classifier-free guidance. Domains subclass this module and
-override :meth:`NextScaleModule.condition` (what conditions the model) and :meth:`NextScaleModule.target_indices`.
+dropped with probability ``cond_drop_rate`` for classifier-free guidance. :class:`TeacherForcedModule` holds
+the recipe; :class:`NextScaleModule` applies it to a VQVAE tokenizer (VAR), and other stage-2 modules (the 3D
+generators of :mod:`scalear.gen3d.training`) to theirs, overriding :meth:`TeacherForcedModule.condition` (what
+conditions the model) and :meth:`TeacherForcedModule.target_indices`.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from scalear.io import from_pretrained
+from scalear.quant import MultiScaleQuantizer
 from scalear.sampling import SampleOutput, sample
-from scalear.training.base import ScalearModule
+from scalear.training.base import OptimizerConfig, ScalearModule
 from scalear.transformer import TRANSFORMER_PRESETS, NextScaleTransformer, TransformerConfig, create_transformer
 from scalear.vqvae import VQVAE
 
@@ -39,66 +42,43 @@ def per_scale_metrics(logits_BLV: torch.Tensor, target_BL: torch.Tensor, level_L
     return out
 
 
-class NextScaleModule(ScalearModule):
-    """LightningModule training a :class:`~scalear.transformer.NextScaleTransformer` on a frozen tokenizer.
+class TeacherForcedModule(ScalearModule):
+    """What every next-scale training module shares (VAR Sec. 3.3): a frozen ``tokenizer`` turns a batch into
+    per-scale indices, the ``transformer`` reads the teacher-forcing inputs of :attr:`quantizer` and is trained
+    with cross-entropy over all tokens; validation logs per-scale accuracy and the last scale's ("tail") loss.
+
+    A subclass builds ``self.tokenizer`` and ``self.transformer`` in its ``__init__`` (after this one), then calls
+    :meth:`register_levels`; it may override :meth:`condition`, :meth:`target_indices` and :attr:`quantizer`.
 
     Args:
-        tokenizer: folder of an exported tokenizer (``model.safetensors`` + ``config.json``).
-        preset: a :data:`~scalear.transformer.TRANSFORMER_PRESETS` name.
-        transformer: overrides of :class:`~scalear.transformer.TransformerConfig` (unknown keys are an error;
-            ``vocab_size``, ``latent_dim`` and ``schedule`` always come from the tokenizer).
         label_smoothing: cross-entropy label smoothing (VAR: 0).
         input_key: batch key of the inputs to tokenize; label_key: batch key of class labels.
-        Other arguments: see :class:`~scalear.training.base.ScalearModule` (defaults are VAR's: AdamW
-        betas (0.9, 0.95), weight decay 0.05).
+        optimizer, export_dir: see :class:`~scalear.training.base.ScalearModule`.
     """
 
-    def __init__(
-        self,
-        tokenizer: str,
-        preset: str = "tiny",
-        transformer: dict[str, Any] | None = None,
-        label_smoothing: float = 0.0,
-        input_key: str = "image",
-        label_key: str = "label",
-        lr: float = 1e-3,
-        weight_decay: float = 0.05,
-        betas: tuple[float, float] = (0.9, 0.95),
-        warmup_steps: int = 0,
-        min_lr_ratio: float = 0.0,
-        export_dir: str | None = "export",
-    ):
-        super().__init__(lr, weight_decay, betas, warmup_steps, min_lr_ratio, export_dir)
-        self.save_hyperparameters()
-        self.tokenizer: VQVAE = from_pretrained(tokenizer).eval().requires_grad_(False)
-        overrides = dict(transformer or {})
-        allowed = {f.name for f in fields(TransformerConfig)} - _DERIVED
-        if unknown := sorted(set(overrides) - allowed):
-            raise ValueError(f"unknown transformer keys {unknown}; allowed: {sorted(allowed)}")
-        if preset not in TRANSFORMER_PRESETS:
-            raise ValueError(f"unknown transformer preset {preset!r}; available: {sorted(TRANSFORMER_PRESETS)}")
-        q = self.tokenizer.quantize
-        self.transformer: NextScaleTransformer = create_transformer(
-            preset, vocab_size=q.vocab_size, latent_dim=q.dim, schedule=q.schedule, **overrides
-        )
+    tokenizer: nn.Module
+    transformer: NextScaleTransformer
+
+    def __init__(self, label_smoothing: float, input_key: str, label_key: str, optimizer: OptimizerConfig,
+                 export_dir: str | None):
+        super().__init__(optimizer, export_dir)
         self.label_smoothing, self.input_key, self.label_key = label_smoothing, input_key, label_key
-        self.register_buffer("level_L", q.schedule.level_ids(), persistent=False)
 
-    def trainable(self) -> nn.Module:
-        return self.transformer
-
-    def no_weight_decay(self) -> set[str]:
-        return self.transformer.no_weight_decay_names()
-
-    def exported_models(self) -> dict[str, nn.Module]:
-        return {"transformer": self.transformer, "tokenizer": self.tokenizer}
+    def register_levels(self, schedule) -> None:
+        """The scale index of every token (``level_L``), for the per-scale metrics."""
+        self.register_buffer("level_L", schedule.level_ids(), persistent=False)
 
     def train(self, mode: bool = True):
         super().train(mode)
         self.tokenizer.eval()  # frozen: no dropout, no codebook statistics
         return self
 
-    # ------------------------------------------------------------------ hooks for domains
+    # ------------------------------------------------------------------ hooks
+    @property
+    def quantizer(self) -> MultiScaleQuantizer:
+        """The multi-scale quantizer whose teacher-forcing inputs the transformer reads."""
+        return self.tokenizer.quantize
+
     def condition(self, batch: dict) -> dict[str, torch.Tensor]:
         """Keyword conditions for the transformer (``label_B``, ``cond_BD``, ``context_BTD``, ``prefix_BPD``)."""
         return {"label_B": batch[self.label_key]} if self.transformer.cfg.num_classes else {}
@@ -111,7 +91,7 @@ class NextScaleModule(ScalearModule):
     # ------------------------------------------------------------------ steps
     def forward_logits(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         idx = self.target_indices(batch)
-        x_in = self.tokenizer.quantize.teacher_forcing_input(idx)
+        x_in = self.quantizer.teacher_forcing_input(idx)
         return self.transformer(x_in, **self.condition(batch)), torch.cat(idx, dim=1)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -129,7 +109,55 @@ class NextScaleModule(ScalearModule):
         self.log_dict({f"val/{k}": v for k, v in m.items() if k != "ce"}, sync_dist=True)
         self.log("val/ce", m["ce"], prog_bar=True, sync_dist=True)
 
-    # ------------------------------------------------------------------ generation
+
+class NextScaleModule(TeacherForcedModule):
+    """LightningModule training a :class:`~scalear.transformer.NextScaleTransformer` on a frozen VQVAE tokenizer
+    (VAR's stage 2: class-conditional or unconditional image generation).
+
+    Args:
+        tokenizer: folder of an exported tokenizer (``model.safetensors`` + ``config.json``).
+        preset: a :data:`~scalear.transformer.TRANSFORMER_PRESETS` name.
+        transformer: overrides of :class:`~scalear.transformer.TransformerConfig` (unknown keys are an error;
+            ``vocab_size``, ``latent_dim`` and ``schedule`` always come from the tokenizer).
+        Other arguments: see :class:`TeacherForcedModule` (defaults are VAR's: AdamW betas (0.9, 0.95), weight
+        decay 0.05).
+    """
+
+    def __init__(
+        self,
+        tokenizer: str,
+        preset: str = "tiny",
+        transformer: dict[str, Any] | None = None,
+        label_smoothing: float = 0.0,
+        input_key: str = "image",
+        label_key: str = "label",
+        optimizer: OptimizerConfig = OptimizerConfig(lr=1e-3),
+        export_dir: str | None = "export",
+    ):
+        super().__init__(label_smoothing, input_key, label_key, optimizer, export_dir)
+        self.save_hyperparameters()
+        self.tokenizer: VQVAE = from_pretrained(tokenizer).eval().requires_grad_(False)
+        overrides = dict(transformer or {})
+        allowed = {f.name for f in fields(TransformerConfig)} - _DERIVED
+        if unknown := sorted(set(overrides) - allowed):
+            raise ValueError(f"unknown transformer keys {unknown}; allowed: {sorted(allowed)}")
+        if preset not in TRANSFORMER_PRESETS:
+            raise ValueError(f"unknown transformer preset {preset!r}; available: {sorted(TRANSFORMER_PRESETS)}")
+        q = self.tokenizer.quantize
+        self.transformer = create_transformer(
+            preset, vocab_size=q.vocab_size, latent_dim=q.dim, schedule=q.schedule, **overrides
+        )
+        self.register_levels(q.schedule)
+
+    def trainable(self) -> nn.Module:
+        return self.transformer
+
+    def no_weight_decay(self) -> set[str]:
+        return self.transformer.no_weight_decay_names()
+
+    def exported_models(self) -> dict[str, nn.Module]:
+        return {"transformer": self.transformer, "tokenizer": self.tokenizer}
+
     @torch.no_grad()
     def generate(self, batch_size: int, **kwargs) -> tuple[torch.Tensor, SampleOutput]:
         """Sample with :func:`scalear.sampling.sample` (same keyword arguments) and decode to inputs space."""

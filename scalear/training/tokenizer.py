@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from scalear.losses import LPIPS, NLayerDiscriminator, adaptive_gan_weight, hinge_d_loss, hinge_g_loss
-from scalear.training.base import ScalearModule
+from scalear.training.base import OptimizerConfig, ScalearModule
 from scalear.vqvae import VQVAE, create_vqvae
 
 
@@ -61,14 +61,10 @@ class TokenizerModule(ScalearModule):
         disc_ndf: int = 64,
         disc_layers: int = 3,
         grad_clip: float = 2.0,
-        lr: float = 2e-4,
-        weight_decay: float = 0.0,
-        betas: tuple[float, float] = (0.5, 0.9),
-        warmup_steps: int = 0,
-        min_lr_ratio: float = 0.1,
+        optimizer: OptimizerConfig = OptimizerConfig(lr=2e-4, weight_decay=0.0, betas=(0.5, 0.9), min_lr_ratio=0.1),
         export_dir: str | None = "export",
     ):
-        super().__init__(lr, weight_decay, betas, warmup_steps, min_lr_ratio, export_dir)
+        super().__init__(optimizer, export_dir)
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.vqvae: VQVAE = create_vqvae(preset, **(vqvae or {}))
@@ -96,7 +92,7 @@ class TokenizerModule(ScalearModule):
         opt = self.make_optimizer(self.vqvae)
         out = [{"optimizer": opt, "lr_scheduler": self.make_scheduler(opt)}]
         if self.disc is not None:
-            d_opt = self.make_optimizer(self.disc, lr=self.disc_lr or self.lr)
+            d_opt = self.make_optimizer(self.disc, lr=self.disc_lr or self.optim.lr)
             out.append({"optimizer": d_opt, "lr_scheduler": self.make_scheduler(d_opt)})
         return out
 
