@@ -14,14 +14,18 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._device import DeviceContext
 
 from scalear.errors import UsageError
 
@@ -196,6 +200,96 @@ class _MoreTensorsThanTheFile(Exception):
     pass
 
 
+#: elementwise arithmetic whose meta kernels are Python references (torch imports torch._dynamo, about a second,
+#: the first time one runs): on meta tensors :class:`_MetaBuild` gives their result's shape and dtype directly
+_ELEMENTWISE = frozenset(
+    f for name in ("add", "sub", "mul", "div", "true_divide", "pow", "log", "log2", "log10", "log1p", "exp", "expm1",
+                   "sqrt", "rsqrt", "neg", "abs", "sin", "cos", "tan", "tanh", "sigmoid", "reciprocal", "floor", "ceil",
+                   "clamp", "clamp_min", "clamp_max", "maximum", "minimum", "where", "eq", "ne", "lt", "le", "gt", "ge",
+                   "logical_and", "logical_or", "logical_not")
+    for f in (getattr(torch, name, None), getattr(torch.Tensor, name, None)) if f is not None
+) | frozenset(getattr(torch.Tensor, f"__{op}__") for op in (
+    "add", "radd", "sub", "rsub", "mul", "rmul", "truediv", "rtruediv", "pow", "rpow", "neg", "eq", "ne", "lt", "le", "gt",
+    "ge", "and", "or", "invert"))
+_ELEMENTWISE_INPLACE = frozenset(getattr(torch.Tensor, f"{name}_") for name in (
+    "add", "sub", "mul", "div", "pow", "log", "exp", "sqrt", "neg", "abs", "clamp", "clamp_min", "clamp_max"))
+#: random initialisers: filling a meta tensor or a parameter that the weights file then overwrites is wasted work
+_RANDOM_INIT = frozenset(
+    [torch.Tensor.normal_, torch.Tensor.uniform_]
+    + [getattr(torch.nn.init, name) for name in ("normal_", "uniform_", "trunc_normal_", "kaiming_normal_",
+                                                 "kaiming_uniform_", "xavier_normal_", "xavier_uniform_", "orthogonal_",
+                                                 "sparse_")]
+)
+
+
+def _first_tensor(args: tuple, kwargs: dict) -> Any:
+    return args[0] if args else kwargs.get("tensor", kwargs.get("input"))
+
+
+class _MetaBuild(DeviceContext):
+    """``with torch.device("meta")`` for a skeleton, without torch's Python meta kernels (the first one to run
+    imports torch._dynamo or sympy, about a second): on meta tensors, random initialisers and in-place arithmetic
+    return their tensor, elementwise operations an empty tensor of the broadcast shape and of the dtype the same
+    operation gives on zero-dimensional CPU tensors, ``arange`` / ``randn`` / ``rand`` an empty tensor of their size;
+    anything else runs on the meta device as usual (slower, same result)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _RANDOM_INIT or func in _ELEMENTWISE or func in _ELEMENTWISE_INPLACE:
+            tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+            if tensors and all(t.is_meta for t in tensors):
+                if func in _RANDOM_INIT or func in _ELEMENTWISE_INPLACE:
+                    return _first_tensor(args, kwargs)
+                if (out := self._elementwise(func, args, kwargs, tensors)) is not None:
+                    return out
+        elif func in (torch.arange, torch.randn, torch.rand) and kwargs.get("device") is None:
+            if (out := self._factory(func, args, kwargs)) is not None:
+                return out
+        return super().__torch_function__(func, types, args, kwargs)
+
+    @staticmethod
+    def _elementwise(func, args: tuple, kwargs: dict, tensors: list) -> torch.Tensor | None:
+        def cpu(a: Any) -> Any:
+            return torch.ones((), dtype=a.dtype, device="cpu") if isinstance(a, torch.Tensor) else a
+
+        try:
+            probe = func(*map(cpu, args), **{k: cpu(v) for k, v in kwargs.items()})
+            shape = np.broadcast_shapes(*(tuple(t.shape) for t in tensors))  # (torch's imports sympy)
+        except Exception:  # let torch raise its own error
+            return None
+        return torch.empty(shape, dtype=probe.dtype, device="meta") if isinstance(probe, torch.Tensor) else None
+
+    @staticmethod
+    def _factory(func, args: tuple, kwargs: dict) -> torch.Tensor | None:
+        if func is torch.arange:
+            if not (1 <= len(args) <= 3 and set(kwargs) <= {"dtype", "device", "requires_grad"}
+                    and all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args)):
+                return None
+            start, end, step = (0, args[0], 1) if len(args) == 1 else (*args, 1)[:3]
+            if step == 0:
+                return None
+            size: Any = (max(0, math.ceil((end - start) / step)),)
+            dtype = kwargs.get("dtype") or (torch.int64 if all(isinstance(a, int) for a in args) else None)
+        else:
+            if not set(kwargs) <= {"dtype", "device", "requires_grad", "generator"}:
+                return None
+            size = args[0] if len(args) == 1 and isinstance(args[0], (tuple, list)) else args
+            if not all(isinstance(n, int) and n >= 0 for n in size):
+                return None
+            dtype = kwargs.get("dtype")
+        return torch.empty(size, dtype=dtype, device="meta", requires_grad=kwargs.get("requires_grad", False))
+
+
+class _SkipParameterInit(TorchFunctionMode):
+    """Random initialisers of parameters do nothing (:func:`from_pretrained` loads every parameter strictly next)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _RANDOM_INIT and isinstance(t := _first_tensor(args, kwargs), nn.Parameter):
+            return t
+        return func(*args, **kwargs)
+
+
 def _build_on_meta(build: Callable[[dict], nn.Module], config: dict, max_parameters: int) -> nn.Module:
     """``build(config)`` on the meta device (no memory), stopped as soon as it registers more than
     ``max_parameters`` parameters (a config far larger than its weights file builds no further)."""
@@ -209,7 +303,7 @@ def _build_on_meta(build: Callable[[dict], nn.Module], config: dict, max_paramet
 
     handle = torch.nn.modules.module.register_module_parameter_registration_hook(guard)
     try:
-        with torch.device("meta"):
+        with _MetaBuild(torch.device("meta")):
             return build(config)
     finally:
         handle.remove()
@@ -249,7 +343,8 @@ def from_pretrained(folder: str | Path, map_location: str | torch.device = "cpu"
     if missing or unexpected or bad:
         raise ValueError(f"{weights} does not match its config.json: missing keys {missing[:8]}, unexpected keys "
                          f"{unexpected[:8]}, shape mismatches {bad[:8]}")
-    model = build(meta["config"])
+    with _SkipParameterInit():  # every parameter is overwritten below
+        model = build(meta["config"])
     try:
         state = load_file(str(weights), device=str(map_location))
     except Exception as e:  # safetensors raises its own error types for corrupt files

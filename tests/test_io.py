@@ -70,3 +70,59 @@ def test_atomic_write_uses_the_usual_permissions(tmp_path):
     finally:
         os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def _tiny_presets() -> list[str]:
+    from scalear.registry import list_models
+
+    return [name for name in list_models() if name.endswith("/tiny") or name.endswith("/tiny-3d")]
+
+
+def test_fast_meta_build_gives_the_skeleton_of_the_meta_device():
+    """from_pretrained's skeleton (scalear.io._MetaBuild: no random init, elementwise ops by shape) has the same
+    parameters and buffers, shapes and dtypes, as building on torch.device("meta") for every registered preset."""
+    from scalear.io import _MetaBuild
+    from scalear.registry import create_model, list_models
+
+    def layout(m):
+        return [(k, tuple(t.shape), t.dtype) for k, t in (*m.named_parameters(), *m.named_buffers())]
+
+    for name in list_models():
+        with _MetaBuild(torch.device("meta")):
+            fast = create_model(name)
+        with torch.device("meta"):
+            plain = create_model(name)
+        assert layout(fast) == layout(plain), name
+
+
+@pytest.mark.parametrize("name", _tiny_presets())
+def test_round_trip_of_every_tiny_preset_keeps_every_tensor(tmp_path, name):
+    """Loading skips the random initialisation of parameters (the file overwrites them): every parameter and every
+    buffer, persistent or not, equals the saved model's."""
+    from scalear.registry import create_model
+
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    save_pretrained(model, tmp_path / "m")
+    loaded = from_pretrained(tmp_path / "m").eval()
+    saved = dict((*model.named_parameters(), *model.named_buffers()))
+    got = dict((*loaded.named_parameters(), *loaded.named_buffers()))
+    assert saved.keys() == got.keys()
+    assert all(torch.equal(saved[k], got[k]) for k in saved), name
+
+
+def test_loading_imports_neither_dynamo_nor_sympy(tmp_path):
+    """Building the skeleton on the meta device runs no Python meta kernel (their first use imports torch._dynamo
+    and sympy, about a second of every command that loads a model)."""
+    import subprocess
+    import sys
+
+    from scalear.registry import create_model
+
+    for name in ("varformer/tiny", "dar/tiny"):
+        save_pretrained(create_model(name), tmp_path / name.split("/")[0])
+    code = ("import sys; from scalear.io import from_pretrained; "
+            f"[from_pretrained(r'{tmp_path}/' + k) for k in ('varformer', 'dar')]; "
+            "print(sorted(m for m in ('torch._dynamo', 'sympy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
