@@ -215,6 +215,35 @@ def time_generation_stages(tokens: Callable[[], object], decode: Callable[[], ob
     return t_tokens, t_decode, t_mesh
 
 
+def generation_result(preset: str, steps: str, tokens: int, tok: torch.nn.Module, gen: torch.nn.Module,
+                      times: tuple[float, float, float], total_key: str) -> tuple[list[str], dict]:
+    """A 3D generation table row and its numbers: ``steps`` describes the scales / levels, ``times`` the seconds
+    per object of :func:`time_generation_stages`, ``total_key`` names their sum in the numbers."""
+    t_tokens, t_decode, t_mesh = times
+    total = t_tokens + t_decode + t_mesh
+    params = [sum(p.numel() for p in m.parameters()) for m in (tok, gen)]
+    row = [preset, steps, str(tokens), *map(fmt_params, params), fmt_ms(t_tokens), fmt_ms(t_decode), fmt_ms(t_mesh),
+           f"{total:.3f}"]
+    return row, dict(preset=preset, tokens=tokens, sec_tokens=t_tokens, sec_decode=t_decode, sec_mesh=t_mesh,
+                     **{total_key: total})
+
+
+def run_generation_benchmark(measure: Callable[..., tuple[list[str], dict]], args: argparse.Namespace,
+                             title: str, steps: str, unit: str, recipe: str) -> list[dict]:
+    """Time every preset with ``measure`` (:func:`measure_presets`, marching cubes on a procedural chair's SDF
+    grid) and print the table: stages in ms per ``unit``, ``steps`` the scales / levels column, ``recipe`` the
+    sampling in the caption. Returns the numbers."""
+    device = setup(args)
+    rows, results = measure_presets(measure, args, device, procedural_sdf_grid(args.resolution))
+    columns = ["preset", steps, "tokens", "tokenizer\nparams", "generator\nparams", f"tokens\nms/{unit}",
+               f"decoding\nms/{unit}", f"mesh\nms/{unit}", f"total\ns/{unit}"]
+    caption = (f"{environment(device, args.dtype)}\nbatch {args.batch}, {recipe}; marching cubes on the CPU (skimage) of "
+               f"a procedural chair's SDF grid at {args.resolution}^3 (random weights decode no shape); median of up to "
+               f"{args.repeats} runs after a warm-up.")
+    print_table(title, columns, rows, caption)
+    return results
+
+
 def generation_parser(doc: str, presets: list[str], noun: str, field: str) -> argparse.ArgumentParser:
     """The arguments of the 3D generation benchmarks: ``--presets`` (from ``presets``), ``--resolution`` (the
     ``field`` grid side), ``--batch`` (``noun`` s per call) and :func:`add_common_args`; a script adds its own,

@@ -23,8 +23,8 @@ import gc
 import numpy as np
 import torch
 
-from _common import (autocast, environment, fmt_ms, fmt_params, generation_parser, measure_presets,
-                     parse_generation_args, print_table, procedural_sdf_grid, setup, time_generation_stages)
+from _common import (autocast, generation_parser, generation_result, parse_generation_args, run_generation_benchmark,
+                     time_generation_stages)
 from scalear.domains.g3pt.generator import G3PT_GENERATOR_PRESETS, create_generator
 from scalear.domains.g3pt.tokenizer import G3PT_TOKENIZER_PRESETS, create_tokenizer
 
@@ -50,33 +50,20 @@ def measure(preset: str, args: argparse.Namespace, device: torch.device, chair: 
         with autocast(device, args.dtype):
             tok.fhat_to_grid(tok.indices_to_fhat(indices), args.resolution)
 
-    t_tokens, t_decode, t_mesh = time_generation_stages(tokens, decode, chair, B, device, args)
-    total = t_tokens + t_decode + t_mesh
+    times = time_generation_stages(tokens, decode, chair, B, device, args)
     sizes = tok.config.sizes
-    n_tok = sum(sizes)
-    tok_params = sum(p.numel() for p in tok.parameters())
-    gen_params = sum(p.numel() for p in gen.parameters())
-    row = [preset, f"{len(sizes)}: {sizes[0]}..{sizes[-1]}", str(n_tok), fmt_params(tok_params), fmt_params(gen_params),
-           fmt_ms(t_tokens), fmt_ms(t_decode), fmt_ms(t_mesh), f"{total:.3f}"]
-    result = dict(preset=preset, tokens=n_tok, levels=len(sizes), sec_tokens=t_tokens, sec_decode=t_decode,
-                  sec_mesh=t_mesh, sec_per_shape=total)
+    result = generation_result(preset, f"{len(sizes)}: {sizes[0]}..{sizes[-1]}", sum(sizes), tok, gen, times,
+                               "sec_per_shape")
     del tok, gen, indices
     gc.collect()
-    return row, result
+    return result
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
     """Run the benchmark, print the table and return its numbers."""
     args = parse_args(argv)
-    device = setup(args)
-    rows, results = measure_presets(measure, args, device, procedural_sdf_grid(args.resolution))
-    columns = ["preset", "levels", "tokens", "tokenizer\nparams", "generator\nparams", "tokens\nms/shape",
-               "decoding\nms/shape", "mesh\nms/shape", "total\ns/shape"]
-    caption = (f"{environment(device, args.dtype)}\nbatch {args.batch}, class-conditioned, cfg 3, top-p 0.9 (KV cache); "
-               f"occupancy on a {args.resolution}^3 grid; marching cubes on the CPU (skimage) of a procedural chair's "
-               f"SDF grid (random weights decode no shape); median of up to {args.repeats} runs after a warm-up.")
-    print_table("G3PT generation time per shape", columns, rows, caption)
-    return results
+    return run_generation_benchmark(measure, args, "G3PT generation time per shape", "levels", "shape",
+                                    f"class-conditioned, cfg 3, top-p 0.9 (KV cache); occupancy on a {args.resolution}^3 grid")
 
 
 if __name__ == "__main__":

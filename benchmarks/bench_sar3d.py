@@ -23,8 +23,8 @@ import gc
 import numpy as np
 import torch
 
-from _common import (autocast, environment, fmt_ms, fmt_params, generation_parser, measure_presets,
-                     parse_generation_args, print_table, procedural_sdf_grid, setup, time_generation_stages)
+from _common import (autocast, generation_parser, generation_result, parse_generation_args, run_generation_benchmark,
+                     time_generation_stages)
 from scalear.domains.sar3d.generator import GENERATOR_PRESETS, create_generator, indices_to_sdf_grids
 from scalear.domains.sar3d.tokenizer import TRIPLANE_PRESETS, create_tokenizer
 
@@ -55,30 +55,21 @@ def measure(preset: str, args: argparse.Namespace, device: torch.device, chair: 
         with autocast(device, args.dtype):
             indices_to_sdf_grids(tok, indices, args.resolution)
 
-    t_tokens, t_decode, t_mesh = time_generation_stages(tokens, decode, chair, B, device, args)
-    total = t_tokens + t_decode + t_mesh
+    times = time_generation_stages(tokens, decode, chair, B, device, args)
     s = tok.schedule
-    row = [preset, f"{s.num_scales}: {s.shapes[0][0]}..{s.shapes[-1][0]}", str(s.total_tokens), fmt_params(tok.num_params()),
-           fmt_params(gen.num_params()), fmt_ms(t_tokens), fmt_ms(t_decode), fmt_ms(t_mesh), f"{total:.3f}"]
-    result = dict(preset=preset, tokens=s.total_tokens, sec_tokens=t_tokens, sec_decode=t_decode, sec_mesh=t_mesh,
-                  sec_per_object=total)
+    result = generation_result(preset, f"{s.num_scales}: {s.shapes[0][0]}..{s.shapes[-1][0]}", s.total_tokens, tok,
+                               gen, times, "sec_per_object")
     del tok, gen, indices
     gc.collect()
-    return row, result
+    return result
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
     """Run the benchmark, print the table and return its numbers."""
     args = parse_args(argv)
-    device = setup(args)
-    rows, results = measure_presets(measure, args, device, procedural_sdf_grid(args.resolution))
-    columns = ["preset", "scales", "tokens", "tokenizer\nparams", "generator\nparams", "tokens\nms/obj",
-               "decoding\nms/obj", "mesh\nms/obj", "total\ns/obj"]
-    caption = (f"{environment(device, args.dtype)}\nbatch {args.batch}, {args.condition}-conditioned, cfg 4, "
-               f"top-k 10, top-p 0.5; SDF on a {args.resolution}^3 grid; marching cubes on the CPU (skimage); median "
-               f"of up to {args.repeats} runs after a warm-up. Paper: 0.82 s per object on an A6000.")
-    print_table("SAR3D generation time per object", columns, rows, caption)
-    return results
+    return run_generation_benchmark(measure, args, "SAR3D generation time per object", "scales", "obj",
+                                    f"{args.condition}-conditioned, cfg 4, top-k 10, top-p 0.5; SDF on a "
+                                    f"{args.resolution}^3 grid. Paper: 0.82 s per object on an A6000")
 
 
 if __name__ == "__main__":

@@ -7,14 +7,11 @@ Exit codes: 0 success; 1 ``generate`` wrote some shapes but others decoded to an
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-from pathlib import Path
 from typing import Sequence
 
-from scalear.gen3d.cli import add_eval_arguments, add_generate_arguments, generate_request, report_objects, run_generate
 from scalear.cli_args import ArgumentParser, int_range
 from scalear.files import resolve_device
+from scalear.gen3d.cli import add_eval_arguments, add_generate_arguments, generate_request, run_eval, run_generate
 
 DESCRIPTION = """\
 G3PT: 3D shapes generated level of detail by level of detail over unordered point tokens.
@@ -67,32 +64,18 @@ def _eval(a: argparse.Namespace) -> int:
     from scalear.datasets.pointclouds.data import PointCloudDataModule
     from scalear.domains.g3pt.evaluate import format_reconstruction_table, reconstruction_by_level
     from scalear.domains.g3pt.tokenizer import G3PTTokenizer
-    from scalear.io import atomic_write, from_pretrained
 
-    try:
-        tok = from_pretrained(a.tokenizer)
-        if not isinstance(tok, G3PTTokenizer):
-            raise ValueError(f"{a.tokenizer} holds a {type(tok).__name__}, not a G3PT tokenizer")
-        tok = tok.to(resolve_device(a.device)).eval()
-        dm = PointCloudDataModule(root=a.root, cache_dir=a.cache_dir, val_per_class=a.val_per_class,
-                                  n_points=a.points, n_query=a.queries, meshes_only=True)
-        dm.setup("validate")
-        if dm.val_dataset is None:
-            raise ValueError(f"{a.root or 'the procedural set'} has no held-out objects")
+    def data(tok: G3PTTokenizer) -> PointCloudDataModule:
+        return PointCloudDataModule(root=a.root, cache_dir=a.cache_dir, val_per_class=a.val_per_class,
+                                    n_points=a.points, n_query=a.queries, meshes_only=True)
+
+    def evaluate(tok: G3PTTokenizer, val) -> dict:
         device = next(tok.parameters()).device
         batches = ({k: v.to(device) if hasattr(v, "to") else v for k, v in b.items()}
-                   for b in DataLoader(dm.val_dataset, batch_size=8))
-        by_level = reconstruction_by_level(tok, batches, a.resolution)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"scalear g3pt eval: {e}", file=sys.stderr)
-        return 2
-    print(f"tokenizer {a.tokenizer}  held-out objects {len(dm.val_dataset)}")
-    report_objects([dm.train_dataset, dm.val_dataset])
-    print(format_reconstruction_table(by_level))
-    if a.out:
-        atomic_write(a.out, lambda p: Path(p).write_text(json.dumps({str(k): v for k, v in by_level.items()}, indent=2)))
-        print(f"wrote {a.out}")
-    return 0
+                   for b in DataLoader(val, batch_size=8))
+        return reconstruction_by_level(tok, batches, a.resolution)
+
+    return run_eval("scalear g3pt eval", a, G3PTTokenizer, "G3PT tokenizer", data, evaluate, format_reconstruction_table)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -26,8 +26,8 @@ from scalear.datasets.meshes.render import camera_views, load_condition, shade, 
 from scalear.datasets.pointclouds.io import save_ply
 from scalear.domains.g3pt.generator import G3PTGenerator
 from scalear.domains.g3pt.tokenizer import G3PTTokenizer
-from scalear.gen3d.fields import MESH_FORMATS, export_mesh, surface_samples
 from scalear.gen3d.conditioning import load_generator_export
+from scalear.gen3d.fields import MESH_FORMATS, export_mesh, surface_samples
 from scalear.io import atomic_write
 from scalear.viz import save_png
 

@@ -42,8 +42,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from scalear.gen3d.conditioning import Condition, ConditionalGenerator, ConditionalGeneratorConfig, ImageEncoder
 from scalear.domains.g3pt.tokenizer import G3PTTokenizer
+from scalear.gen3d.conditioning import Condition, ConditionalGenerator, ConditionalGeneratorConfig, ImageEncoder
 from scalear.io import register_model_kind
 from scalear.registry import register_presets
 from scalear.schedules import ScaleSchedule

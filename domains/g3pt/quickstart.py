@@ -15,10 +15,9 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
-from scalear.io import atomic_write, from_pretrained
-from scalear.gen3d.quickstart import fit_tokenizer_and_generator, tiny_data_module
+from scalear.gen3d.quickstart import fit_tokenizer_and_generator, score_exported_tokenizer, tiny_data_module
+from scalear.io import atomic_write
 from scalear.quickstart import training_curves
 
 #: training steps per stage (full run, fast run)
@@ -57,13 +56,10 @@ def run(out: Path, fast: bool = False) -> str:
     i_fast = 1 if fast else 0
     res = RESOLUTION[i_fast]
     seconds = train(out, fast)
-    tok = from_pretrained(out / "export" / "tokenizer").eval()
     dm = _data(out, fast)
     val = dm.val_dataset
-
-    t = time.perf_counter()
-    by_level = reconstruction_by_level(tok, DataLoader(val, batch_size=8), res)
-    seconds["reconstruction"] = time.perf_counter() - t
+    tok, by_level, seconds["reconstruction"] = score_exported_tokenizer(
+        out, val, lambda tok, loader: reconstruction_by_level(tok, loader, res))
 
     # one held-out object per class: its input points, decoded from 1..K levels, then the true mesh
     K, size, eye, rows, first = tok.quantize.num_levels, 128, camera_views(1)[0], [], {}

@@ -111,8 +111,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from scalear.config_check import check_config
-from scalear.io import register_model_kind
 from scalear.domains.g3pt.lfq import LookupFreeQuantizer
+from scalear.io import register_model_kind
 from scalear.registry import register_presets
 from scalear.schedules import ScaleSchedule
 

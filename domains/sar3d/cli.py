@@ -7,14 +7,13 @@ Exit codes: 0 success; 1 ``generate`` wrote some objects but others decoded to a
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Sequence
 
-from scalear.gen3d.cli import add_eval_arguments, add_generate_arguments, generate_request, report_objects, run_generate
-from scalear.cli_args import ArgumentParser, int_range, output_dir, positive_int
+from scalear.cli_args import ArgumentParser, int_range, output_dir
 from scalear.files import resolve_device
+from scalear.gen3d.cli import add_eval_arguments, add_generate_arguments, generate_request, run_eval, run_generate
 
 DESCRIPTION = """\
 SAR3D: 3D objects generated coarse to fine over a multi-scale triplane VQ-VAE.
@@ -104,27 +103,14 @@ def _eval(a: argparse.Namespace) -> int:
     from scalear.datasets.meshes.data import MeshDataModule
     from scalear.domains.sar3d.evaluate import reconstruction_by_scale
     from scalear.domains.sar3d.tokenizer import TriplaneVQVAE
-    from scalear.io import atomic_write, from_pretrained
 
-    try:
-        tok = from_pretrained(a.tokenizer)
-        if not isinstance(tok, TriplaneVQVAE):
-            raise ValueError(f"{a.tokenizer} holds a {type(tok).__name__}, not a SAR3D triplane tokenizer")
-        tok = tok.to(resolve_device(a.device)).eval()
-        R = tok.config.grid_resolution
-        dm = MeshDataModule(root=a.root, cache_dir=a.cache_dir, val_per_class=a.val_per_class, grid_resolution=R)
-        dm.setup("validate")
-        by_scale = reconstruction_by_scale(tok, DataLoader(dm.val_dataset, batch_size=8), a.resolution)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"scalear sar3d eval: {e}", file=sys.stderr)
-        return 2
-    print(f"tokenizer {a.tokenizer}  held-out objects {len(dm.val_dataset)}")
-    report_objects([dm.train_dataset, dm.val_dataset])
-    print(format_reconstruction_table(by_scale))
-    if a.out:
-        atomic_write(a.out, lambda p: Path(p).write_text(json.dumps({str(k): v for k, v in by_scale.items()}, indent=2)))
-        print(f"wrote {a.out}")
-    return 0
+    def data(tok: TriplaneVQVAE) -> MeshDataModule:
+        return MeshDataModule(root=a.root, cache_dir=a.cache_dir, val_per_class=a.val_per_class,
+                              grid_resolution=tok.config.grid_resolution)
+
+    return run_eval("scalear sar3d eval", a, TriplaneVQVAE, "SAR3D triplane tokenizer", data,
+                    lambda tok, val: reconstruction_by_scale(tok, DataLoader(val, batch_size=8), a.resolution),
+                    format_reconstruction_table)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

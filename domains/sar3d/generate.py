@@ -19,10 +19,10 @@ from typing import Any, Sequence
 
 import torch
 
+from scalear.datasets.meshes.render import load_condition, save_condition_png
 from scalear.domains.sar3d.generator import SAR3DGenerator, indices_to_meshes
 from scalear.domains.sar3d.mesh import MESH_FORMATS, export_mesh
 from scalear.domains.sar3d.tokenizer import TriplaneVQVAE
-from scalear.datasets.meshes.render import load_condition, save_condition_png
 from scalear.gen3d.conditioning import load_generator_export
 from scalear.io import atomic_write
 

@@ -40,9 +40,9 @@ from typing import Any
 
 import torch
 
-from scalear.gen3d.conditioning import Condition, ConditionalGenerator, ConditionalGeneratorConfig, ImageEncoder
 from scalear.domains.sar3d.mesh import EmptyFieldError, extract_mesh, sdf_to_grid
 from scalear.domains.sar3d.tokenizer import TriplaneVQVAE
+from scalear.gen3d.conditioning import Condition, ConditionalGenerator, ConditionalGeneratorConfig, ImageEncoder
 from scalear.io import register_model_kind
 from scalear.registry import register_presets
 from scalear.schedules import ScaleSchedule

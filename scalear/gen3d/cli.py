@@ -5,7 +5,9 @@ and what an eval scored or skipped."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from scalear.cli_args import (device, existing_dir, int_range, non_negative_float, non_negative_int, output_dir,
@@ -86,4 +88,35 @@ def run_generate(prog: str, noun: str, a: argparse.Namespace, generate: Callable
     if rep.empty:
         print(f"{len(rep.empty)} {noun}(s) decoded to an empty field, not written: {', '.join(rep.empty)}", file=sys.stderr)
         return 1
+    return 0
+
+
+def run_eval(prog: str, a: argparse.Namespace, tokenizer_type: type, what: str,
+             data: Callable[[Any], Any], evaluate: Callable[[Any, Any], dict], table: Callable[[dict], str]) -> int:
+    """A 3D domain's ``eval``: load the exported ``--tokenizer`` (a ``tokenizer_type``, called ``what`` in errors)
+    on ``--device``, build its held-out split with ``data(tokenizer)`` (a data module), score it with
+    ``evaluate(tokenizer, dataset)`` (``{steps: metrics}``), print which objects were scored or skipped and
+    ``table(results)``, and write the results as JSON to ``--out``. Exit 2 on a bad folder or model."""
+    from scalear.files import resolve_device
+    from scalear.io import atomic_write, from_pretrained
+
+    try:
+        tok = from_pretrained(a.tokenizer)
+        if not isinstance(tok, tokenizer_type):
+            raise ValueError(f"{a.tokenizer} holds a {type(tok).__name__}, not a {what}")
+        tok = tok.to(resolve_device(a.device)).eval()
+        dm = data(tok)
+        dm.setup("validate")
+        if dm.val_dataset is None:
+            raise ValueError(f"{a.root or 'the procedural set'} has no held-out objects")
+        results = evaluate(tok, dm.val_dataset)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 2
+    print(f"tokenizer {a.tokenizer}  held-out objects {len(dm.val_dataset)}")
+    report_objects([dm.train_dataset, dm.val_dataset])
+    print(table(results))
+    if a.out:
+        atomic_write(a.out, lambda p: Path(p).write_text(json.dumps({str(k): v for k, v in results.items()}, indent=2)))
+        print(f"wrote {a.out}")
     return 0

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
+
+from torch.utils.data import DataLoader
 
 from scalear.quickstart import config_path, fit_with_cli
 
@@ -42,3 +44,14 @@ def tiny_data_module(domain: str, out: Path, per_class: int):
                                                            "per_class": per_class})
     dm.setup("validate")
     return dm
+
+
+def score_exported_tokenizer(out: Path, val, score: Callable[[Any, DataLoader], dict]) -> tuple[Any, dict, float]:
+    """The tokenizer the part exported (``out/export/tokenizer``, eval mode), ``score(tokenizer, loader)`` over the
+    held-out dataset ``val`` in batches of 8, and the seconds scoring took."""
+    from scalear.io import from_pretrained
+
+    tok = from_pretrained(out / "export" / "tokenizer").eval()
+    t = time.perf_counter()
+    scores = score(tok, DataLoader(val, batch_size=8))
+    return tok, scores, time.perf_counter() - t
