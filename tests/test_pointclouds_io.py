@@ -8,14 +8,8 @@ import numpy as np
 import pytest
 import trimesh
 
-from scalear.datasets.pointclouds import (
-    PointCloudError,
-    farthest_point_sample,
-    load_h5_point_clouds,
-    load_point_cloud,
-    normalize_points,
-    save_ply,
-)
+from scalear.datasets.pointclouds import (PointCloudError, farthest_point_sample, load_h5_point_clouds,
+                                          load_point_cloud, normalize_points, save_ply)
 
 # (file, DATA encoding, points, has normals) from ../shared/data/pointclouds/MANIFEST.md
 REAL_PCD = [

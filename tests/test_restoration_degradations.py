@@ -6,25 +6,9 @@ import pytest
 import skimage.data
 import torch
 
-from scalear.datasets.restoration import (
-    ALL_IN_ONE,
-    DEGRADATIONS,
-    EVAL_SUITE,
-    Compose,
-    DefocusBlur,
-    Downsample,
-    GaussianBlur,
-    GaussianNoise,
-    Haze,
-    JPEGCompression,
-    LowLight,
-    MotionBlur,
-    PoissonNoise,
-    RainStreaks,
-    RandomSubset,
-    build_degradation,
-    eval_suite,
-)
+from scalear.datasets.restoration import (ALL_IN_ONE, DEGRADATIONS, EVAL_SUITE, Compose, DefocusBlur, Downsample,
+                                          GaussianBlur, GaussianNoise, Haze, JPEGCompression, LowLight, MotionBlur,
+                                          PoissonNoise, RainStreaks, RandomSubset, build_degradation, eval_suite)
 from scalear.datasets.restoration.degradations import disk_kernel
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -10,15 +10,8 @@ import torch
 from skimage.color import rgb2ycbcr
 from skimage.metrics import structural_similarity
 
-from scalear.domains.restoration.metrics import (
-    METRIC_KEYS,
-    RestorationEvaluator,
-    format_table,
-    psnr,
-    restoration_metrics,
-    rgb_to_y,
-    ssim,
-)
+from scalear.domains.restoration.metrics import (METRIC_KEYS, RestorationEvaluator, format_table, psnr,
+                                                 restoration_metrics, rgb_to_y, ssim)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
