@@ -19,7 +19,7 @@ import json
 import logging
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import lightning as L
 import numpy as np
@@ -73,7 +73,45 @@ def _file_hash(path: Path) -> str:
     return h.hexdigest()
 
 
-class MeshSDFDataset(Dataset):
+class CachedObjectDataset(Dataset):
+    """What the mesh and point-cloud datasets share: the records of one split, each preprocessed once into a cache
+    file (``files``); unusable ones skipped with a warning and listed in ``skipped`` as ``(path, reason)``;
+    ``labels`` index ``classes`` (default: the sorted labels of all given records, before the split filter)."""
+
+    #: what one record is and what several are, in messages
+    item, items = "object", "objects"
+    #: the errors that make one record unusable (skipped) rather than the whole dataset
+    unusable: tuple[type[Exception], ...] = (FileNotFoundError,)
+
+    def _cache_split(self, all_records: Sequence, split: str | None, classes: Sequence[str] | None,
+                     cache_one: Callable[[Any], Path]) -> None:
+        """Set ``classes``, ``records``, ``files``, ``skipped`` and ``labels`` from the records of ``split``."""
+        self.classes: list[str] = list(classes) if classes is not None else sorted({r.label for r in all_records})
+        recs = [r for r in all_records if split is None or r.split == split]
+        if not recs:
+            raise ValueError(f"no {self.items} with split {split!r} among {len(all_records)} records")
+        self.records: list = []
+        self.files: list[Path] = []
+        self.skipped: list[tuple[Path, str]] = []
+        for rec in tqdm(recs, desc=f"{self.items} -> {self.cache_dir}", leave=False):
+            try:
+                self.files.append(cache_one(rec))
+                self.records.append(rec)
+            except self.unusable as e:
+                self.skipped.append((rec.path, str(e)))
+                warnings.warn(f"skipping {self.item}: {e}", stacklevel=3)
+        if not self.records:
+            raise ValueError(f"none of the {len(recs)} {self.items} could be used; reasons: "
+                             + "; ".join(reason for _, reason in self.skipped[:5]))
+        if unknown := sorted({r.label for r in self.records} - set(self.classes)):
+            raise ValueError(f"labels {unknown} are not among classes {self.classes}")
+        self.labels = [self.classes.index(r.label) for r in self.records]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+class MeshSDFDataset(CachedObjectDataset):
     """Meshes as SDF grids, SDF samples, surface samples and condition renders (items: module docstring).
 
     ``records`` is a list of :class:`MeshRecord` or a folder for :func:`scan_mesh_folder`; ``split`` keeps
@@ -83,39 +121,23 @@ class MeshSDFDataset(Dataset):
     (default: the sorted labels of all given records, before the split filter).
     """
 
+    item, items = "mesh", "meshes"
+    unusable = (MeshError, FileNotFoundError)
+
     def __init__(self, records: Sequence[MeshRecord] | str | Path, cache_dir: str | Path,
                  grid_resolution: int = 32, n_points: int = 4096, near_fraction: float = 0.5, sigma: float = 0.01,
                  n_surface: int = 2048, image_size: int = 64, split: str | None = None, seed: int = 0,
                  train: bool | None = None, classes: Sequence[str] | None = None) -> None:
         if not 0 <= near_fraction <= 1:
             raise ValueError(f"near_fraction must be in [0, 1], got {near_fraction}")
-        all_records = scan_mesh_folder(records) if isinstance(records, (str, Path)) else list(records)
-        self.classes: list[str] = list(classes) if classes is not None else sorted({r.label for r in all_records})
-        recs = [r for r in all_records if split is None or r.split == split]
-        if not recs:
-            raise ValueError(f"no meshes with split {split!r} among {len(all_records)} records")
         self.cache_dir = Path(cache_dir)
         self.n_points, self.train = n_points, (split == "train") if train is None else train
         self.settings = {"version": CACHE_VERSION, "grid_resolution": grid_resolution, "n_pool": POOL_FACTOR * n_points,
                          "near_fraction": near_fraction, "sigma": sigma, "n_surface": n_surface,
                          "image_size": image_size, "n_views": N_VIEWS, "seed": seed}
-        self.records: list[MeshRecord] = []
-        self.files: list[Path] = []
-        self.skipped: list[tuple[Path, str]] = []
-        for rec in tqdm(recs, desc=f"meshes -> {self.cache_dir}", leave=False):
-            try:
-                self.files.append(self._cached(rec))
-                self.records.append(rec)
-            except (MeshError, FileNotFoundError) as e:
-                self.skipped.append((rec.path, str(e)))
-                warnings.warn(f"skipping mesh: {e}", stacklevel=2)
-        if not self.records:
-            raise ValueError(f"none of the {len(recs)} meshes could be used; reasons: "
-                             + "; ".join(reason for _, reason in self.skipped[:5]))
+        all_records = scan_mesh_folder(records) if isinstance(records, (str, Path)) else list(records)
+        self._cache_split(all_records, split, classes, self._cached)
         self.label_names: list[str] = [r.label for r in self.records]  # per item
-        if unknown := sorted({r.label for r in self.records} - set(self.classes)):
-            raise ValueError(f"labels {unknown} are not among classes {self.classes}")
-        self.labels = [self.classes.index(r.label) for r in self.records]
 
     def _cached(self, rec: MeshRecord) -> Path:
         if not rec.path.is_file():
@@ -127,9 +149,6 @@ class MeshSDFDataset(Dataset):
             arrays = preprocess_mesh(rec.path, self.settings, int(key, 16) % 2**32)
             atomic_write(path, lambda p: _savez(p, arrays))
         return path
-
-    def __len__(self) -> int:
-        return len(self.records)
 
     def __getitem__(self, i: int) -> dict:
         with np.load(self.files[i]) as z:
@@ -166,14 +185,42 @@ def split_records(records: Sequence[MeshRecord], val_per_class: int) -> tuple[li
 
 
 class CachedSplitDataModule(L.LightningDataModule):
-    """What the mesh and point-cloud data modules share: ``setup()`` (a subclass's) builds ``train_dataset`` and
-    ``val_dataset`` (None without held-out objects) from cached samples; ``prepare_data`` fills the cache once;
-    ``classes`` and the loaders (``hparams.batch_size``, ``hparams.num_workers``) come from them."""
+    """What the mesh and point-cloud data modules share: ``setup()`` builds ``train_dataset`` and ``val_dataset``
+    (None without held-out objects) from a subclass's ``_records()`` and ``_dataset()``; ``prepare_data`` fills the
+    cache once; ``classes`` and the loaders (``hparams.batch_size``, ``hparams.num_workers``) come from them."""
 
     train_dataset: Dataset | None = None
     val_dataset: Dataset | None = None
     #: what the held-out items are, for the error when there are none
     val_items: str = "objects"
+
+    def _records(self) -> tuple[list, list]:
+        """(train, val) records."""
+        raise NotImplementedError
+
+    def _dataset(self, records: list, train: bool, classes: list[str]) -> Dataset:
+        """The dataset of ``records`` (``train``: random draws per item) with the label order ``classes``."""
+        raise NotImplementedError
+
+    def _procedural_records(self, scan: Callable[[Path], list]) -> tuple[list, list]:
+        """(train, val) records of the procedural set in ``<cache_dir>/procedural`` (written once), read by
+        ``scan``: per class the objects numbered below ``per_class`` for training, the next ``val_per_class``
+        for validation."""
+        hp = self.hparams
+        n = hp.per_class + hp.val_per_class
+        folder = Path(hp.cache_dir) / "procedural"
+        write_procedural_set(folder, n, hp.seed)
+        number = lambda r: int(r.object_id.rsplit("_", 1)[1])  # noqa: E731
+        records = [r for r in scan(folder) if r.label in PROCEDURAL_CLASSES and number(r) < n]
+        return [r for r in records if number(r) < hp.per_class], [r for r in records if number(r) >= hp.per_class]
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_dataset is not None:
+            return
+        train, val = self._records()
+        classes = sorted({r.label for r in train + val})
+        self.train_dataset = self._dataset(train, train=True, classes=classes)
+        self.val_dataset = self._dataset(val, train=False, classes=classes) if val else None
 
     def prepare_data(self) -> None:
         self.setup()  # writes the procedural set and the cache once (rank 0); setup() on each rank reads it
@@ -213,24 +260,13 @@ class MeshDataModule(CachedSplitDataModule):
         self.val_dataset: MeshSDFDataset | None = None
 
     def _records(self) -> tuple[list[MeshRecord], list[MeshRecord]]:
-        hp = self.hparams
-        if hp.root is None:
-            folder = Path(hp.cache_dir) / "procedural"
-            write_procedural_set(folder, hp.per_class + hp.val_per_class, hp.seed)
-            records = [r for r in scan_mesh_folder(folder) if r.label in PROCEDURAL_CLASSES
-                       and int(r.object_id.rsplit("_", 1)[1]) < hp.per_class + hp.val_per_class]
-            val = [r for r in records if int(r.object_id.rsplit("_", 1)[1]) >= hp.per_class]
-            return [r for r in records if r not in val], val
-        return split_records(scan_mesh_folder(hp.root), hp.val_per_class)
+        if self.hparams.root is None:
+            return self._procedural_records(scan_mesh_folder)
+        return split_records(scan_mesh_folder(self.hparams.root), self.hparams.val_per_class)
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_dataset is not None:
-            return
+    def _dataset(self, records: list[MeshRecord], train: bool, classes: list[str]) -> MeshSDFDataset:
         hp = self.hparams
-        train, val = self._records()
-        classes = sorted({r.label for r in train + val})
-        kw = dict(cache_dir=Path(hp.cache_dir) / "samples", grid_resolution=hp.grid_resolution,
-                  n_points=hp.n_points, image_size=hp.image_size, seed=hp.seed, classes=classes)
-        self.train_dataset = MeshSDFDataset(train, train=True, **kw)
-        self.val_dataset = MeshSDFDataset(val, train=False, **kw) if val else None
+        return MeshSDFDataset(records, Path(hp.cache_dir) / "samples", grid_resolution=hp.grid_resolution,
+                              n_points=hp.n_points, image_size=hp.image_size, seed=hp.seed, train=train,
+                              classes=classes)
 

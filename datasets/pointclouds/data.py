@@ -42,20 +42,17 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
-from scalear.datasets.meshes.data import MIN_ENCLOSURE, CachedSplitDataModule, _file_hash, _savez, split_records
+from scalear.datasets.meshes.data import (MIN_ENCLOSURE, CachedObjectDataset, CachedSplitDataModule, _file_hash, _savez,
+                                          split_records)
 from scalear.datasets.meshes.folders import scan_mesh_folder
 from scalear.datasets.meshes.io import MESH_SUFFIXES, MeshError, inspect_mesh, normalize_mesh
-from scalear.datasets.meshes.procedural import PROCEDURAL_CLASSES, write_procedural_set
 from scalear.datasets.meshes.render import N_VIEWS, render_condition_image
 from scalear.datasets.meshes.sampling import enclosure, sample_sdf, sample_surface
 from scalear.datasets.pointclouds.io import (
@@ -178,7 +175,7 @@ def preprocess_object(rec: PointCloudRecord, settings: dict, seed: int,
     return out
 
 
-class PointCloudDataset(Dataset):
+class PointCloudDataset(CachedObjectDataset):
     """Input point clouds with occupancy queries where a mesh exists (items and caching: module docstring).
 
     ``records``: a list of :class:`PointCloudRecord`, a folder (:func:`scan_point_cloud_folder`) or an HDF5 file
@@ -190,6 +187,8 @@ class PointCloudDataset(Dataset):
     order (default: the sorted labels of all given records, before the split filter).
     """
 
+    unusable = (PointCloudError, FileNotFoundError)
+
     def __init__(self, records: Sequence[PointCloudRecord] | str | Path, cache_dir: str | Path,
                  n_points: int = 2048, n_query: int = 2048, near_fraction: float = 0.5, sigma: float = 0.01,
                  split: str | None = None, seed: int = 0, train: bool | None = None,
@@ -199,15 +198,6 @@ class PointCloudDataset(Dataset):
             raise ValueError(f"near_fraction must be in [0, 1], got {near_fraction}")
         if n_points < 1 or n_query < 1:
             raise ValueError(f"n_points and n_query must be >= 1, got {n_points} and {n_query}")
-        if isinstance(records, (str, Path)):
-            src = Path(records)
-            all_records = h5_records(src) if src.is_file() else scan_point_cloud_folder(src)
-        else:
-            all_records = list(records)
-        self.classes: list[str] = list(classes) if classes is not None else sorted({r.label for r in all_records})
-        recs = [r for r in all_records if split is None or r.split == split]
-        if not recs:
-            raise ValueError(f"no objects with split {split!r} among {len(all_records)} records")
         self.cache_dir = Path(cache_dir)
         self.n_points, self.n_query = n_points, n_query
         self.train = (split == "train") if train is None else train
@@ -216,26 +206,20 @@ class PointCloudDataset(Dataset):
                          "seed": seed}
         if image_size:  # only then in the settings, so the cache keys of image-less data stay the same
             self.settings["image_size"] = int(image_size)
-        self.records: list[PointCloudRecord] = []
-        self.files: list[Path] = []
-        self.skipped: list[tuple[Path, str]] = []
         hashes: dict[Path, str] = {}
         h5: dict[Path, np.ndarray] = {}  # HDF5 files read once, not once per row
-        for rec in tqdm(recs, desc=f"point clouds -> {self.cache_dir}", leave=False):
-            try:
-                if meshes_only and not is_mesh_record(rec):
-                    raise PointCloudError(f"{rec.path}: a point cloud (no faces); occupancy needs a mesh")
-                self.files.append(self._cached(rec, hashes, h5))
-                self.records.append(rec)
-            except (PointCloudError, FileNotFoundError) as e:
-                self.skipped.append((rec.path, str(e)))
-                warnings.warn(f"skipping {rec.path}: {e}", stacklevel=2)
-        if not self.records:
-            raise ValueError(f"none of the {len(recs)} objects could be used; reasons: "
-                             + "; ".join(reason for _, reason in self.skipped[:5]))
-        if unknown := sorted({r.label for r in self.records} - set(self.classes)):
-            raise ValueError(f"labels {unknown} are not among classes {self.classes}")
-        self.labels = [self.classes.index(r.label) for r in self.records]
+
+        def cache_one(rec: PointCloudRecord) -> Path:
+            if meshes_only and not is_mesh_record(rec):
+                raise PointCloudError(f"{rec.path}: a point cloud (no faces); occupancy needs a mesh")
+            return self._cached(rec, hashes, h5)
+
+        if isinstance(records, (str, Path)):
+            src = Path(records)
+            all_records = h5_records(src) if src.is_file() else scan_point_cloud_folder(src)
+        else:
+            all_records = list(records)
+        self._cache_split(all_records, split, classes, cache_one)
 
     def _cached(self, rec: PointCloudRecord, hashes: dict[Path, str], h5: dict[Path, np.ndarray]) -> Path:
         if not rec.path.is_file():
@@ -260,9 +244,6 @@ class PointCloudDataset(Dataset):
         """Whether item ``i`` carries ``"query"`` / ``"occupancy"`` (its object is a mesh)."""
         with np.load(self.files[i]) as z:
             return "query" in z.files
-
-    def __len__(self) -> int:
-        return len(self.records)
 
     def _take(self, n_have: int, n: int) -> np.ndarray:
         """Indices of ``n`` of ``n_have`` items: random in training, the first ones otherwise; repeated random
@@ -311,24 +292,14 @@ class PointCloudDataModule(CachedSplitDataModule):
     def _records(self) -> tuple[list[PointCloudRecord], list[PointCloudRecord]]:
         hp = self.hparams
         if hp.root is None:
-            n = hp.per_class + hp.val_per_class
-            folder = Path(hp.cache_dir) / "procedural"
-            write_procedural_set(folder, n, hp.seed)
-            number = lambda r: int(r.object_id.rsplit("_", 1)[1])  # noqa: E731
-            records = [r for r in scan_point_cloud_folder(folder) if r.label in PROCEDURAL_CLASSES and number(r) < n]
-            return [r for r in records if number(r) < hp.per_class], [r for r in records if number(r) >= hp.per_class]
+            return self._procedural_records(scan_point_cloud_folder)
         root = Path(hp.root)
         records = h5_records(root) if root.is_file() else scan_point_cloud_folder(root)
         return split_records(records, hp.val_per_class)
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_dataset is not None:
-            return
+    def _dataset(self, records: list[PointCloudRecord], train: bool, classes: list[str]) -> PointCloudDataset:
         hp = self.hparams
-        train, val = self._records()
-        classes = sorted({r.label for r in train + val})
-        kw = dict(cache_dir=Path(hp.cache_dir) / "samples", n_points=hp.n_points, n_query=hp.n_query, seed=hp.seed,
-                  classes=classes, image_size=hp.image_size, meshes_only=hp.meshes_only)
-        self.train_dataset = PointCloudDataset(train, train=True, **kw)
-        self.val_dataset = PointCloudDataset(val, train=False, **kw) if val else None
+        return PointCloudDataset(records, Path(hp.cache_dir) / "samples", n_points=hp.n_points, n_query=hp.n_query,
+                                 seed=hp.seed, train=train, classes=classes, image_size=hp.image_size,
+                                 meshes_only=hp.meshes_only)
 
