@@ -91,4 +91,11 @@ def check_config(cls: type, d: Mapping[str, Any], what: str = "") -> None:
             raise UsageError(f"{what} key {key!r} must be {_describe(hints[key])}, got {value!r}")
 
 
-__all__ = ["check_config"]
+
+def with_overrides(config: Any, overrides: Mapping[str, Any]) -> Any:
+    """``config`` (a dataclass with ``to_dict`` / ``from_dict``) with ``overrides`` applied and checked by its
+    ``from_dict``; ``config`` itself when there are none."""
+    return type(config).from_dict({**config.to_dict(), **overrides}) if overrides else config
+
+
+__all__ = ["check_config", "with_overrides"]

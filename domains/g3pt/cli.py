@@ -10,8 +10,7 @@ import argparse
 from typing import Sequence
 
 from scalear.cli_args import ArgumentParser, int_range
-from scalear.files import resolve_device
-from scalear.gen3d.cli import add_eval_arguments, add_generate_arguments, generate_request, run_eval, run_generate
+from scalear.gen3d.cli import add_eval_arguments, add_generate_arguments, run_eval, run_generate
 
 DESCRIPTION = """\
 G3PT: 3D shapes generated level of detail by level of detail over unordered point tokens.
@@ -49,13 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _generate(a: argparse.Namespace) -> int:
     from scalear.domains.g3pt.generate import generate_to_folder, load_generator
 
-    def generate():
-        gen, tok = load_generator(a.model, resolve_device(a.device))
-        classes, sampling = generate_request(a)
-        return generate_to_folder(gen, tok, a.out, a.n, classes, a.image, a.format, a.points, a.seed,
-                                  a.resolution, not a.no_preview, not a.quiet, **sampling)
-
-    return run_generate("scalear g3pt generate", "shape", a, generate)
+    return run_generate("scalear g3pt generate", "shape", a, load_generator, generate_to_folder, points=a.points)
 
 
 def _eval(a: argparse.Namespace) -> int:

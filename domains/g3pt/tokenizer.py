@@ -110,7 +110,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scalear.config_check import check_config
+from scalear.config_check import check_config, with_overrides
 from scalear.domains.g3pt.lfq import LookupFreeQuantizer
 from scalear.io import register_model_kind
 from scalear.registry import register_presets
@@ -431,10 +431,7 @@ class G3PTTokenizer(nn.Module):
 
     def __init__(self, config: G3PTTokenizerConfig | None = None, **overrides: Any):
         super().__init__()
-        cfg = config or G3PTTokenizerConfig()
-        if overrides:
-            cfg = G3PTTokenizerConfig.from_dict({**cfg.to_dict(), **overrides})
-        self.config = cfg
+        self.config = cfg = with_overrides(config or G3PTTokenizerConfig(), overrides)
         C, fin = cfg.width, 3 + 6 * cfg.num_freqs
         self.point_in = nn.Linear(fin, C)
         self.latents = _queries(cfg.sizes[-1], C, cfg.query_init)

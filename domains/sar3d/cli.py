@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from scalear.cli_args import ArgumentParser, int_range, output_dir
-from scalear.files import resolve_device
-from scalear.gen3d.cli import add_eval_arguments, add_generate_arguments, generate_request, run_eval, run_generate
+from scalear.gen3d.cli import add_eval_arguments, add_generate_arguments, run_eval, run_generate
 
 DESCRIPTION = """\
 SAR3D: 3D objects generated coarse to fine over a multi-scale triplane VQ-VAE.
@@ -52,13 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _generate(a: argparse.Namespace) -> int:
     from scalear.domains.sar3d.generate import generate_to_folder, load_generator
 
-    def generate():
-        gen, tok = load_generator(a.model, resolve_device(a.device))
-        classes, sampling = generate_request(a)
-        return generate_to_folder(gen, tok, a.out, a.n, classes, a.image, a.format, a.seed, a.resolution,
-                                  not a.no_preview, not a.quiet, **sampling)
-
-    return run_generate("scalear sar3d generate", "object", a, generate)
+    return run_generate("scalear sar3d generate", "object", a, load_generator, generate_to_folder)
 
 
 def _render(a: argparse.Namespace) -> int:

@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scalear.config_check import check_config
+from scalear.config_check import check_config, with_overrides
 from scalear.io import register_model_kind
 from scalear.quant import MultiScaleVQ, QuantOutput
 from scalear.registry import register_presets
@@ -210,10 +210,7 @@ class TriplaneVQVAE(nn.Module):
 
     def __init__(self, config: TriplaneVQVAEConfig | None = None, **overrides: Any):
         super().__init__()
-        cfg = config or TriplaneVQVAEConfig()
-        if overrides:
-            cfg = TriplaneVQVAEConfig.from_dict({**cfg.to_dict(), **overrides})
-        self.config = cfg
+        self.config = cfg = with_overrides(config or TriplaneVQVAEConfig(), overrides)
         ch, Cp = cfg.enc_channels, cfg.plane_channels
         enc = [nn.Conv3d(1, ch[0], 3, padding=1), nn.SiLU()]
         for cin, cout in zip(ch[:-1], ch[1:]):

@@ -75,12 +75,21 @@ def generate_request(a: argparse.Namespace) -> tuple[list[str] | None, dict[str,
     return classes, {k: v for k, v in (("cfg", a.cfg), ("top_k", a.top_k), ("top_p", a.top_p)) if v is not None}
 
 
-def run_generate(prog: str, noun: str, a: argparse.Namespace, generate: Callable[[], Any]) -> int:
-    """Run a 3D domain's ``generate`` (``generate()`` returns a report with ``written`` and ``empty``) and report:
-    exit 0 when everything was written, 1 when some samples decoded to an empty field (named on stderr), 2 on a
-    usage error (a bad model folder, an unknown class, an unreadable condition)."""
+def run_generate(prog: str, noun: str, a: argparse.Namespace, load_generator: Callable[..., tuple[Any, Any]],
+                 generate_to_folder: Callable[..., Any], **options: Any) -> int:
+    """A 3D domain's ``generate``: ``load_generator(folder, device)`` on the :func:`add_generate_arguments` options,
+    then ``generate_to_folder(generator, tokenizer, out, n=, classes=, images=, fmt=, seed=, resolution=,
+    preview=, progress=, **options, **sampling)``, which returns a report with ``written`` and ``empty``. Exit 0
+    when everything was written, 1 when some samples decoded to an empty field (named on stderr), 2 on a usage
+    error (a bad model folder, an unknown class, an unreadable condition)."""
+    from scalear.files import resolve_device
+
     try:
-        rep = generate()
+        gen, tok = load_generator(a.model, resolve_device(a.device))
+        classes, sampling = generate_request(a)
+        rep = generate_to_folder(gen, tok, a.out, n=a.n, classes=classes, images=a.image, fmt=a.format, seed=a.seed,
+                                 resolution=a.resolution, preview=not a.no_preview, progress=not a.quiet,
+                                 **options, **sampling)
     except (FileNotFoundError, ValueError) as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return 2
