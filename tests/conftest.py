@@ -65,3 +65,53 @@ def write_ball_and_box_meshes(root: Path, per_class: int = 2) -> Path:
         for i in range(per_class):
             make(i).export(root / cls / f"{cls}_{i}.obj")
     return root
+
+
+def check_procedural_data_module(dm, n_train: int, n_val: int) -> dict:
+    """Set up a mesh / point-cloud data module on the procedural set and check what both promise: the procedural
+    classes, ``n_train`` / ``n_val`` objects kept apart, batches of 3 with int64 labels and names, validation labels
+    among the classes. Returns the first training batch."""
+    from scalear.datasets.meshes import PROCEDURAL_CLASSES
+
+    dm.prepare_data()
+    dm.setup("fit")
+    assert dm.classes == sorted(PROCEDURAL_CLASSES)
+    assert len(dm.train_dataset) == n_train and len(dm.val_dataset) == n_val
+    assert not {r.path for r in dm.train_dataset.records} & {r.path for r in dm.val_dataset.records}
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["label"].dtype == torch.int64 and len(batch["name"]) == 3
+    val = next(iter(dm.val_dataloader()))
+    assert {dm.classes[i] for i in val["label"].tolist()} <= set(PROCEDURAL_CLASSES)
+    return batch
+
+
+def check_cache_is_reused_and_keyed_by_settings(monkeypatch, data_module, preprocess: str, build, n_objects: int,
+                                                other_settings: dict, item: int, key: str) -> None:
+    """``build(**overrides)`` twice preprocesses each of its ``n_objects`` once (``data_module.<preprocess>``): the
+    same files, untouched, the same ``item[key]``; other settings make new cache entries; no temporary is left."""
+    calls = []
+    real = getattr(data_module, preprocess)
+    monkeypatch.setattr(data_module, preprocess, lambda *a: calls.append(a[0]) or real(*a))
+    first = build()
+    assert len(calls) == n_objects
+    mtimes = [f.stat().st_mtime_ns for f in first.files]
+    second = build()
+    assert len(calls) == n_objects and second.files == first.files  # no new preprocessing
+    assert [f.stat().st_mtime_ns for f in second.files] == mtimes
+    assert torch.equal(first[item][key], second[item][key])
+    build(**other_settings)
+    assert len(calls) == 2 * n_objects  # other settings: other cache entries
+    assert not list(first.cache_dir.glob(".*")) and not list(first.cache_dir.glob("*.tmp"))
+
+
+def check_data_module_config_parses_like_lightning_cli(data_module_class, root: str, defaults: dict) -> None:
+    """``--data.per_class`` and ``--data.root`` parse, the other arguments keep ``defaults``, unknown ones fail."""
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(data_module_class, "data")
+    cfg = parser.parse_args(["--data.per_class", "3", "--data.root", root])
+    assert cfg.data.per_class == 3 and cfg.data.root == root
+    assert {k: cfg.data[k] for k in defaults} == defaults
+    with pytest.raises(Exception):
+        parser.parse_args(["--data.nonsense", "3"])

@@ -18,6 +18,8 @@ from scalear.datasets.meshes import (
     split_records,
     write_procedural_set,
 )
+from conftest import (check_cache_is_reused_and_keyed_by_settings, check_data_module_config_parses_like_lightning_cli,
+                      check_procedural_data_module)
 
 TINY = dict(grid_resolution=8, n_points=64, n_surface=32, image_size=16)
 KEYS = {"grid", "points", "sdf", "surface", "normals", "image", "label", "name"}
@@ -102,19 +104,10 @@ def test_train_items_are_random_draws_from_the_cached_pool(procedural_folder, tm
 
 
 def test_cache_is_reused_and_keyed_by_settings(procedural_folder, tmp_path, monkeypatch):
-    calls = []
-    real = data_mod.preprocess_mesh
-    monkeypatch.setattr(data_mod, "preprocess_mesh", lambda *a: calls.append(a[0]) or real(*a))
-    first = MeshSDFDataset(procedural_folder, tmp_path / "cache", **TINY)
-    assert len(calls) == 8
-    mtimes = [f.stat().st_mtime_ns for f in first.files]
-    second = MeshSDFDataset(procedural_folder, tmp_path / "cache", **TINY)
-    assert len(calls) == 8 and second.files == first.files  # no new ray casting
-    assert [f.stat().st_mtime_ns for f in second.files] == mtimes
-    assert torch.equal(first[2]["grid"], second[2]["grid"])
-    MeshSDFDataset(procedural_folder, tmp_path / "cache", **{**TINY, "sigma": 0.02})
-    assert len(calls) == 16  # other settings: another cache entry
-    assert not list((tmp_path / "cache").glob("*.tmp"))
+    check_cache_is_reused_and_keyed_by_settings(
+        monkeypatch, data_mod, "preprocess_mesh",
+        lambda **kw: MeshSDFDataset(procedural_folder, tmp_path / "cache", **{**TINY, **kw}),
+        n_objects=8, other_settings={"sigma": 0.02}, item=2, key="grid")
 
 
 @pytest.mark.shared_data
@@ -145,24 +138,9 @@ def test_bad_meshes_are_skipped_and_named(procedural_folder, tmp_path, shared_da
 def test_data_module_on_the_procedural_set(tmp_path):
     dm = MeshDataModule(cache_dir=str(tmp_path / "c"), per_class=2, val_per_class=1, grid_resolution=8,
                         n_points=32, image_size=16, batch_size=3)
-    dm.prepare_data()
-    dm.setup("fit")
-    assert dm.classes == sorted(PROCEDURAL_CLASSES)
-    assert len(dm.train_dataset) == 8 and len(dm.val_dataset) == 4
-    assert not {r.path for r in dm.train_dataset.records} & {r.path for r in dm.val_dataset.records}
-    batch = next(iter(dm.train_dataloader()))
+    batch = check_procedural_data_module(dm, n_train=8, n_val=4)
     assert batch["grid"].shape == (3, 1, 8, 8, 8) and batch["image"].shape == (3, 4, 16, 16)
-    assert batch["label"].dtype == torch.int64 and len(batch["name"]) == 3
-    val = next(iter(dm.val_dataloader()))
-    assert {dm.classes[i] for i in val["label"].tolist()} <= set(PROCEDURAL_CLASSES)
 
 
 def test_data_module_config_parses_like_lightning_cli():
-    from jsonargparse import ArgumentParser
-
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_class_arguments(MeshDataModule, "data")
-    cfg = parser.parse_args(["--data.per_class", "3", "--data.root", "meshes/"])
-    assert cfg.data.per_class == 3 and cfg.data.root == "meshes/" and cfg.data.cache_dir == "scalear_cache/meshes"
-    with pytest.raises(Exception):
-        parser.parse_args(["--data.nonsense", "3"])
+    check_data_module_config_parses_like_lightning_cli(MeshDataModule, "meshes/", {"cache_dir": "scalear_cache/meshes"})

@@ -8,7 +8,6 @@ import pytest
 import torch
 import trimesh
 
-from scalear.datasets.meshes import PROCEDURAL_CLASSES, write_procedural_set
 from scalear.datasets.pointclouds import (
     PointCloudDataModule,
     PointCloudDataset,
@@ -17,6 +16,8 @@ from scalear.datasets.pointclouds import (
     scan_point_cloud_folder,
 )
 from scalear.datasets.pointclouds import data as data_mod
+from conftest import (check_cache_is_reused_and_keyed_by_settings, check_data_module_config_parses_like_lightning_cli,
+                      check_procedural_data_module)
 
 TINY = dict(n_points=128, n_query=256)
 
@@ -96,19 +97,10 @@ def test_condition_renders_of_meshes_with_image_size(shapes, tmp_path):
 
 
 def test_cache_is_reused_and_keyed_by_settings(shapes, tmp_path, monkeypatch):
-    calls = []
-    real = data_mod.preprocess_object
-    monkeypatch.setattr(data_mod, "preprocess_object", lambda *a: calls.append(a[0]) or real(*a))
-    first = PointCloudDataset(shapes, tmp_path / "cache", **TINY)
-    assert len(calls) == 4
-    mtimes = [f.stat().st_mtime_ns for f in first.files]
-    second = PointCloudDataset(shapes, tmp_path / "cache", **TINY)
-    assert len(calls) == 4 and second.files == first.files
-    assert [f.stat().st_mtime_ns for f in second.files] == mtimes
-    assert torch.equal(first[0]["query"], second[0]["query"])
-    PointCloudDataset(shapes, tmp_path / "cache", **{**TINY, "n_query": 64})
-    assert len(calls) == 8
-    assert not list((tmp_path / "cache").glob(".*"))
+    check_cache_is_reused_and_keyed_by_settings(
+        monkeypatch, data_mod, "preprocess_object",
+        lambda **kw: PointCloudDataset(shapes, tmp_path / "cache", **{**TINY, **kw}),
+        n_objects=4, other_settings={"n_query": 64}, item=0, key="query")
 
 
 def test_bad_files_are_skipped_and_named(shapes, tmp_path):
@@ -155,28 +147,13 @@ def test_modelnet_h5_dataset(tmp_path):
 def test_data_module_on_the_procedural_set(tmp_path):
     dm = PointCloudDataModule(cache_dir=str(tmp_path / "c"), per_class=1, val_per_class=1, n_points=64,
                               n_query=128, batch_size=3)
-    dm.prepare_data()
-    dm.setup("fit")
-    assert dm.classes == sorted(PROCEDURAL_CLASSES)
-    assert len(dm.train_dataset) == 4 and len(dm.val_dataset) == 4
-    assert not {r.path for r in dm.train_dataset.records} & {r.path for r in dm.val_dataset.records}
-    batch = next(iter(dm.train_dataloader()))
+    batch = check_procedural_data_module(dm, n_train=4, n_val=4)
     assert set(batch) == {"points", "query", "occupancy", "label", "name"}
     assert batch["points"].shape == (3, 64, 3) and batch["query"].shape == (3, 128, 3)
-    assert batch["occupancy"].shape == (3, 128) and batch["label"].dtype == torch.int64 and len(batch["name"]) == 3
-    assert 0 < batch["occupancy"].mean() < 1
-    val = next(iter(dm.val_dataloader()))
-    assert {dm.classes[i] for i in val["label"].tolist()} <= set(PROCEDURAL_CLASSES)
+    assert batch["occupancy"].shape == (3, 128) and 0 < batch["occupancy"].mean() < 1
 
 
 def test_data_module_config_parses_like_lightning_cli():
-    from jsonargparse import ArgumentParser
-
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_class_arguments(PointCloudDataModule, "data")
-    cfg = parser.parse_args(["--data.per_class", "3", "--data.root", "clouds/"])
-    assert cfg.data.per_class == 3 and cfg.data.root == "clouds/"
-    assert cfg.data.cache_dir == "scalear_cache/pointclouds" and cfg.data.n_points == 2048
-    assert cfg.data.n_query == 2048 and cfg.data.batch_size == 16
-    with pytest.raises(Exception):
-        parser.parse_args(["--data.nonsense", "3"])
+    check_data_module_config_parses_like_lightning_cli(
+        PointCloudDataModule, "clouds/",
+        {"cache_dir": "scalear_cache/pointclouds", "n_points": 2048, "n_query": 2048, "batch_size": 16})
