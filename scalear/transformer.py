@@ -25,13 +25,16 @@ layer keeps a KV cache so a scale's forward pass only processes that scale's tok
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from scalear.config_check import check_config
+from scalear.errors import UsageError
 from scalear.schedules import ScaleSchedule
 
 
@@ -87,6 +90,33 @@ class TransformerConfig:
     def from_dict(cls, d: dict) -> "TransformerConfig":
         check_config(cls, d, "transformer config")
         return cls(**d)
+
+
+#: TransformerConfig fields a model takes from its tokenizer's quantizer (:func:`tokenizer_fields`)
+TOKENIZER_FIELDS = frozenset({"vocab_size", "latent_dim", "schedule"})
+#: TransformerConfig fields of how a model conditions the transformer (class label, AdaLN vector, cross-attention
+#: context, prefix tokens): a model that builds its own conditioning sets them itself
+CONDITION_FIELDS = frozenset({"num_classes", "cond_dim", "context_dim", "prefix_dim", "max_prefix_len"})
+
+
+def tokenizer_fields(quantizer) -> dict[str, Any]:
+    """What a tokenizer's :class:`~scalear.quant.MultiScaleQuantizer` fixes of a transformer over its tokens: the
+    vocabulary, the width of a code vector and the token schedule."""
+    return {"vocab_size": quantizer.vocab_size, "latent_dim": quantizer.dim, "schedule": quantizer.schedule}
+
+
+def check_transformer_overrides(overrides: Mapping[str, Any] | None, what: str,
+                                derived: frozenset[str] = TOKENIZER_FIELDS) -> dict[str, Any]:
+    """A model's overrides of :class:`TransformerConfig` fields as a new dict, checked: a key the model derives
+    itself (``derived``), an unknown key or a value of the wrong type is a
+    :class:`~scalear.errors.UsageError` naming it (``what``: the model's transformer, in the message)."""
+    overrides = dict(overrides or {})
+    allowed = set(TransformerConfig.__dataclass_fields__) - derived
+    if unknown := sorted(set(overrides) - allowed):
+        raise UsageError(f"unknown {what} keys {unknown} (set by the model: {sorted(derived)}); "
+                         f"allowed: {sorted(allowed)}")
+    check_config(TransformerConfig, overrides, what)
+    return overrides
 
 
 def _var_preset(depth: int, **kw) -> TransformerConfig:

@@ -65,12 +65,13 @@ from scalear.io import register_model_kind
 from scalear.quant import map_to_tokens, tokens_to_map
 from scalear.registry import register_presets
 from scalear.sampling import SampleOutput, sample
-from scalear.transformer import NextScaleTransformer, TransformerConfig
+from scalear.transformer import (CONDITION_FIELDS, TOKENIZER_FIELDS, NextScaleTransformer, TransformerConfig,
+                                 check_transformer_overrides, tokenizer_fields)
 from scalear.vqvae import VQVAE, VQVAE_PRESETS, VQVAEConfig
 
 TrainingMode = Literal["dynamic", "teacher_forcing"]
 #: TransformerConfig fields DepthART derives from the tokenizer (not settable in a DepthART config)
-_DERIVED = {"vocab_size", "latent_dim", "schedule", "prefix_dim", "max_prefix_len", "cond_dim", "context_dim"}
+_DERIVED = TOKENIZER_FIELDS | (CONDITION_FIELDS - {"num_classes"})  # set by the model itself
 
 
 # ------------------------------------------------------------------------------------------- depth <-> tokens
@@ -145,11 +146,7 @@ class DepthARTConfig:
         if self.tokenizer["in_channels"] != 3 or self.tokenizer["dims"] != 2:
             raise ValueError("DepthART's tokenizer is an RGB image tokenizer (in_channels=3, dims=2) used for both "
                              f"image and depth; got in_channels={self.tokenizer['in_channels']}, dims={self.tokenizer['dims']}")
-        allowed = {f for f in TransformerConfig.__dataclass_fields__} - _DERIVED
-        if unknown := sorted(set(self.transformer) - allowed):
-            raise ValueError(f"unknown DepthART transformer keys {unknown}; allowed: {sorted(allowed)}")
-        check_config(TransformerConfig, self.transformer, "DepthART transformer")
-        self.transformer = dict(self.transformer)
+        self.transformer = check_transformer_overrides(self.transformer, "DepthART transformer", _DERIVED)
         if not 0 < self.depth_quantile <= 1:
             raise ValueError(f"depth_quantile must be in (0, 1], got {self.depth_quantile}")
         if self.num_samples < 1:
@@ -160,8 +157,8 @@ class DepthARTConfig:
 
     def transformer_config(self, tokenizer: VQVAE) -> TransformerConfig:
         q = tokenizer.quantize
-        return TransformerConfig(**{"cond_drop_rate": 0.0, **self.transformer}, vocab_size=q.vocab_size, latent_dim=q.dim,
-                                 schedule=q.schedule, prefix_dim=q.dim, max_prefix_len=q.schedule.total_tokens)
+        return TransformerConfig(**{"cond_drop_rate": 0.0, **self.transformer}, **tokenizer_fields(q), prefix_dim=q.dim,
+                                 max_prefix_len=q.schedule.total_tokens)
 
     def to_dict(self) -> dict:
         return copy.deepcopy(asdict(self))

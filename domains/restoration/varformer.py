@@ -60,13 +60,14 @@ from torch import nn
 from scalear.config_check import check_config
 from scalear.io import register_model_kind
 from scalear.registry import register_presets
-from scalear.transformer import NextScaleTransformer, TransformerConfig
+from scalear.transformer import (CONDITION_FIELDS, TOKENIZER_FIELDS, NextScaleTransformer, TransformerConfig,
+                                 check_transformer_overrides, tokenizer_fields)
 from scalear.vqvae import VQVAE, VQVAE_PRESETS, VQVAEConfig
 
 #: the groups :attr:`VarformerConfig.freeze` may name
 FREEZE_GROUPS: tuple[str, ...] = ("tokenizer", "blocks", "embeddings", "head")
 _EMBEDDINGS = ("class_emb", "uncond_emb", "cond_proj", "cond_null", "pos_start", "pos_1LC", "lvl_embed", "word_embed")
-_DERIVED = {"vocab_size", "latent_dim", "schedule", "prefix_dim", "max_prefix_len", "context_dim", "cond_dim"}
+_DERIVED = TOKENIZER_FIELDS | (CONDITION_FIELDS - {"num_classes"})  # set by the model itself
 
 
 # ------------------------------------------------------------------------------------------- config
@@ -101,11 +102,7 @@ class VarformerConfig:
         self.tokenizer = VQVAEConfig.from_dict(dict(self.tokenizer)).to_dict()
         if self.tokenizer["in_channels"] != 3 or self.tokenizer["dims"] != 2:
             raise ValueError("Varformer's prior needs an RGB image tokenizer (in_channels=3, dims=2)")
-        allowed = set(TransformerConfig.__dataclass_fields__) - _DERIVED
-        if unknown := sorted(set(self.transformer) - allowed):
-            raise ValueError(f"unknown Varformer transformer keys {unknown}; allowed: {sorted(allowed)}")
-        check_config(TransformerConfig, self.transformer, "Varformer transformer")
-        self.transformer = dict(self.transformer)
+        self.transformer = check_transformer_overrides(self.transformer, "Varformer transformer", _DERIVED)
         self.freeze, self.widths = tuple(self.freeze), tuple(int(w) for w in self.widths)
         if bad := sorted(set(self.freeze) - set(FREEZE_GROUPS)):
             raise ValueError(f"unknown freeze groups {bad}; choose from {FREEZE_GROUPS}")
@@ -118,9 +115,7 @@ class VarformerConfig:
             raise ValueError(f"inject_blocks must be in [0, {depth}], got {self.inject_blocks}")
 
     def transformer_config(self, tokenizer: VQVAE) -> TransformerConfig:
-        q = tokenizer.quantize
-        return TransformerConfig(**{"cond_drop_rate": 0.0, **self.transformer}, vocab_size=q.vocab_size,
-                                 latent_dim=q.dim, schedule=q.schedule)
+        return TransformerConfig(**{"cond_drop_rate": 0.0, **self.transformer}, **tokenizer_fields(tokenizer.quantize))
 
     def to_dict(self) -> dict:
         d = copy.deepcopy(asdict(self))

@@ -25,12 +25,12 @@ from scalear.config_check import check_config
 from scalear.quant import MultiScaleQuantizer
 from scalear.sampling import SampleOutput, sample
 from scalear.schedules import ScaleSchedule
-from scalear.transformer import NextScaleTransformer, TransformerConfig
+from scalear.transformer import (CONDITION_FIELDS, TOKENIZER_FIELDS, NextScaleTransformer, TransformerConfig,
+                                 check_transformer_overrides)
 
 Condition = Literal["class", "image"]
 #: TransformerConfig fields a conditional generator sets itself
-DERIVED_TRANSFORMER_FIELDS = frozenset({"vocab_size", "latent_dim", "schedule", "num_classes", "cond_dim",
-                                        "context_dim", "prefix_dim", "max_prefix_len", "cond_drop_rate"})
+DERIVED_TRANSFORMER_FIELDS = TOKENIZER_FIELDS | CONDITION_FIELDS | {"cond_drop_rate"}
 
 
 class ImageEncoder(nn.Module):
@@ -107,10 +107,8 @@ class ConditionalGeneratorConfig:
         if self.class_names and (self.condition != "class" or len(self.class_names) != self.num_classes):
             raise ValueError(f"class_names {list(self.class_names)} need a class-conditional generator with as many "
                              f"classes (num_classes={self.num_classes})")
-        allowed = set(TransformerConfig.__dataclass_fields__) - DERIVED_TRANSFORMER_FIELDS
-        if unknown := sorted(set(self.transformer) - allowed):
-            raise ValueError(f"unknown or derived {self.what} transformer keys {unknown}")
-        check_config(TransformerConfig, self.transformer, f"{self.what} transformer")
+        self.transformer = check_transformer_overrides(self.transformer, f"{self.what} transformer",
+                                                       DERIVED_TRANSFORMER_FIELDS)
         if self.image_size % 2 ** len(self.encoder_channels):
             raise ValueError(f"image_size {self.image_size} must be divisible by 2^{len(self.encoder_channels)}")
 

@@ -11,7 +11,6 @@ conditions the model) and :meth:`TeacherForcedModule.target_indices`.
 
 from __future__ import annotations
 
-from dataclasses import fields
 from typing import Any
 
 import torch
@@ -22,11 +21,9 @@ from scalear.io import from_pretrained
 from scalear.quant import MultiScaleQuantizer
 from scalear.sampling import SampleOutput, sample
 from scalear.training.base import OptimizerConfig, ScalearModule
-from scalear.transformer import TRANSFORMER_PRESETS, NextScaleTransformer, TransformerConfig, create_transformer
+from scalear.transformer import (TRANSFORMER_PRESETS, NextScaleTransformer, check_transformer_overrides,
+                                 create_transformer, tokenizer_fields)
 from scalear.vqvae import VQVAE
-
-_DERIVED = {"vocab_size", "latent_dim", "schedule"}  # taken from the tokenizer
-
 
 def per_scale_metrics(logits_BLV: torch.Tensor, target_BL: torch.Tensor, level_L: torch.Tensor, num_scales: int) -> dict[str, torch.Tensor]:
     """Unsmoothed cross-entropy and accuracy over all tokens, on the last scale ("tail", VAR's L_tail /
@@ -137,16 +134,11 @@ class NextScaleModule(TeacherForcedModule):
         super().__init__(label_smoothing, input_key, label_key, optimizer, export_dir)
         self.save_hyperparameters()
         self.tokenizer: VQVAE = from_pretrained(tokenizer).eval().requires_grad_(False)
-        overrides = dict(transformer or {})
-        allowed = {f.name for f in fields(TransformerConfig)} - _DERIVED
-        if unknown := sorted(set(overrides) - allowed):
-            raise ValueError(f"unknown transformer keys {unknown}; allowed: {sorted(allowed)}")
+        overrides = check_transformer_overrides(transformer, "transformer")
         if preset not in TRANSFORMER_PRESETS:
             raise ValueError(f"unknown transformer preset {preset!r}; available: {sorted(TRANSFORMER_PRESETS)}")
         q = self.tokenizer.quantize
-        self.transformer = create_transformer(
-            preset, vocab_size=q.vocab_size, latent_dim=q.dim, schedule=q.schedule, **overrides
-        )
+        self.transformer = create_transformer(preset, **tokenizer_fields(q), **overrides)
         self.register_levels(q.schedule)
 
     def trainable(self) -> nn.Module:
