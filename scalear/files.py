@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import glob
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence, TypeVar
 
-import torch
+if TYPE_CHECKING:
+    import torch
+
+T, V, P, W = TypeVar("T"), TypeVar("V"), TypeVar("P"), TypeVar("W")
 
 
 def collect_inputs(spec: str | Path, suffixes: Sequence[str]) -> list[Path]:
@@ -80,6 +84,8 @@ def check_output_folder(out: Path, inputs: Sequence[Path]) -> None:
 def resolve_device(name: str | torch.device) -> torch.device:
     """``"auto"`` -> CUDA when available, else CPU; otherwise a CPU, CUDA or MPS device that this machine has
     (a :class:`~scalear.errors.UsageError` saying what is missing, not a failure later in a loader)."""
+    import torch
+
     from scalear.errors import UsageError
 
     if str(name) == "auto":
@@ -103,3 +109,46 @@ def resolve_device(name: str | torch.device) -> torch.device:
 
 
 __all__ = ["collect_inputs", "unique_stems", "check_output_folder", "resolve_device"]
+
+
+def run_in_batches(items: Sequence[T], batch_size: int, read: Callable[[T], V],
+                   run: Callable[[list[tuple[T, V]]], list[P]], write: Callable[[T, V, P], W], *,
+                   skip: tuple[type[BaseException], ...] = (), workers: int | None = None
+                   ) -> Iterator[tuple[T, W | BaseException]]:
+    """The prediction commands' loop over input files, with reading and writing off the model's path: yields
+    ``(item, write(item, read(item), result))`` per item in input order, or ``(item, error)`` for an item whose
+    ``read`` raised one of ``skip``.
+
+    ``run`` gets the readable items of ``batch_size`` consecutive inputs with what ``read`` returned and returns
+    one result per item (the model call; in the caller's thread, one batch at a time). Worker threads (``workers``,
+    default up to 4) read the next batch and write the previous one meanwhile (image decoding, PNG encoding and
+    zlib release the GIL); at most three batches are held. Any other error of ``read``, ``run`` or ``write``
+    propagates after the writes already started have finished."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    workers = workers or max(1, min(4, os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scalear-files") as pool:
+        def read_batch(start: int) -> list[tuple[T, Future]]:
+            return [(item, pool.submit(read, item)) for item in items[start : start + batch_size]]
+
+        reads = read_batch(0)
+        written: list[tuple[T, Future | BaseException]] = []
+        for start in range(0, len(items), batch_size):
+            batch, reads = reads, read_batch(start + batch_size)
+            loaded: list[tuple[T, V]] = []
+            order: list[tuple[T, int | BaseException]] = []
+            for item, future in batch:
+                try:
+                    loaded.append((item, future.result()))
+                    order.append((item, len(loaded) - 1))
+                except skip as e:
+                    order.append((item, e))
+            results = run(loaded) if loaded else []
+            if len(results) != len(loaded):
+                raise ValueError(f"run returned {len(results)} results for {len(loaded)} inputs")
+            writes = [pool.submit(write, item, value, result) for (item, value), result in zip(loaded, results)]
+            for item, outcome in written:  # the previous batch, written while the model ran on this one
+                yield item, outcome.result() if isinstance(outcome, Future) else outcome
+            written = [(item, writes[k] if isinstance(k, int) else k) for item, k in order]
+        for item, outcome in written:
+            yield item, outcome.result() if isinstance(outcome, Future) else outcome

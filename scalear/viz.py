@@ -3,12 +3,66 @@
 from __future__ import annotations
 
 import csv
+import functools
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from scalear.io import atomic_write
+
+
+#: matplotlib's ``magma`` as 256 RGB entries, ``round(255 * rgb)`` (what :func:`colormap_lut` builds through matplotlib
+#: for any other name; a test checks that the two agree), so that depth pictures need no matplotlib import
+_MAGMA_HEX = (
+    "00000401000501010601010802010902020b02020d03030f03031204041405041606051806051a07061c08071e0907200a08220b09240c09"
+    "260d0a290e0b2b100b2d110c2f120d31130d34140e36150e38160f3b180f3d19103f1a10421c10441d11471e114920114b21114e22115024"
+    "125325125527125829115a2a115c2c115f2d11612f116331116533106734106936106b38106c390f6e3b0f703d0f713f0f72400f74420f75"
+    "440f764510774710784910784a10794c117a4e117b4f127b51127c52137c54137d56147d57157e59157e5a167e5c167f5d177f5f187f6018"
+    "80621980641a80651a80671b80681c816a1c816b1d816d1d816e1e81701f81721f817320817521817621817822817922827b23827c23827e"
+    "24828025828125818326818426818627818827818928818b29818c29818e2a81902a81912b81932b80942c80962c80982d80992d809b2e7f"
+    "9c2e7f9e2f7fa02f7fa1307ea3307ea5317ea6317da8327daa337dab337cad347cae347bb0357bb2357bb3367ab5367ab73779b83779ba38"
+    "78bc3978bd3977bf3a77c03a76c23b75c43c75c53c74c73d73c83e73ca3e72cc3f71cd4071cf4070d0416fd2426fd3436ed5446dd6456cd8"
+    "456cd9466bdb476adc4869de4968df4a68e04c67e24d66e34e65e44f64e55064e75263e85362e95462ea5661eb5760ec5860ed5a5fee5b5e"
+    "ef5d5ef05f5ef1605df2625df2645cf3655cf4675cf4695cf56b5cf66c5cf66e5cf7705cf7725cf8745cf8765cf9785df9795df97b5dfa7d"
+    "5efa7f5efa815ffb835ffb8560fb8761fc8961fc8a62fc8c63fc8e64fc9065fd9266fd9467fd9668fd9869fd9a6afd9b6bfe9d6cfe9f6dfe"
+    "a16efea36ffea571fea772fea973feaa74feac76feae77feb078feb27afeb47bfeb67cfeb77efeb97ffebb81febd82febf84fec185fec287"
+    "fec488fec68afec88cfeca8dfecc8ffecd90fecf92fed194fed395fed597fed799fed89afdda9cfddc9efddea0fde0a1fde2a3fde3a5fde5"
+    "a7fde7a9fde9aafdebacfcecaefceeb0fcf0b2fcf2b4fcf4b6fcf6b8fcf7b9fcf9bbfcfbbdfcfdbf"
+)
+
+
+@functools.lru_cache(maxsize=8)
+def colormap_lut(name: str = "magma") -> np.ndarray:
+    """A matplotlib colour map as a read-only ``(N, 3)`` uint8 table (``N`` = its number of colours, 256 for the
+    perceptual maps): entry ``i`` is ``round(255 * cmap(i))``. ``magma`` is built in; any other name is read once
+    from matplotlib (a ValueError names the unknown ones)."""
+    if name == "magma":
+        lut = np.frombuffer(bytes.fromhex(_MAGMA_HEX), np.uint8).reshape(256, 3)
+    else:
+        import matplotlib
+
+        try:
+            cmap = matplotlib.colormaps[name]
+        except KeyError:
+            raise ValueError(f"unknown colour map {name!r}; e.g. magma, viridis, turbo, gray") from None
+        lut = (cmap(np.arange(cmap.N))[:, :3] * 255).round().astype(np.uint8)
+    lut.flags.writeable = False
+    return lut
+
+
+def apply_colormap(t: np.ndarray, lut: np.ndarray, black: np.ndarray | None = None) -> np.ndarray:
+    """Values ``t`` (float, 0..1) -> ``t.shape + (3,)`` uint8 through ``lut`` (:func:`colormap_lut`), indexed as
+    matplotlib does: entry ``floor(t * N)`` clipped to ``0..N-1``, so that the result equals
+    ``round(255 * cmap(t)[..., :3])`` pixel for pixel; NaN and the pixels of the boolean mask ``black`` are black."""
+    n = len(lut)
+    x = np.multiply(t, n, dtype=np.result_type(t, np.float32))  # the float type of t, as matplotlib multiplies it
+    nan = np.isnan(x)
+    np.clip(x, 0, n - 1, out=x)
+    x[nan] = 0
+    rgb = lut.take(x.astype(np.uint8 if n <= 256 else np.intp), axis=0)
+    rgb[nan if black is None else (nan | black)] = 0
+    return rgb
 
 
 def image_grid(images: torch.Tensor, nrow: int = 8, pad: int = 1, value_range: tuple[float, float] = (-1, 1)) -> np.ndarray:

@@ -202,6 +202,89 @@ def test_predict_single_file_default_intrinsics_and_refuses_input_folder(photos,
     assert idx.tolist() == [1] and xyz.tolist() == [[2.0, 0.0, 2.0]]
 
 
+def _matplotlib_colorize(depth_HW: np.ndarray, cmap: str = "magma", vmin=None, vmax=None) -> np.ndarray:
+    """The colour pictures as they were made before the table lookup: through matplotlib's colormap call."""
+    import matplotlib
+
+    valid = depth_HW > 0
+    v = depth_HW[valid]
+    lo = vmin if vmin is not None else (float(np.percentile(v, 2)) if v.size else 0.0)
+    hi = vmax if vmax is not None else (float(np.percentile(v, 98)) if v.size else 1.0)
+    t = np.clip((hi - depth_HW) / max(hi - lo, 1e-6), 0, 1) if hi > lo else np.full(depth_HW.shape, 0.5)
+    rgb = matplotlib.colormaps[cmap](t)[..., :3]
+    rgb[~valid] = 0
+    return (rgb * 255).round().astype(np.uint8)
+
+
+def test_colour_map_table_is_matplotlibs_pixel_for_pixel() -> None:
+    import matplotlib
+
+    from scalear.domains.depth.predict import colorize_depth
+    from scalear.viz import colormap_lut
+
+    built_in = colormap_lut("magma")
+    assert built_in.shape == (256, 3) and not built_in.flags.writeable
+    assert np.array_equal(built_in, (matplotlib.colormaps["magma"](np.arange(256))[:, :3] * 255).round().astype(np.uint8))
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        d = rng.uniform(0.1, 10, (61, 83)).astype(dtype)
+        d[rng.random(d.shape) < 0.1] = 0
+        d[0, :6] = [np.nan, np.inf, -1.0, 0.0, 1e9, 5.0]
+        for cmap in ("magma", "viridis", "gray"):
+            for kw in ({}, {"vmin": 1.0, "vmax": 5.0}, {"vmin": 3.0, "vmax": 3.0}):
+                assert np.array_equal(colorize_depth(d, cmap, **kw), _matplotlib_colorize(d, cmap, **kw)), (dtype, cmap, kw)
+    for flat in (np.zeros((4, 5), np.float32), np.full((4, 5), 2.0, np.float32)):
+        assert np.array_equal(colorize_depth(flat), _matplotlib_colorize(flat))
+    with pytest.raises(ValueError, match="unknown colour map"):
+        colormap_lut("no-such-map")
+
+
+def test_predict_batches_write_what_one_at_a_time_writes(photos, tmp_path: Path, capsys) -> None:
+    """--batch-size 3 over two sizes and an unreadable file: each image's files are those of --batch-size 1 (byte
+    for byte with a per-pixel model; up to float rounding of the batched arithmetic with DAR), and the colour
+    pictures are the depth's colour map exactly."""
+    from scalear.domains.depth.predict import colorize_depth
+
+    folder, imgs = photos
+    Image.fromarray(imgs["astronaut"][:, ::-1].copy()).save(folder / "mirrored.png")  # same size as astronaut.png
+    save_pretrained(_BrightnessDepth({"scale": 4.0}), tmp_path / "bright")
+    dar = pytest.importorskip("scalear.domains.depth.dar", reason="the DAR model is not in this checkout")
+    torch.manual_seed(0)
+    model = dar.create_dar("tiny")
+    with torch.no_grad():  # away from the initialisation, whose depth is nearly constant
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    save_pretrained(model, tmp_path / "dar")
+    for name in ("bright", "dar"):
+        outs = {}
+        for b in (1, 3):
+            outs[b] = tmp_path / f"{name}_b{b}"
+            rc = main(["predict", "--model", str(tmp_path / name), "--input", str(folder), "--out", str(outs[b]),
+                       "--batch-size", str(b), "--quiet", "--device", "cpu"])
+            assert rc == 1 and "broken.jpg" in capsys.readouterr().err
+        one, three = (sorted(p.name for p in outs[b].iterdir()) for b in (1, 3))
+        assert one == three and len(one) == 3 * 5
+        for stem in ("astronaut", "mirrored", "coffee"):
+            d1, d3 = (np.load(outs[b] / f"{stem}_depth.npy") for b in (1, 3))
+            png1, png3 = (np.array(Image.open(outs[b] / f"{stem}_depth_mm.png")).astype(int) for b in (1, 3))
+            if name == "bright":
+                assert all((outs[1] / f).read_bytes() == (outs[3] / f).read_bytes() for f in one if f.startswith(stem))
+            else:
+                assert d1.std() > 1e-3
+                np.testing.assert_allclose(d3, d1, rtol=1e-5)
+                assert np.abs(png3 - png1).max() <= 1
+            src = np.array(Image.open(next(folder.glob(f"{stem}.*"))).convert("RGB"))
+            for b in (1, 3):
+                d = np.load(outs[b] / f"{stem}_depth.npy")
+                color = np.array(Image.open(outs[b] / f"{stem}_depth_color.png"))
+                assert np.array_equal(color, colorize_depth(d)) and np.array_equal(color, _matplotlib_colorize(d))
+                assert np.array_equal(np.array(Image.open(outs[b] / f"{stem}_side_by_side.png")),
+                                      np.concatenate([src, color], 1))
+    with pytest.raises(SystemExit) as exit_:
+        main(["predict", "--model", "constant:2", "--input", str(folder), "--out", str(tmp_path / "x"), "--batch-size", "0"])
+    assert exit_.value.code == 2 and "--batch-size: must be a positive integer" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------------------------------------- eval
 
 

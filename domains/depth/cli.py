@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="fx,fy,cx,cy in pixels for the point cloud (default fx=fy=1.2*max(H,W), cx=W/2, cy=H/2)")
     pr.add_argument("--ply", action="store_true", help="also write a coloured point cloud <name>.ply")
     pr.add_argument("--max-depth", type=positive_float, default=None, help="cap predicted depth at this many metres")
+    pr.add_argument("--batch-size", type=positive_int, default=1,
+                    help="images per model call; images of one size in a batch run together (default: %(default)s)")
     pr.add_argument("--device", type=device, default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -198,7 +200,8 @@ def _predict(a: argparse.Namespace) -> int:
         inputs = collect_inputs(a.input)
         predictor = load_predictor(a.model, map_location=device)
         rep = predict_files(predictor, inputs, Path(a.out), intrinsics=a.intrinsics, ply=a.ply, max_depth=a.max_depth,
-                            device=device, model_name=str(a.model), progress=not a.quiet)
+                            device=device, model_name=str(a.model), progress=not a.quiet,
+                            batch_size=a.batch_size)
     except (FileNotFoundError, ValueError) as e:
         print(f"scalear depth predict: {e}", file=sys.stderr)
         return 2

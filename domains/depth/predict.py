@@ -37,6 +37,7 @@ from scalear.domains.depth.metrics import DepthEvalConfig, DepthEvaluator, forma
 from scalear.domains.depth.predictor import DepthPredictor
 from scalear import files
 from scalear.io import atomic_write
+from scalear.viz import apply_colormap, colormap_lut
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".webp")
 #: fx = fy = DEFAULT_FOCAL_FACTOR * max(H, W) when no intrinsics are given
@@ -55,37 +56,48 @@ def collect_inputs(spec: str | Path) -> list[Path]:
 
 
 @torch.no_grad()
+def predict_depth_maps(predictor: DepthPredictor, images: Sequence[np.ndarray], device: torch.device | str = "cpu",
+                       max_depth: float | None = None) -> list[np.ndarray]:
+    """uint8 RGB images of one size, in one batch -> their ``(H, W)`` float32 metres (NaN/inf/negative -> 0;
+    capped at ``max_depth``). A batch gives each image's depth of a batch of one up to float rounding (the
+    model's batched arithmetic)."""
+    H, W = images[0].shape[:2]
+    if any(im.shape != images[0].shape for im in images):
+        raise ValueError(f"a batch needs images of one size, got {sorted({im.shape for im in images})}")
+    image_B3HW = torch.from_numpy(np.stack(images)).to(device).permute(0, 3, 1, 2).float().div(255.0)
+    depth_B1HW = predictor.predict_depth(image_B3HW)
+    if depth_B1HW.ndim != 4 or depth_B1HW.shape[:2] != (len(images), 1):
+        raise ValueError(f"predict_depth returned shape {tuple(depth_B1HW.shape)}, expected ({len(images)}, 1, H, W)")
+    if depth_B1HW.shape[-2:] != (H, W):
+        depth_B1HW = F.interpolate(depth_B1HW.float(), (H, W), mode="bilinear", align_corners=False)
+    d_BHW = depth_B1HW[:, 0].float().cpu().numpy()
+    d_BHW = np.where(np.isfinite(d_BHW) & (d_BHW > 0), d_BHW, 0.0).astype(np.float32)
+    if max_depth is not None:
+        np.minimum(d_BHW, max_depth, out=d_BHW)
+    return list(d_BHW)
+
+
 def predict_depth_map(predictor: DepthPredictor, image_HW3: np.ndarray, device: torch.device | str = "cpu",
                       max_depth: float | None = None) -> np.ndarray:
     """One uint8 RGB image -> ``(H, W)`` float32 metres (NaN/inf/negative -> 0; capped at ``max_depth``)."""
-    image_13HW = torch.from_numpy(image_HW3).permute(2, 0, 1)[None].float().div(255.0).to(device)
-    depth_11HW = predictor.predict_depth(image_13HW)
-    H, W = image_HW3.shape[:2]
-    if depth_11HW.ndim != 4 or depth_11HW.shape[:2] != (1, 1):
-        raise ValueError(f"predict_depth returned shape {tuple(depth_11HW.shape)}, expected (1, 1, H, W)")
-    if depth_11HW.shape[-2:] != (H, W):
-        depth_11HW = F.interpolate(depth_11HW.float(), (H, W), mode="bilinear", align_corners=False)
-    d = depth_11HW[0, 0].float().cpu().numpy()
-    d = np.where(np.isfinite(d) & (d > 0), d, 0.0)
-    if max_depth is not None:
-        d = np.minimum(d, max_depth)
-    return d.astype(np.float32)
+    return predict_depth_maps(predictor, [image_HW3], device, max_depth)[0]
 
 
 def colorize_depth(depth_HW: np.ndarray, cmap: str = "magma", vmin: float | None = None,
                    vmax: float | None = None) -> np.ndarray:
     """Depth -> ``(H, W, 3)`` uint8 with ``cmap``, near = bright; range = 2nd..98th percentile of valid depth
-    unless given; pixels without depth are black."""
-    import matplotlib
-
+    unless given; pixels without depth are black. A table lookup (:func:`scalear.viz.colormap_lut`), pixel for
+    pixel what ``matplotlib.colormaps[cmap]`` gives."""
     valid = depth_HW > 0
-    v = depth_HW[valid]
-    lo = vmin if vmin is not None else (float(np.percentile(v, 2)) if v.size else 0.0)
-    hi = vmax if vmax is not None else (float(np.percentile(v, 98)) if v.size else 1.0)
+    lo, hi = vmin, vmax
+    if lo is None or hi is None:
+        v = depth_HW[valid]
+        if lo is None:  # one call per percentile: a list of them is interpolated in float64, a float32 depth's not
+            lo = float(np.percentile(v, 2)) if v.size else 0.0
+        if hi is None:
+            hi = float(np.percentile(v, 98)) if v.size else 1.0
     t = np.clip((hi - depth_HW) / max(hi - lo, 1e-6), 0, 1) if hi > lo else np.full(depth_HW.shape, 0.5)
-    rgb = matplotlib.colormaps[cmap](t)[..., :3]
-    rgb[~valid] = 0
-    return (rgb * 255).round().astype(np.uint8)
+    return apply_colormap(t, colormap_lut(cmap), black=~valid)
 
 
 def backproject(depth_HW: np.ndarray, intrinsics: tuple[float, float, float, float]) -> tuple[np.ndarray, np.ndarray]:
@@ -110,28 +122,37 @@ def write_point_cloud(path: Path, xyz_N3: np.ndarray, rgb_N3: np.ndarray) -> Pat
     return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
-def _save_png(array: np.ndarray, path: Path) -> Path:
-    return atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
+#: zlib level of the colour pictures (fast: the input photo of the side-by-side barely compresses) and of the
+#: 16-bit depth PNG (smooth, compresses well); neither changes a pixel
+PREVIEW_COMPRESS_LEVEL = 1
+DEPTH_COMPRESS_LEVEL = 3
+
+
+def _save_png(array: np.ndarray, path: Path, compress_level: int = PREVIEW_COMPRESS_LEVEL) -> Path:
+    image = Image.fromarray(array)
+    return atomic_write(path, lambda tmp: image.save(tmp, format="PNG", compress_level=compress_level))
 
 
 def write_prediction(out: Path, stem: str, image_HW3: np.ndarray, depth_HW: np.ndarray, *,
                      intrinsics: tuple[float, float, float, float] | None = None, ply: bool = False,
                      meta: dict | None = None) -> list[Path]:
-    """Write the files of one prediction (see the module docstring); returns their paths."""
+    """Write the files of one prediction (see the module docstring), each encoded once; returns their paths."""
     H, W = depth_HW.shape
     mm = float(depth_HW.max(initial=0.0)) <= 65.535
     unit, scale = ("mm", 1000.0) if mm else ("256", 256.0)
     png = out / f"{stem}_depth_{unit}.png"
-    v_HW = encode_depth_png(depth_HW, scale)
-    written = [atomic_write(png, lambda tmp: Image.fromarray(v_HW).save(tmp, format="PNG"))]
+    written = [_save_png(encode_depth_png(depth_HW, scale), png, DEPTH_COMPRESS_LEVEL)]
+
     def save_npy(tmp: str) -> None:
         with open(tmp, "wb") as f:  # a file object, so numpy does not append ".npy" to the temporary name
-            np.save(f, depth_HW.astype(np.float32))
+            np.save(f, depth_HW.astype(np.float32, copy=False))
 
     written.append(atomic_write(out / f"{stem}_depth.npy", save_npy))
-    color_HW3 = colorize_depth(depth_HW)
-    written.append(_save_png(color_HW3, out / f"{stem}_depth_color.png"))
-    written.append(_save_png(np.concatenate([image_HW3, color_HW3], 1), out / f"{stem}_side_by_side.png"))
+    side_HW3 = np.empty((H, 2 * W, 3), np.uint8)  # input | colour map; the colour picture is its right half
+    side_HW3[:, :W] = image_HW3
+    side_HW3[:, W:] = colorize_depth(depth_HW)
+    written.append(_save_png(np.ascontiguousarray(side_HW3[:, W:]), out / f"{stem}_depth_color.png"))
+    written.append(_save_png(side_HW3, out / f"{stem}_side_by_side.png"))
     K = intrinsics or default_intrinsics(H, W)
     if ply:
         xyz_N3, idx_N = backproject(depth_HW, K)
@@ -155,27 +176,45 @@ class PredictReport:
 def predict_files(predictor: DepthPredictor, inputs: Sequence[Path], out: Path, *,
                   intrinsics: tuple[float, float, float, float] | None = None, ply: bool = False,
                   max_depth: float | None = None, device: torch.device | str = "cpu", model_name: str = "",
-                  progress: bool = True) -> PredictReport:
-    """Predict every input and write its files into ``out``; unreadable images are reported and skipped."""
+                  progress: bool = True, batch_size: int = 1) -> PredictReport:
+    """Predict every input and write its files into ``out``; unreadable images are reported and skipped.
+
+    The images of one size among ``batch_size`` consecutive inputs go through the model as one batch (each
+    image's depth is its depth alone up to float rounding); worker threads read the next inputs and write the
+    previous outputs while the model runs (:func:`scalear.files.run_in_batches`)."""
     from tqdm import tqdm
 
     files.check_output_folder(out, inputs)
     out.mkdir(parents=True, exist_ok=True)
     report = PredictReport()
-    bar = tqdm(list(zip(inputs, files.unique_stems(inputs))), desc="depth", unit="img", disable=not progress, file=sys.stderr)
-    for path, stem in bar:
-        try:
-            image_HW3 = read_rgb(path, exif_transpose=True)
-        except (ImageReadError, FileNotFoundError) as e:
-            report.failed[str(path)] = str(e)
-            tqdm.write(f"skipped {path}: {e}", file=sys.stderr)
-            continue
-        depth_HW = predict_depth_map(predictor, image_HW3, device, max_depth)
-        meta = {"input": str(path), "model": model_name}
-        if not getattr(predictor, "metric_depth", True):
-            meta["depth_is_relative"] = ("up to an unknown scale: units of the image's 98th-percentile depth "
-                                         "(the PNG/npy 'metre' means that unit); multiply by a known scale for metres")
-        report.written[str(path)] = write_prediction(out, stem, image_HW3, depth_HW, intrinsics=intrinsics, ply=ply, meta=meta)
+    meta_extra = {} if getattr(predictor, "metric_depth", True) else {
+        "depth_is_relative": ("up to an unknown scale: units of the image's 98th-percentile depth "
+                              "(the PNG/npy 'metre' means that unit); multiply by a known scale for metres")}
+
+    def run(batch: list[tuple[tuple[Path, str], np.ndarray]]) -> list[np.ndarray]:
+        same_size: dict[tuple[int, ...], list[int]] = {}
+        for i, (_, image_HW3) in enumerate(batch):
+            same_size.setdefault(image_HW3.shape, []).append(i)
+        depths: dict[int, np.ndarray] = {}
+        for idx in same_size.values():
+            depths.update(zip(idx, predict_depth_maps(predictor, [batch[i][1] for i in idx], device, max_depth)))
+        return [depths[i] for i in range(len(batch))]
+
+    def write(item: tuple[Path, str], image_HW3: np.ndarray, depth_HW: np.ndarray) -> list[Path]:
+        path, stem = item
+        return write_prediction(out, stem, image_HW3, depth_HW, intrinsics=intrinsics, ply=ply,
+                                meta={"input": str(path), "model": model_name, **meta_extra})
+
+    items = list(zip(inputs, files.unique_stems(inputs)))
+    with tqdm(total=len(items), desc="depth", unit="img", disable=not progress, file=sys.stderr) as bar:
+        for (path, _), outcome in files.run_in_batches(items, batch_size, lambda item: read_rgb(item[0], exif_transpose=True),
+                                                       run, write, skip=(ImageReadError, FileNotFoundError)):
+            if isinstance(outcome, BaseException):
+                report.failed[str(path)] = str(outcome)
+                tqdm.write(f"skipped {path}: {outcome}", file=sys.stderr)
+            else:
+                report.written[str(path)] = outcome
+            bar.update()
     return report
 
 
