@@ -115,3 +115,46 @@ def check_data_module_config_parses_like_lightning_cli(data_module_class, root: 
     assert {k: cfg.data[k] for k in defaults} == defaults
     with pytest.raises(Exception):
         parser.parse_args(["--data.nonsense", "3"])
+
+
+def check_3d_quickstart_fast_outputs(root: Path, md: str, n_generated: int, pictures: tuple[str, ...]) -> dict:
+    """What the SAR3D and G3PT quickstart parts both write in fast mode under ``root`` (``<part>/``): metrics of a
+    fast run, ``n_generated`` objects written or named empty, every written mesh closed with faces and a preview,
+    both exports, and ``pictures`` (RGB, wider than 128 px) shown in the report ``md``. Returns the metrics."""
+    import json
+
+    import trimesh
+    from PIL import Image
+
+    m = json.loads((root / "metrics.json").read_text())
+    assert m["fast"] is True
+    gen = m["generated"]
+    assert gen["written"] + len(gen["empty"]) == n_generated
+    assert gen["valid"] == gen["watertight"] == gen["written"]  # every mesh closed
+    for p in (root / "generated").glob("*.obj"):
+        assert len(trimesh.load(p, force="mesh").faces) > 0
+        assert p.with_suffix(".png").is_file()
+    for name in ("export/tokenizer", "export/generator"):
+        assert (root / name / "model.safetensors").is_file(), name
+    for pic in pictures:
+        assert f"{root.name}/{pic}" in md
+        with Image.open(root / pic) as im:
+            assert im.mode == "RGB" and im.width > 128
+    return m
+
+
+def fit_and_read_log(module, root: Path, train, val, steps: int = 3) -> list[dict]:
+    """Fit a Lightning ``module`` on CPU for ``steps`` steps on the datasets ``train`` (shuffled) and ``val``
+    (batches of 4, one validation batch at the last step); the rows of its CSV log."""
+    import csv
+
+    import lightning as L
+    from lightning.pytorch.loggers import CSVLogger
+    from torch.utils.data import DataLoader
+
+    trainer = L.Trainer(max_steps=steps, logger=CSVLogger(root, name="logs"), enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=1, log_every_n_steps=1,
+                        val_check_interval=steps, check_val_every_n_epoch=None, default_root_dir=root, accelerator="cpu")
+    trainer.fit(module, DataLoader(train, batch_size=4, shuffle=True), DataLoader(val, batch_size=4))
+    with open(Path(trainer.logger.log_dir) / "metrics.csv") as f:
+        return list(csv.DictReader(f))

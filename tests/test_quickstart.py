@@ -5,10 +5,15 @@ import json
 
 import pytest
 
-from scalear.quickstart import run_core, write_report
+from scalear.quickstart import quickstart_parts, run_core, write_report
 
 #: measured with the default configs: see README "Results"; the test keeps a margin below it.
 MIN_RECOGNISED = 0.80
+
+
+@pytest.mark.parametrize("part", ["depth", "restoration", "sar3d", "g3pt"])
+def test_each_domain_part_is_an_entry_point(part):
+    assert part in quickstart_parts()
 
 
 @pytest.mark.slow

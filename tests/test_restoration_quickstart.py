@@ -9,11 +9,6 @@ from PIL import Image
 
 from scalear.datasets.restoration.degradations import EVAL_SUITE
 from scalear.domains.restoration.quickstart import CLASSICAL, METHODS, NOISE_KEYS, run, tune
-from scalear.quickstart import quickstart_parts
-
-
-def test_restoration_quickstart_is_an_entry_point():
-    assert "restoration" in quickstart_parts()
 
 
 def test_tuning_picks_stronger_smoothing_for_stronger_noise():

@@ -4,36 +4,18 @@ full, meeting the bars it was measured to meet."""
 import json
 
 import pytest
-import trimesh
-from PIL import Image
 
 from scalear.domains.sar3d.quickstart import PER_CLASS, run
-from scalear.quickstart import quickstart_parts
-
-
-def test_sar3d_quickstart_is_an_entry_point():
-    assert "sar3d" in quickstart_parts()
+from conftest import check_3d_quickstart_fast_outputs
 
 
 def test_sar3d_quickstart_fast(tmp_path, single_thread):
     md = run(tmp_path, fast=True)
-    root = tmp_path / "sar3d"
-    m = json.loads((root / "metrics.json").read_text())
-    assert m["fast"] is True and list(m["reconstruction_by_scale"]) == [str(k) for k in range(1, 7)]
+    m = check_3d_quickstart_fast_outputs(tmp_path / "sar3d", md, 4 * PER_CLASS[1],
+                                         ("reconstruction_by_scale.png", "generated_per_class.png"))
+    assert list(m["reconstruction_by_scale"]) == [str(k) for k in range(1, 7)]
     for row in m["reconstruction_by_scale"].values():
         assert row["objects"] + row["empty"] == 16  # 4 held-out objects per class
-    gen = m["generated"]
-    assert gen["written"] + len(gen["empty"]) == 4 * PER_CLASS[1]
-    assert gen["valid"] == gen["watertight"] == gen["written"]  # every mesh closed
-    for p in (root / "generated").glob("*.obj"):
-        assert len(trimesh.load(p, force="mesh").faces) > 0
-        assert p.with_suffix(".png").is_file()
-    for name in ("export/tokenizer", "export/generator"):
-        assert (root / name / "model.safetensors").is_file(), name
-    for pic in ("reconstruction_by_scale.png", "generated_per_class.png"):
-        assert f"sar3d/{pic}" in md
-        with Image.open(root / pic) as im:
-            assert im.mode == "RGB" and im.width > 128
     assert "| 1..6 |" in md and "| chair |" in md
 
 
