@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
-from lightning.pytorch.loggers import CSVLogger
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from scalear.domains.g3pt.generator import G3PTGenerator
 from scalear.domains.g3pt.tokenizer import G3PTTokenizer, create_tokenizer
 from scalear.domains.g3pt.training import G3PTGeneratorModule, G3PTTokenizerModule
 from scalear.io import from_pretrained, save_pretrained
+from conftest import fit_and_read_log
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -45,12 +44,7 @@ class _Spheres(Dataset):
 
 
 def _fit(module: L.LightningModule, root: Path, steps: int = 3) -> list[dict]:
-    trainer = L.Trainer(max_steps=steps, logger=CSVLogger(root, name="logs"), enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=1, log_every_n_steps=1,
-                        val_check_interval=steps, check_val_every_n_epoch=None, default_root_dir=root, accelerator="cpu")
-    trainer.fit(module, DataLoader(_Spheres(8, 0), batch_size=4, shuffle=True), DataLoader(_Spheres(4, 1), batch_size=4))
-    with open(Path(trainer.logger.log_dir) / "metrics.csv") as f:
-        return list(csv.DictReader(f))
+    return fit_and_read_log(module, root, _Spheres(8, 0), _Spheres(4, 1), steps)
 
 
 def test_tokenizer_module_fits_logs_per_level_bce_and_exports(tmp_path):

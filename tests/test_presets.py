@@ -30,38 +30,46 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 OTHER_VQ = dict(ch=16, ch_mult=(1, 2), using_sa=False, using_mid_sa=False, vocab_size=64, patch_nums=(1, 2, 4, 8),
                 restart_every=0)
 
+
+def built_twice(presets: dict, create: Callable[..., Any], first: dict, second: dict,
+                tokenizer: Callable[[], Any] | None = None, derived: tuple[str, ...] = ()) -> tuple:
+    """A case building the "tiny" preset with the overrides ``first`` (and a ``tokenizer()`` whose ``derived``
+    fields the model adopts), then with ``second``: the second model has the preset's values of what ``first`` and
+    ``derived`` name and the values ``second`` gives."""
+
+    def build_first() -> Any:
+        return create("tiny", tokenizer(), **first) if tokenizer else create("tiny", **first)
+
+    def built_from_the_preset(model: Any) -> bool:
+        cfg, tiny = getattr(model, "config", None) or model.cfg, presets["tiny"]
+        preset = (lambda k: tiny[k]) if isinstance(tiny, dict) else (lambda k: getattr(tiny, k))
+        return (all(getattr(cfg, k) == preset(k) for k in [*first, *derived])
+                and all(getattr(cfg, k) == v for k, v in second.items()))
+
+    return presets, build_first, lambda: create("tiny", **second), built_from_the_preset
+
+
 #: (preset registry, first build, second build, what the second build must show); each build uses the "tiny" preset
 CASES: dict[str, tuple[dict, Callable[[], Any], Callable[[], Any], Callable[[Any], bool]]] = {
-    "vqvae": (VQVAE_PRESETS, lambda: create_vqvae("tiny", vocab_size=64), lambda: create_vqvae("tiny", in_channels=1),
-              lambda m: m.config.vocab_size == VQVAE_PRESETS["tiny"]["vocab_size"] and m.config.in_channels == 1),
-    "transformer": (TRANSFORMER_PRESETS, lambda: create_transformer("tiny", depth=2, vocab_size=64),
-                    lambda: create_transformer("tiny", num_heads=2),
-                    lambda m: m.cfg.depth == 4 and m.cfg.num_heads == 2 and m.cfg.vocab_size == 4096),
-    "dar": (DAR_PRESETS, lambda: create_dar("tiny", depth=1), lambda: create_dar("tiny", num_heads=2),
-            lambda m: m.cfg.depth == DAR_PRESETS["tiny"].depth and m.cfg.num_heads == 2),
+    "vqvae": built_twice(VQVAE_PRESETS, create_vqvae, dict(vocab_size=64), dict(in_channels=1)),
+    "transformer": built_twice(TRANSFORMER_PRESETS, create_transformer, dict(depth=2, vocab_size=64),
+                               dict(num_heads=2)),
+    "dar": built_twice(DAR_PRESETS, create_dar, dict(depth=1), dict(num_heads=2)),
     "depthart (own tokenizer)": (
         DEPTHART_PRESETS, lambda: DepthARTModel(DEPTHART_PRESETS["tiny"], tokenizer=create_vqvae("tiny", **OTHER_VQ)),
         lambda: create_depthart("tiny", transformer=dict(depth=2)),
         lambda m: m.tokenizer.config.vocab_size == 256 and m.cfg.tokenizer["vocab_size"] == 256
         and m.transformer.cfg.depth == 2),
-    "varformer": (VARFORMER_PRESETS, lambda: create_varformer("tiny", transformer=dict(depth=2), widths=(8, 16)),
-                  lambda: create_varformer("tiny", heads=4),
-                  lambda m: m.cfg.transformer["depth"] == 4 and m.cfg.widths == (16, 32, 64) and m.cfg.heads == 4),
-    "sar3d tokenizer": (TRIPLANE_PRESETS, lambda: sar3d_tokenizer("tiny", vocab_size=64),
-                        lambda: sar3d_tokenizer("tiny", feature_dim=4),
-                        lambda m: m.config.vocab_size == TRIPLANE_PRESETS["tiny"].vocab_size and m.config.feature_dim == 4),
-    "sar3d generator": (SAR3D_GENERATOR_PRESETS,
-                        lambda: sar3d_generator("tiny", sar3d_tokenizer("tiny", vocab_size=64), transformer=dict(depth=2)),
-                        lambda: sar3d_generator("tiny", num_classes=3),
-                        lambda m: m.cfg.vocab_size == 512 and m.cfg.transformer["depth"] == 4 and m.cfg.num_classes == 3),
-    "g3pt tokenizer": (G3PT_TOKENIZER_PRESETS, lambda: g3pt_tokenizer("tiny", code_bits=6),
-                       lambda: g3pt_tokenizer("tiny", heads=2),
-                       lambda m: m.config.code_bits == G3PT_TOKENIZER_PRESETS["tiny"].code_bits and m.config.heads == 2),
-    "g3pt generator": (G3PT_GENERATOR_PRESETS,
-                       lambda: g3pt_generator("tiny", g3pt_tokenizer("tiny", code_bits=6), transformer=dict(depth=2)),
-                       lambda: g3pt_generator("tiny", num_classes=3),
-                       lambda m: m.cfg.vocab_size == G3PT_GENERATOR_PRESETS["tiny"].vocab_size
-                       and m.cfg.transformer["depth"] == 4 and m.cfg.num_classes == 3),
+    "varformer": built_twice(VARFORMER_PRESETS, create_varformer, dict(transformer=dict(depth=2), widths=(8, 16)),
+                             dict(heads=4)),
+    "sar3d tokenizer": built_twice(TRIPLANE_PRESETS, sar3d_tokenizer, dict(vocab_size=64), dict(feature_dim=4)),
+    "sar3d generator": built_twice(SAR3D_GENERATOR_PRESETS, sar3d_generator, dict(transformer=dict(depth=2)),
+                                   dict(num_classes=3), lambda: sar3d_tokenizer("tiny", vocab_size=64),
+                                   derived=("vocab_size",)),
+    "g3pt tokenizer": built_twice(G3PT_TOKENIZER_PRESETS, g3pt_tokenizer, dict(code_bits=6), dict(heads=2)),
+    "g3pt generator": built_twice(G3PT_GENERATOR_PRESETS, g3pt_generator, dict(transformer=dict(depth=2)),
+                                  dict(num_classes=3), lambda: g3pt_tokenizer("tiny", code_bits=6),
+                                  derived=("vocab_size",)),
 }
 
 

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
-from lightning.pytorch.loggers import CSVLogger
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from scalear.domains.sar3d.generator import SAR3DGenerator
 from scalear.domains.sar3d.mesh import analytic_batch
 from scalear.domains.sar3d.tokenizer import TriplaneVQVAE, create_tokenizer
 from scalear.domains.sar3d.training import SAR3DGeneratorModule, TriplaneTokenizerModule
 from scalear.io import from_pretrained, save_pretrained
+from conftest import fit_and_read_log
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -40,12 +39,7 @@ class _Objects(Dataset):
 
 
 def _fit(module: L.LightningModule, root: Path, steps: int = 3) -> list[dict]:
-    trainer = L.Trainer(max_steps=steps, logger=CSVLogger(root, name="logs"), enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=1, log_every_n_steps=1,
-                        val_check_interval=steps, check_val_every_n_epoch=None, default_root_dir=root, accelerator="cpu")
-    trainer.fit(module, DataLoader(_Objects(8, 0), batch_size=4, shuffle=True), DataLoader(_Objects(4, 1), batch_size=4))
-    with open(Path(trainer.logger.log_dir) / "metrics.csv") as f:
-        return list(csv.DictReader(f))
+    return fit_and_read_log(module, root, _Objects(8, 0), _Objects(4, 1), steps)
 
 
 def test_tokenizer_module_fits_logs_per_scale_error_and_exports(tmp_path):
