@@ -158,3 +158,14 @@ def fit_and_read_log(module, root: Path, train, val, steps: int = 3) -> list[dic
     trainer.fit(module, DataLoader(train, batch_size=4, shuffle=True), DataLoader(val, batch_size=4))
     with open(Path(trainer.logger.log_dir) / "metrics.csv") as f:
         return list(csv.DictReader(f))
+
+
+def check_generate_refuses_bad_requests(main, export: Path, tmp_path: Path, capsys, domain: str) -> None:
+    """``<domain> generate`` (``main``) exits 2 naming the problem for an unknown class, a folder that is not an
+    export of ``domain``, and an image-conditional model (``export/image``) given no image."""
+    assert main(["generate", "--model", str(export / "class"), "--class", "chair", "--out", str(tmp_path)]) == 2
+    assert "unknown class 'chair'" in capsys.readouterr().err
+    assert main(["generate", "--model", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert f"not a {domain} export folder" in capsys.readouterr().err
+    assert main(["generate", "--model", str(export / "image"), "--out", str(tmp_path / "o")]) == 2
+    assert "image-conditional" in capsys.readouterr().err

@@ -15,7 +15,7 @@ from scalear.domains.g3pt.generator import create_generator
 from scalear.domains.g3pt.tokenizer import create_tokenizer
 from scalear.gen3d.fields import mesh_is_valid
 from scalear.io import save_pretrained
-from conftest import write_ball_and_box_meshes
+from conftest import check_generate_refuses_bad_requests, write_ball_and_box_meshes
 
 SMALL_TOK = dict(sizes=(1, 4, 16), width=32, heads=2, code_bits=6, num_freqs=3)
 SMALL_GEN = dict(transformer=dict(depth=2, width=64, num_heads=2), image_size=16, encoder_channels=(8, 16))
@@ -82,12 +82,7 @@ def test_generate_from_a_condition_mesh(export, tmp_path, ball_field):
 
 
 def test_generate_rejects_unknown_class_bad_folder_and_missing_image(export, tmp_path, capsys):
-    assert main(["generate", "--model", str(export / "class"), "--class", "chair", "--out", str(tmp_path)]) == 2
-    assert "unknown class 'chair'" in capsys.readouterr().err
-    assert main(["generate", "--model", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
-    assert "not a G3PT export folder" in capsys.readouterr().err
-    assert main(["generate", "--model", str(export / "image"), "--out", str(tmp_path / "o")]) == 2
-    assert "image-conditional" in capsys.readouterr().err
+    check_generate_refuses_bad_requests(main, export, tmp_path, capsys, "G3PT")
     (tmp_path / "photo.jpg").write_bytes(b"not an image")
     assert main(["generate", "--model", str(export / "image"), "--image", str(tmp_path / "photo.jpg"),
                  "--out", str(tmp_path / "o")]) == 2

@@ -15,7 +15,7 @@ from scalear.datasets.meshes.render import load_condition, save_condition_png
 from scalear.domains.sar3d.generator import create_generator
 from scalear.domains.sar3d.tokenizer import create_tokenizer
 from scalear.io import save_pretrained
-from conftest import write_ball_and_box_meshes
+from conftest import check_generate_refuses_bad_requests, write_ball_and_box_meshes
 
 
 @pytest.fixture(scope="module")
@@ -50,13 +50,8 @@ def test_generate_writes_valid_meshes_with_previews_reproducibly(export, tmp_pat
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
 
 
-def test_generate_rejects_unknown_class_and_bad_folder(export, tmp_path, capsys):
-    assert main(["generate", "--model", str(export / "class"), "--class", "chair", "--out", str(tmp_path)]) == 2
-    assert "unknown class 'chair'" in capsys.readouterr().err
-    assert main(["generate", "--model", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
-    assert "not a SAR3D export folder" in capsys.readouterr().err
-    assert main(["generate", "--model", str(export / "image"), "--out", str(tmp_path / "o")]) == 2
-    assert "image-conditional" in capsys.readouterr().err
+def test_generate_rejects_unknown_class_bad_folder_and_missing_image(export, tmp_path, capsys):
+    check_generate_refuses_bad_requests(main, export, tmp_path, capsys, "SAR3D")
 
 
 def test_condition_png_round_trip_and_image_generation(export, tmp_path):
