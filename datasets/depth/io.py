@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Literal
+from typing import Iterator, Literal, Sequence
 
 import numpy as np
 import torch
@@ -31,6 +31,24 @@ DEPTH_PNG_SCALE: dict[str, float] = {"mm": 1000.0, "kitti": 256.0}
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: share of a frame's valid depths allowed beyond its dataset's farthest depth before the encoding is refused
 OUT_OF_RANGE_SHARE = 0.01
+
+
+def list_file_lines(path: str | Path) -> Iterator[tuple[str, str]]:
+    """The non-blank lines of a split / pair list, stripped, each with its place ``"<path>:<line number>"``."""
+    path = Path(path)
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if line := line.strip():
+            yield f"{path}:{n}", line
+
+
+def list_line_focal(parts: Sequence[str], where: str) -> float | None:
+    """The focal length in pixels a list line may give as its third field (BTS's lists), else None."""
+    if len(parts) < 3:
+        return None
+    try:
+        return float(parts[2])
+    except ValueError:
+        raise ValueError(f"{where}: focal length {parts[2]!r} is not a number") from None
 
 
 class ImageReadError(ValueError):

@@ -31,7 +31,8 @@ import scipy.linalg
 import torch
 from torch.utils.data import Dataset
 
-from scalear.datasets.depth.io import describe_encoding, make_sample, read_depth_png, read_rgb
+from scalear.datasets.depth.io import (describe_encoding, list_file_lines, list_line_focal, make_sample,
+                                      read_depth_png, read_rgb)
 
 log = logging.getLogger(__name__)
 
@@ -107,26 +108,20 @@ _BTS_IMAGE = re.compile(r"^(?P<folder>.+)/image_0(?P<cam>[23])/data/(?P<frame>\d
 
 def read_split_file(path: str | Path) -> list[KittiFrame]:
     """Parse a KITTI split list in monodepth2's or BTS's format (detected per line); blank lines skipped."""
-    path = Path(path)
     frames = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for where, line in list_file_lines(path):
         parts = line.split()
-        if not parts:
-            continue
         if len(parts) == 3 and parts[2] in ("l", "r") and parts[1].isdigit():  # monodepth2
             frames.append(KittiFrame(parts[0], int(parts[1]), parts[2]))  # type: ignore[arg-type]
         elif len(parts) in (2, 3) and (m := _BTS_IMAGE.match(parts[0])):  # BTS
-            try:
-                focal = float(parts[2]) if len(parts) == 3 else None
-            except ValueError:
-                raise ValueError(f"{path}:{n}: focal length {parts[2]!r} is not a number") from None
+            focal = list_line_focal(parts, where)
             none = parts[1] == "None"
             frames.append(
                 KittiFrame(m["folder"], int(m["frame"]), "l" if m["cam"] == "2" else "r", None if none else parts[1], none, focal)
             )
         else:
             raise ValueError(
-                f"{path}:{n}: not a KITTI split line (monodepth2 '<date>/<drive> <frame> l|r' or BTS "
+                f"{where}: not a KITTI split line (monodepth2 '<date>/<drive> <frame> l|r' or BTS "
                 f"'<date>/<drive>/image_02/data/<frame>.png <depth|None> <focal>'): {line!r}"
             )
     return frames

@@ -31,7 +31,8 @@ from typing import Literal, Sequence
 import numpy as np
 from torch.utils.data import Dataset
 
-from scalear.datasets.depth.io import DepthEncoding, ImageReadError, describe_encoding, make_sample, read_depth_png, read_rgb
+from scalear.datasets.depth.io import (DepthEncoding, ImageReadError, describe_encoding, list_file_lines,
+                                      list_line_focal, make_sample, read_depth_png, read_rgb)
 
 log = logging.getLogger(__name__)
 
@@ -193,21 +194,12 @@ def read_nyu_file_list(path: str | Path) -> list[tuple[str, str | None, float | 
     Accepts BTS lines ``rgb depth [focal]`` (whitespace) and DenseDepth CSV lines ``rgb,depth``; blank
     lines are skipped, a depth of ``None`` (BTS's marker for "no ground truth") becomes None.
     """
-    path = Path(path)
     out = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        line = line.strip()
-        if not line:
-            continue
+    for where, line in list_file_lines(path):
         parts = [p.strip() for p in line.split(",")] if "," in line else line.split()
         if len(parts) not in (2, 3):
-            raise ValueError(f"{path}:{n}: expected 'rgb depth [focal]' or 'rgb,depth', got {line!r}")
-        depth = None if parts[1] == "None" else parts[1]
-        try:
-            focal = float(parts[2]) if len(parts) == 3 else None
-        except ValueError:
-            raise ValueError(f"{path}:{n}: focal length {parts[2]!r} is not a number") from None
-        out.append((parts[0], depth, focal))
+            raise ValueError(f"{where}: expected 'rgb depth [focal]' or 'rgb,depth', got {line!r}")
+        out.append((parts[0], None if parts[1] == "None" else parts[1], list_line_focal(parts, where)))
     return out
 
 
