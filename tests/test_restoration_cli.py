@@ -68,6 +68,35 @@ def test_predict_folder_writes_every_readable_image_and_names_the_bad_one(model_
     assert png_bit_depth(out / "rgb8_restored.png")[0] == 8
 
 
+def test_predict_batches_write_what_one_at_a_time_writes(model_dir, photos, tmp_path, capsys):
+    """--batch-size 3 (mixed sizes, a grey image, a corrupt file, two images of one size): the outputs and the
+    reported changes of --batch-size 1, up to float rounding of the batched arithmetic (one 8-bit level); an 8-bit
+    PNG output holds what write_image writes, pixel for pixel."""
+    from scalear.domains.restoration.predict import load_restorer, restore_files
+
+    rng = np.random.default_rng(1)
+    write_image(photos / "rgb8_b.png", rng.random((40, 56, 3)).astype(np.float32))  # the size of rgb8.png
+    model = load_restorer(model_dir)
+    inputs = sorted(p for p in photos.iterdir() if p.suffix != ".txt")
+    reps = {b: restore_files(model, inputs, tmp_path / f"b{b}", progress=False, batch_size=b) for b in (1, 3)}
+    capsys.readouterr()
+    assert list(reps[1].written) == list(reps[3].written) == [str(p) for p in inputs if p.name != "corrupt.png"]
+    assert list(reps[3].failed) == [str(photos / "corrupt.png")]
+    for src, out in reps[1].written.items():
+        a, b = (np.array(Image.open(tmp_path / f"b{k}" / out.name)).astype(int) for k in (1, 3))
+        assert a.shape == b.shape and np.abs(a - b).max() <= 1, out.name
+        assert reps[3].change[src] == pytest.approx(reps[1].change[src], abs=0.01)
+    y = torch.from_numpy(read_image(photos / "rgb8.png")).permute(2, 0, 1)[None]
+    from scalear.domains.restoration.predict import restore_image
+
+    with torch.no_grad():
+        write_image(tmp_path / "ref.png", restore_image(model, y)[0])
+    assert np.array_equal(np.array(Image.open(tmp_path / "b1/rgb8_restored.png")), np.array(Image.open(tmp_path / "ref.png")))
+    assert main(["--model", "identity", "--input", str(photos), "--out", str(tmp_path / "id"), "--batch-size", "4",
+                 "--quiet"]) == 1
+    assert np.array_equal(read_image(tmp_path / "id/rgb8_b_restored.png"), read_image(photos / "rgb8_b.png"))
+
+
 def test_identity_with_tiles_reproduces_the_input_exactly(photos, tmp_path):
     out = tmp_path / "same"
     rc = main(["predict", "--model", "identity", "--input", str(photos / "rgb*.png"), "--out", str(out), "--tile", "16",

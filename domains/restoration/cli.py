@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(pr)
     pr.add_argument("--input", required=True, help="an image file, a folder of images, or a glob pattern (quote it)")
     pr.add_argument("--out", type=output_dir, required=True, help="output folder (must not hold any input)")
+    pr.add_argument("--batch-size", type=positive_int, default=1,
+                    help="images per model call; images of one size in a batch run together (default: %(default)s)")
     pr.add_argument("--bits", choices=["auto", "8", "16"], default="auto",
                     help="output PNG bit depth (auto: 16 for 16-bit PNG inputs, else 8)")
     pr.add_argument("--size", choices=["input", "256"], default="input",
@@ -146,7 +148,8 @@ def _predict(a: argparse.Namespace) -> int:
         inputs = collect_inputs(a.input)
         model = load_restorer(a.model, device, a.vae, a.var, 256 if a.size == "256" else "input")
         rep = restore_files(model, inputs, Path(a.out), tile=a.tile, overlap=a.overlap,
-                            bits="auto" if a.bits == "auto" else int(a.bits), device=device, progress=not a.quiet)
+                            bits="auto" if a.bits == "auto" else int(a.bits), device=device, progress=not a.quiet,
+                            batch_size=a.batch_size)
     except (FileNotFoundError, ValueError) as e:
         print(f"scalear restore: {e}", file=sys.stderr)
         return 2

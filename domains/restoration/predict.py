@@ -15,8 +15,9 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Literal, Sequence
+from typing import TYPE_CHECKING, Iterable, Literal, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -24,8 +25,10 @@ from scalear import files
 from scalear.errors import UsageError, is_out_of_memory
 from scalear.datasets.depth.io import ImageReadError, png_bit_depth
 from scalear.datasets.restoration.io import IMAGE_SUFFIXES, read_image_tensor, write_image
-from scalear.domains.restoration.metrics import RestorationEvaluator
 from scalear.domains.restoration.tiling import restore_tiled
+
+if TYPE_CHECKING:
+    from scalear.domains.restoration.metrics import RestorationEvaluator
 
 
 class IdentityRestorer:
@@ -124,32 +127,72 @@ class RestoreReport:
     change: dict[str, float] = field(default_factory=dict)
 
 
+#: zlib level of 8-bit PNG outputs (a restored photo barely compresses further at higher levels, at several times
+#: the time); pixels are the same at any level
+PNG_COMPRESS_LEVEL = 1
+
+
+def _write_output(path: Path, y_3HW: torch.Tensor, bits: int) -> Path:
+    """:func:`~scalear.datasets.restoration.io.write_image`, with an 8-bit PNG encoded at :data:`PNG_COMPRESS_LEVEL`."""
+    if bits != 8 or path.suffix.lower() != ".png":
+        return write_image(path, y_3HW, bits)
+    from PIL import Image
+
+    from scalear.io import atomic_write
+
+    x = y_3HW.detach().cpu().permute(1, 2, 0).numpy()
+    image = Image.fromarray((np.clip(x, 0, 1) * 255.0).round().astype(np.uint8))  # as write_image quantises
+    return atomic_write(path, lambda tmp: image.save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL))
+
+
 def restore_files(model, inputs: Sequence[Path], out: Path, *, tile: int | None = None, overlap: int = 32,
                   bits: Literal["auto", 8, 16] = "auto", device: torch.device | str = "cpu",
-                  progress: bool = True) -> RestoreReport:
-    """Restore every input into ``out`` (module docstring); unreadable images are reported and skipped."""
+                  progress: bool = True, batch_size: int = 1) -> RestoreReport:
+    """Restore every input into ``out`` (module docstring); unreadable images are reported and skipped.
+
+    The images of one size among ``batch_size`` consecutive inputs are restored as one batch (each output is its
+    restoration alone up to float rounding of the batched arithmetic); worker threads read the next inputs and
+    write the previous outputs while the model runs (:func:`scalear.files.run_in_batches`)."""
     from tqdm import tqdm
 
     files.check_output_folder(out, inputs)
     out.mkdir(parents=True, exist_ok=True)
     report = RestoreReport()
-    bar = tqdm(list(zip(inputs, output_names(inputs))), desc="restore", unit="img", disable=not progress, file=sys.stderr)
-    for path, name in bar:
-        try:
-            x_3HW = read_image_tensor(path, exif_transpose=True)
-        except (ImageReadError, FileNotFoundError) as e:
-            report.failed[str(path)] = str(e)
-            tqdm.write(f"skipped {path}: {e}", file=sys.stderr)
-            continue
-        with torch.no_grad():
-            try:
-                y_3HW = restore_image(model, x_3HW[None].to(device), tile, overlap)[0].float().cpu()
-            except UsageError as e:
-                raise UsageError(f"{path}: {e}") from None
-        report.written[str(path)] = write_image(out / name, y_3HW, _bits(path) if bits == "auto" else bits)
+
+    def run(batch: list[tuple[tuple[Path, str], torch.Tensor]]) -> list[torch.Tensor]:
+        same_size: dict[tuple[int, ...], list[int]] = {}
+        for i, (_, x_3HW) in enumerate(batch):
+            same_size.setdefault(tuple(x_3HW.shape), []).append(i)
+        restored: dict[int, torch.Tensor] = {}
+        for idx in same_size.values():
+            x_B3HW = torch.stack([batch[i][1] for i in idx]).to(device)
+            with torch.no_grad():
+                try:
+                    y_B3HW = restore_image(model, x_B3HW, tile, overlap).float().cpu()
+                except UsageError as e:
+                    more = f" (and {len(idx) - 1} more of its batch: try --batch-size 1)" if len(idx) > 1 else ""
+                    raise UsageError(f"{batch[idx[0]][0][0]}{more}: {e}") from None
+            restored.update(zip(idx, y_B3HW))
+        return [restored[i] for i in range(len(batch))]
+
+    def write(item: tuple[Path, str], x_3HW: torch.Tensor, y_3HW: torch.Tensor) -> tuple[Path, float]:
+        path, name = item
+        written = _write_output(out / name, y_3HW, _bits(path) if bits == "auto" else bits)
         ref = x_3HW if y_3HW.shape == x_3HW.shape else F.interpolate(x_3HW[None], y_3HW.shape[-2:], mode="bilinear",
                                                                        antialias=True)[0]  # a fixed-size model
-        report.change[str(path)] = (y_3HW - ref).pow(2).mean().sqrt().item() * 255
+        return written, (y_3HW - ref).pow(2).mean().sqrt().item() * 255
+
+    items = list(zip(inputs, output_names(inputs)))
+    with tqdm(total=len(items), desc="restore", unit="img", disable=not progress, file=sys.stderr) as bar:
+        for (path, _), outcome in files.run_in_batches(items, batch_size,
+                                                       lambda item: read_image_tensor(item[0], exif_transpose=True),
+                                                       run, write, skip=(ImageReadError, FileNotFoundError)):
+            if isinstance(outcome, BaseException):
+                report.failed[str(path)] = str(outcome)
+                tqdm.write(f"skipped {path}: {outcome}", file=sys.stderr)
+            else:
+                report.written[str(path)], report.change[str(path)] = outcome
+            bar.update()
     return report
 
 
@@ -159,6 +202,8 @@ def evaluate(model, data: Iterable[dict], *, tile: int | None = None, overlap: i
     """PSNR / SSIM (RGB and Y) per degradation of :func:`restore_image` on batches ``{"degraded", "clean",
     "degradation", "name"}``, with each image's gain over its degraded input (``worse`` when negative)."""
     from tqdm import tqdm
+
+    from scalear.domains.restoration.metrics import RestorationEvaluator
 
     ev = RestorationEvaluator(crop_border=crop_border)
     for batch in tqdm(data, desc="eval", unit="batch", total=total, disable=not progress, file=sys.stderr):
