@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from scalear.datasets.depth import read_depth_png
 from scalear.domains.depth.cli import main
-from scalear.domains.depth.data import DepthAugment, KittiDepthDataModule, NyuDepthDataModule
+from scalear.datasets.depth.data import DepthAugment, KittiDepthDataModule, NyuDepthDataModule
 from scalear.domains.depth.metrics import crop_mask
 from scalear.domains.depth.predict import backproject, default_intrinsics
 from scalear.files import unique_stems

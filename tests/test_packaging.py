@@ -58,6 +58,19 @@ def test_core_top_level_imports_no_3d_only_module():
     assert not any(set(w) & {"depth", "restoration"} for w in users.values())
 
 
+def test_data_modules_live_in_datasets():
+    """One rule for data: every LightningDataModule is defined under ``datasets/`` (domains hold models and their
+    training modules), and ``datasets/`` imports no domain."""
+    for folder in ("scalear", "domains", "datasets"):
+        for path in (ROOT / folder).rglob("*.py"):
+            tree = ast.parse(path.read_text())
+            modules = [c.name for c in ast.walk(tree) if isinstance(c, ast.ClassDef)
+                       and any(ast.unparse(b).endswith("LightningDataModule") for b in c.bases)]
+            assert folder == "datasets" or not modules, f"{path.relative_to(ROOT)} defines data modules {modules}"
+            if folder == "datasets":
+                assert not [n for n in _imported_names(path) if n.startswith("scalear.domains")], path
+
+
 def test_installed_names():
     import scalear.datasets
     import scalear.domains

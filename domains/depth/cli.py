@@ -32,7 +32,7 @@ Monocular depth: run a depth model on images, score it on a test set, or train o
   eval     the standard metrics table (AbsRel SqRel RMSE RMSElog log10 SILog d1 d2 d3) on a test set
            e.g. scalear depth eval --model constant:2.5 --dataset procedural --out metrics.json
   fit      train DAR or DepthART through LightningCLI, e.g. scalear depth fit --config configs/depth/<preset>.yaml
-           (the data modules: scalear.domains.depth.data.{NyuDepthDataModule,KittiDepthDataModule})
+           (the data modules: scalear.datasets.depth.data.{NyuDepthDataModule,KittiDepthDataModule})
 
 --model is an exported model folder (config.json + model.safetensors of a kind with predict_depth: DAR, or
 DepthART, whose relative depth eval median-scales per image), the released DepthART (a folder holding its
@@ -157,7 +157,7 @@ def build_eval_dataset(a: argparse.Namespace):
     if a.data_root is None:
         raise ValueError(f"--dataset {a.dataset} needs --data-root: {EVAL_DATASETS[a.dataset]}")
     if a.dataset == "nyu":
-        from scalear.domains.depth.data import NyuDepthDataModule
+        from scalear.datasets.depth.data import NyuDepthDataModule
 
         root = Path(a.data_root)
         if root.is_file():
@@ -173,7 +173,7 @@ def build_eval_dataset(a: argparse.Namespace):
         return ds, EVAL_PRESETS["nyu"], {"frames": len(ds), "ground_truth": gt}
     from scalear.datasets.depth import KittiFolderDataset, describe_encoding
     from scalear.datasets.depth.kitti import FOLDER_IMAGE_DIRS
-    from scalear.domains.depth.data import KittiDepthDataModule
+    from scalear.datasets.depth.data import KittiDepthDataModule
 
     root = Path(a.data_root)
     if a.split_file is not None:

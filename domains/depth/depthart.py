@@ -65,6 +65,7 @@ from scalear.io import register_model_kind
 from scalear.quant import map_to_tokens, tokens_to_map
 from scalear.registry import register_presets
 from scalear.sampling import SampleOutput, sample
+from scalear.datasets.depth.data import depth_to_tokenizer_input
 from scalear.transformer import (CONDITION_FIELDS, TOKENIZER_FIELDS, NextScaleTransformer, TransformerConfig,
                                  check_transformer_overrides, tokenizer_fields)
 from scalear.vqvae import VQVAE, VQVAE_PRESETS, VQVAEConfig
@@ -75,34 +76,6 @@ _DERIVED = TOKENIZER_FIELDS | (CONDITION_FIELDS - {"num_classes"})  # set by the
 
 
 # ------------------------------------------------------------------------------------------- depth <-> tokens
-def depth_to_tokenizer_input(depth_B1HW: torch.Tensor, valid_B1HW: torch.Tensor | None = None,
-                             quantile: float = 0.98) -> tuple[torch.Tensor, torch.Tensor]:
-    """DepthART's depth encoding (``NormalizerUTSQuant`` then ``2 x - 1``): per image ``d / q`` with ``q`` the
-    ``quantile`` of its valid depths, mapped to ``[-1, 1]``, clipped, repeated to 3 channels.
-
-    Invalid pixels (``valid`` False or depth <= 0) are set to ``+1`` (as far as the clip allows): the tokenizer
-    needs dense maps, which Hypersim (the paper's data) and NYU's filled depth are.
-
-    Returns ``(x_B3HW in [-1, 1], q_B)``; ``q_B`` is the per-image scale (metres).
-
-    >>> x, q = depth_to_tokenizer_input(torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]]), quantile=1.0)
-    >>> x[0, 0].tolist(), q.tolist()
-    ([[-0.5, 0.0], [0.5, 1.0]], [4.0])
-    """
-    if depth_B1HW.ndim != 4 or depth_B1HW.shape[1] != 1:
-        raise ValueError(f"expected depth (B, 1, H, W), got shape {tuple(depth_B1HW.shape)}")
-    valid = depth_B1HW > 0 if valid_B1HW is None else valid_B1HW.bool() & (depth_B1HW > 0)
-    q_B = torch.ones(depth_B1HW.shape[0], dtype=depth_B1HW.dtype, device=depth_B1HW.device)
-    for b in range(depth_B1HW.shape[0]):
-        d = depth_B1HW[b][valid[b]]
-        if d.numel() == 0:
-            raise ValueError(f"depth map {b} of the batch has no valid pixel to normalise by")
-        q_B[b] = torch.quantile(d.float(), quantile).to(q_B.dtype)
-    x = (2 * depth_B1HW / q_B.view(-1, 1, 1, 1) - 1).clamp(-1, 1)
-    x = torch.where(valid, x, torch.ones_like(x))
-    return x.expand(-1, 3, -1, -1).contiguous(), q_B
-
-
 def tokenizer_output_to_depth(x_B3HW: torch.Tensor, min_value: float = 1e-3) -> torch.Tensor:
     """Decoded depth ``(B, 3, H, W)`` in ``[-1, 1]`` -> relative depth ``(B, 1, H, W)`` in units of the image's
     98th percentile: ``mean_c (x + 1) / 2`` (the official order of operations), floored at ``min_value`` (depth

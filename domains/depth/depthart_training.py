@@ -1,7 +1,7 @@
 """Training DepthART (Gabdullin et al.) in two stages, both through ``scalear depth fit`` (LightningCLI).
 
 1. The shared RGB tokenizer: the core's :class:`~scalear.training.tokenizer.TokenizerModule` on
-   :class:`RGBDTokenizerData`, which turns any RGB-D data module into tokenizer inputs, every scene twice:
+   :class:`~scalear.datasets.depth.data.RGBDTokenizerData`, which turns any RGB-D data module into tokenizer inputs, every scene twice:
    its image and its normalised depth repeated to 3 channels (DepthART's encoding). The paper instead freezes
    VAR's ImageNet tokenizer, whose weights cannot be downloaded here (:func:`~scalear.domains.depth.depthart.init_from_var`
    loads them from local files).
@@ -14,81 +14,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
 
-from scalear.domains.depth.depthart import (DEPTHART_PRESETS, DepthARTModel, TrainingMode, depth_to_tokenizer_input,
-                                            depthart_loss, preset_config)
+from scalear.domains.depth.depthart import DEPTHART_PRESETS, DepthARTModel, TrainingMode, depthart_loss, preset_config
 from scalear.domains.depth.metrics import DepthEvalConfig, depth_metrics_batch
 from scalear.io import from_pretrained
 from scalear.training.base import OptimizerConfig, ScalearModule
-from scalear.training.loader import ResumableDataLoader
 from scalear.vqvae import VQVAE
-
-
-# ------------------------------------------------------------------------------------------- stage 1 data
-class RGBDTokenizerDataset(Dataset):
-    """Sample ``2 i`` is scene ``i``'s image, ``2 i + 1`` its depth, as ``{"image": (3, H, W) in [-1, 1]}``.
-
-    Args:
-        base: a dataset of ``{"image" (3, H, W) in [0, 1], "depth" (1, H, W) metres, "valid"?}`` samples.
-        image_size: (H, W) to resize to (images bilinearly, depth and validity nearest); None keeps the size.
-        quantile: the depth normalisation percentile (DepthART: 0.98).
-    """
-
-    def __init__(self, base: Dataset, image_size: tuple[int, int] | None = None, quantile: float = 0.98):
-        self.base, self.quantile = base, quantile
-        self.image_size = tuple(image_size) if image_size is not None else None
-
-    def __len__(self) -> int:
-        return 2 * len(self.base)
-
-    def __getitem__(self, i: int) -> dict:
-        s = self.base[i // 2]
-        if i % 2 == 0:
-            image = s["image"][None].float()
-            if self.image_size is not None and tuple(image.shape[-2:]) != self.image_size:
-                image = F.interpolate(image, self.image_size, mode="bilinear", align_corners=False, antialias=True)
-            return {"image": image[0].clamp(0, 1) * 2 - 1}
-        depth = s["depth"][None].float()
-        valid = s.get("valid", s["depth"] > 0)[None].float()
-        if self.image_size is not None and tuple(depth.shape[-2:]) != self.image_size:
-            depth, valid = (F.interpolate(t, self.image_size, mode="nearest") for t in (depth, valid))
-        return {"image": depth_to_tokenizer_input(depth, valid > 0.5, self.quantile)[0][0]}
-
-
-class RGBDTokenizerData(L.LightningDataModule):
-    """Wraps an RGB-D data module (procedural, NYU, ...) into tokenizer training data (:class:`RGBDTokenizerDataset`).
-
-    Args:
-        data: the RGB-D data module; its train and val loaders' datasets are wrapped.
-        image_size: the tokenizer's input size (None: the data's own size).
-        quantile: depth normalisation percentile.
-        batch_size, num_workers: of the wrapped loaders.
-    """
-
-    def __init__(self, data: L.LightningDataModule, image_size: tuple[int, int] | None = None, quantile: float = 0.98,
-                 batch_size: int = 32, num_workers: int = 0):
-        super().__init__()
-        self.data, self.image_size, self.quantile = data, image_size, quantile
-        self.batch_size, self.num_workers = batch_size, num_workers
-
-    def setup(self, stage: str | None = None) -> None:
-        self.data.setup(stage)
-
-    def _loader(self, base_loader: DataLoader, shuffle: bool) -> DataLoader:
-        ds = RGBDTokenizerDataset(base_loader.dataset, self.image_size, self.quantile)
-        loader = ResumableDataLoader if shuffle else DataLoader
-        return loader(ds, self.batch_size, shuffle=shuffle, drop_last=shuffle, num_workers=self.num_workers)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.data.train_dataloader(), shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.data.val_dataloader(), shuffle=False)
 
 
 # ------------------------------------------------------------------------------------------- stage 2
@@ -168,4 +101,4 @@ class DepthARTModule(ScalearModule):
         self.log_dict({f"val/{k}_tf": v for k, v in logs.items() if k.startswith("acc_s")}, sync_dist=True, batch_size=B)
 
 
-__all__ = ["RGBDTokenizerDataset", "RGBDTokenizerData", "DepthARTModule"]
+__all__ = ["DepthARTModule"]

@@ -118,6 +118,6 @@ training, so expect a large metric error; the median-scaled row measures the sha
 
 {curves}
 
-Real data: `scalear depth fit --config configs/depth/dar_tiny.yaml --data scalear.domains.depth.data.NyuDepthDataModule ...`,
+Real data: `scalear depth fit --config configs/depth/dar_tiny.yaml --data scalear.datasets.depth.data.NyuDepthDataModule ...`,
 then `scalear depth eval --model DIR/export/dar --dataset nyu|kitti ...` (see the README).
 """
