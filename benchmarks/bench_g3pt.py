@@ -51,8 +51,8 @@ def measure(preset: str, args: argparse.Namespace, device: torch.device, chair: 
             tok.fhat_to_grid(tok.indices_to_fhat(indices), args.resolution)
 
     times = time_generation_stages(tokens, decode, chair, B, device, args)
-    sizes = tok.config.sizes
-    result = generation_result(preset, f"{len(sizes)}: {sizes[0]}..{sizes[-1]}", sum(sizes), tok, gen, times,
+    patch_nums = tok.config.patch_nums
+    result = generation_result(preset, f"{len(patch_nums)}: {patch_nums[0]}..{patch_nums[-1]}", sum(patch_nums), tok, gen, times,
                                "sec_per_shape")
     del tok, gen, indices
     gc.collect()

@@ -98,4 +98,10 @@ def with_overrides(config: Any, overrides: Mapping[str, Any]) -> Any:
     return type(config).from_dict({**config.to_dict(), **overrides}) if overrides else config
 
 
-__all__ = ["check_config", "with_overrides"]
+def renamed_keys(d: Mapping[str, Any], renames: Mapping[str, str]) -> dict[str, Any]:
+    """``d`` with the keys a config class renamed (``renames``: old name -> new name) under their new names, so that
+    configs written before the rename (``config.json`` of an export) still load."""
+    return {renames.get(k, k): v for k, v in d.items()}
+
+
+__all__ = ["check_config", "renamed_keys", "with_overrides"]

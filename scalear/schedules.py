@@ -96,19 +96,19 @@ class ScaleSchedule:
         return cls("2d", tuple(shapes))
 
     @classmethod
-    def seq_1d(cls, lengths: Sequence[int]) -> "ScaleSchedule":
-        """1D sequences, e.g. point-cloud levels of detail of ``lengths`` tokens."""
-        return cls("1d", tuple((n,) for n in lengths))
+    def seq_1d(cls, patch_nums: Sequence[int]) -> "ScaleSchedule":
+        """1D sequences, e.g. point-cloud levels of detail of ``patch_nums`` tokens."""
+        return cls("1d", tuple((n,) for n in patch_nums))
 
     @classmethod
-    def volume_3d(cls, sides: Sequence[int]) -> "ScaleSchedule":
+    def volume_3d(cls, patch_nums: Sequence[int]) -> "ScaleSchedule":
         """Cubic 3D volumes ``(s, s, s)``."""
-        return cls("3d", tuple((s, s, s) for s in sides))
+        return cls("3d", tuple((s, s, s) for s in patch_nums))
 
     @classmethod
-    def triplane(cls, sides: Sequence[int]) -> "ScaleSchedule":
+    def triplane(cls, patch_nums: Sequence[int]) -> "ScaleSchedule":
         """Three square planes ``(s, s)`` per scale (SAR3D's triplane latent)."""
-        return cls("triplane", tuple((s, s) for s in sides))
+        return cls("triplane", tuple((s, s) for s in patch_nums))
 
     @classmethod
     def from_dict(cls, d: dict) -> "ScaleSchedule":

@@ -61,7 +61,7 @@ def s(tmp_path_factory, single_thread) -> dict[str, Path]:
     t = sar3d_tokenizer("tiny")
     save_pretrained(sar3d_generator("tiny", tokenizer=t, num_classes=2, class_names=("ball", "box")), root / "sar3d" / "generator")
     save_pretrained(t, root / "sar3d" / "tokenizer")
-    t = g3pt_tokenizer("tiny", sizes=(1, 4, 16), width=32, heads=2, code_bits=6, num_freqs=3)
+    t = g3pt_tokenizer("tiny", patch_nums=(1, 4, 16), width=32, heads=2, code_bits=6, num_freqs=3)
     save_pretrained(g3pt_generator("tiny", tokenizer=t, num_classes=2, class_names=("ball", "box"),
                                    transformer=dict(depth=1, width=32, num_heads=2), image_size=16,
                                    encoder_channels=(8, 16)), root / "g3pt" / "generator")

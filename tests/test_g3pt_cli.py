@@ -17,7 +17,7 @@ from scalear.gen3d.fields import mesh_is_valid
 from scalear.io import save_pretrained
 from conftest import check_generate_refuses_bad_requests, write_ball_and_box_meshes
 
-SMALL_TOK = dict(sizes=(1, 4, 16), width=32, heads=2, code_bits=6, num_freqs=3)
+SMALL_TOK = dict(patch_nums=(1, 4, 16), width=32, heads=2, code_bits=6, num_freqs=3)
 SMALL_GEN = dict(transformer=dict(depth=2, width=64, num_heads=2), image_size=16, encoder_channels=(8, 16))
 
 

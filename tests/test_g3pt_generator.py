@@ -12,7 +12,7 @@ from scalear.io import from_pretrained, save_pretrained
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-SMALL_TOK = dict(sizes=(1, 4, 16), width=32, heads=2, code_bits=6, num_freqs=3)
+SMALL_TOK = dict(patch_nums=(1, 4, 16), width=32, heads=2, code_bits=6, num_freqs=3)
 SMALL_GEN = dict(transformer=dict(depth=2, width=64, num_heads=2))
 
 

@@ -19,7 +19,7 @@ from scalear.transformer import NextScaleTransformer, TransformerConfig
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 #: the tiny preset shrunk so that a forward/backward takes milliseconds
-SMALL = dict(sizes=(1, 4, 16), width=32, heads=2, code_bits=6, num_freqs=3)
+SMALL = dict(patch_nums=(1, 4, 16), width=32, heads=2, code_bits=6, num_freqs=3)
 
 
 def analytic_shapes(n: int, num_points: int = 128, num_query: int = 256, seed: int = 0, boxes: bool = True) -> dict:
@@ -122,12 +122,12 @@ def test_decode_of_encode_equals_the_forward_reconstruction():
 def test_sampler_steps_reproduce_teacher_forcing_inputs():
     """``next_input`` (sampling) and ``teacher_forcing_input`` (training) give the transformer the same inputs."""
     q = create_tokenizer("tiny", **SMALL).eval().quantize
-    idx = [torch.randint(0, q.vocab_size, (2, m)) for m in q.sizes]
+    idx = [torch.randint(0, q.vocab_size, (2, m)) for m in q.patch_nums]
     tf = q.teacher_forcing_input(idx)
     assert tf.shape == (2, 4 + 16, q.dim)
     f_hat, steps = q.empty_fhat(2), []
     with torch.no_grad():
-        for k in range(len(q.sizes)):
+        for k in range(len(q.patch_nums)):
             h_BdM = q.embedding(idx[k]).transpose(1, 2)  # the sampler's (B, d, M_k) token map
             f_hat, nxt = q.next_input(k, f_hat, h_BdM)
             if nxt is not None:
@@ -143,7 +143,7 @@ def test_gradients_reach_encoder_through_every_level():
     loss.backward()
     assert tok.point_in.weight.grad.abs().sum() > 0 and tok.latents.grad.abs().sum() > 0
     q = tok.quantize
-    for k in range(len(q.sizes)):
+    for k in range(len(q.patch_nums)):
         assert q.down_queries[k].grad.abs().sum() > 0 and q.up_queries[k].grad.abs().sum() > 0
     assert set(logs) >= {"bce", "bce_prefix", "commit", "entropy", "latent", "usage", "acc"}
 

@@ -18,7 +18,7 @@ from conftest import fit_and_read_log
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "g3pt"
-SMALL = dict(sizes=(1, 4, 16), width=32, heads=2, code_bits=6, num_freqs=3)
+SMALL = dict(patch_nums=(1, 4, 16), width=32, heads=2, code_bits=6, num_freqs=3)
 TINY_GEN = dict(transformer=dict(depth=2, width=64, num_heads=2))
 
 
@@ -56,7 +56,7 @@ def test_tokenizer_module_fits_logs_per_level_bce_and_exports(tmp_path):
     val = next(r for r in rows if r.get("val/bce"))
     assert float(val["val/bce"]) == pytest.approx(float(val["val/bce_l3"]))  # all levels = the full reconstruction
     tok = from_pretrained(tmp_path / "export" / "tokenizer")
-    assert isinstance(tok, G3PTTokenizer) and tok.config.sizes == (1, 4, 16)
+    assert isinstance(tok, G3PTTokenizer) and tok.config.patch_nums == (1, 4, 16)
     for a, b in zip(tok.state_dict().values(), module.tokenizer.state_dict().values()):
         torch.testing.assert_close(a, b)
 
@@ -78,7 +78,7 @@ def test_generator_module_trains_on_a_frozen_tokenizer_and_exports(tmp_path):
     after = module.generator.state_dict()
     assert any(not torch.equal(v, after[k]) for k, v in before.items())
     gen = from_pretrained(tmp_path / "export" / "generator").eval()
-    assert isinstance(gen, G3PTGenerator) and gen.cfg.num_classes == 2 and gen.cfg.sizes == (1, 4, 16)
+    assert isinstance(gen, G3PTGenerator) and gen.cfg.num_classes == 2 and gen.cfg.patch_nums == (1, 4, 16)
     tok = from_pretrained(tmp_path / "export" / "tokenizer")
     assert isinstance(tok, G3PTTokenizer)
     labels = torch.tensor([0, 1])

@@ -90,3 +90,21 @@ def test_stage2_modules_share_the_teacher_forced_recipe():
         assert "super().__init__(" in inspect.getsource(cls.__init__)
     assert not issubclass(ConditionalGeneratorModule, NextScaleModule)
     assert "forward_logits" not in vars(ConditionalGeneratorModule) and "training_step" not in vars(NextScaleModule)
+
+
+@pytest.mark.parametrize("name,old", [("sar3d_tokenizer/tiny", "sides"), ("sar3d_generator/tiny", "sides"),
+                                      ("g3pt_tokenizer/tiny", "sizes"), ("g3pt_generator/tiny", "sizes")])
+def test_the_scale_schedule_has_one_name_and_old_files_still_load(name, old, tmp_path):
+    """Every config names its per-scale sides ``patch_nums`` (VAR's name); a ``config.json`` written with the
+    domain's former name loads to the same model."""
+    import json
+
+    model = scalear.create_model(name)
+    save_pretrained(model, tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert "patch_nums" in meta["config"] and old not in meta["config"]
+    meta["config"][old] = meta["config"].pop("patch_nums")
+    (tmp_path / "m" / "config.json").write_text(json.dumps(meta))
+    back = from_pretrained(tmp_path / "m")
+    cfg = lambda m: (getattr(m, "config", None) or m.cfg).to_dict()  # noqa: E731
+    assert cfg(back) == cfg(model)

@@ -19,7 +19,7 @@ from scalear.sampling import sample
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 #: the tiny preset shrunk to 16^3 grids and 4 scales up to 8x8 planes so that it trains in seconds
-SMALL = dict(grid_resolution=16, sides=(1, 2, 4, 8), enc_channels=(8, 16), plane_channels=16, vocab_size=128,
+SMALL = dict(grid_resolution=16, patch_nums=(1, 2, 4, 8), enc_channels=(8, 16), plane_channels=16, vocab_size=128,
              decoder_upsample=0, feature_dim=8, mlp_hidden=32, restart_every=10)
 
 
@@ -61,7 +61,7 @@ def test_one_codebook_for_all_planes_and_scales():
     assert tok.quantize.use_cosine and tok.quantize.kind == "triplane"
     idx = tok.grid_to_indices(torch.randn(2, 1, 16, 16, 16))
     # every scale and every plane indexes the same table: a code used in one plane decodes the same vector anywhere
-    assert [i.shape[1] for i in idx] == [3 * s * s for s in SMALL["sides"]]
+    assert [i.shape[1] for i in idx] == [3 * s * s for s in SMALL["patch_nums"]]
     assert all(int(i.max()) < tok.quantize.vocab_size for i in idx)
     paper = TRIPLANE_PRESETS["paper"]
     assert (paper.latent_dim, paper.vocab_size, paper.schedule.total_tokens) == (8, 16384, 3 * 680)

@@ -19,7 +19,7 @@ from conftest import fit_and_read_log
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "sar3d"
-SMALL = dict(grid_resolution=16, sides=(1, 2, 4, 8), enc_channels=(8, 16), plane_channels=16, vocab_size=128,
+SMALL = dict(grid_resolution=16, patch_nums=(1, 2, 4, 8), enc_channels=(8, 16), plane_channels=16, vocab_size=128,
              decoder_upsample=0, feature_dim=8, mlp_hidden=32)
 TINY_GEN = dict(transformer=dict(depth=2, width=64, num_heads=2), image_size=16, encoder_channels=(8, 16))
 

@@ -57,35 +57,36 @@ class G3PTGeneratorConfig(ConditionalGeneratorConfig):
     plus
 
     Args:
-        sizes: the tokenizer's tokens per level of detail (set from the tokenizer by :func:`generator_config`).
+        patch_nums: the tokenizer's tokens per level of detail (set from the tokenizer by :func:`generator_config`).
     """
 
     what = "G3PT"
+    renamed = {"sizes": "patch_nums"}
 
     vocab_size: int = 1024
     latent_dim: int = 64
     cfg: float = 3.0
     top_k: int = 0
     top_p: float = 0.9
-    sizes: tuple[int, ...] = (1, 4, 16, 64)
+    patch_nums: tuple[int, ...] = (1, 4, 16, 64)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.sizes = tuple(int(s) for s in self.sizes)
+        self.patch_nums = tuple(int(s) for s in self.patch_nums)
 
     @property
     def schedule(self) -> ScaleSchedule:
-        return ScaleSchedule.seq_1d(self.sizes)
+        return ScaleSchedule.seq_1d(self.patch_nums)
 
 
 #: ``tiny``: 4 blocks of width 128 (CPU); ``small``: 8 x 384; ``paper``: a guess at G3PT's scale (its scaling study
 #: trains a family of sizes; exact widths are not given), VAR-d24-like.
 G3PT_GENERATOR_PRESETS: dict[str, G3PTGeneratorConfig] = {
     "tiny": G3PTGeneratorConfig(),
-    "small": G3PTGeneratorConfig(vocab_size=4096, latent_dim=256, sizes=(1, 4, 16, 64, 256),
+    "small": G3PTGeneratorConfig(vocab_size=4096, latent_dim=256, patch_nums=(1, 4, 16, 64, 256),
                                  transformer=dict(depth=8, width=384, num_heads=6, drop_path_rate=0.0),
                                  encoder_channels=(32, 64, 128, 256)),
-    "paper": G3PTGeneratorConfig(vocab_size=65536, latent_dim=768, sizes=(1, 4, 16, 64, 256, 1024),
+    "paper": G3PTGeneratorConfig(vocab_size=65536, latent_dim=768, patch_nums=(1, 4, 16, 64, 256, 1024),
                                  transformer=dict(depth=24, width=1536, num_heads=16, drop_path_rate=0.1,
                                                   init_adaln_gamma=1e-4),
                                  image_size=256, encoder_channels=(64, 128, 256, 1024)),
@@ -94,9 +95,9 @@ G3PT_GENERATOR_PRESETS: dict[str, G3PTGeneratorConfig] = {
 
 def generator_config(name: str = "tiny", tokenizer: G3PTTokenizer | None = None, **overrides: Any) -> G3PTGeneratorConfig:
     """The preset ``name`` with overrides (a ``transformer`` dict is merged into the preset's); ``tokenizer`` fixes
-    ``vocab_size``, ``latent_dim`` and ``sizes``."""
+    ``vocab_size``, ``latent_dim`` and ``patch_nums``."""
     q = tokenizer.quantize if tokenizer is not None else None
-    fixed = None if q is None else dict(vocab_size=q.vocab_size, latent_dim=q.dim, sizes=list(q.sizes))
+    fixed = None if q is None else dict(vocab_size=q.vocab_size, latent_dim=q.dim, patch_nums=list(q.patch_nums))
     return G3PTGeneratorConfig.from_preset(G3PT_GENERATOR_PRESETS, name, fixed, **overrides)
 
 

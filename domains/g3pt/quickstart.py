@@ -134,7 +134,7 @@ def _markdown(m: dict, classes: list[str], tok, curves: str = "") -> str:
     rec = {int(k): v for k, v in m["reconstruction_by_level"].items()}
     g, s, gen = m["generation"], m["seconds"], m["generated"]
     a = g["all"]
-    sizes = ", ".join(str(x) for x in tok.quantize.sizes)
+    sizes = ", ".join(str(x) for x in tok.quantize.patch_nums)
     return f"""## G3PT: point clouds and meshes on procedural chairs, tables, mugs and lamps
 
 Built-in data: the SAR3D procedural objects as point clouds (farthest-point samples of the surface) with

@@ -12,7 +12,7 @@ learnable latent queries to the points -> ``enc_blocks`` self-attention blocks -
 points by construction (up to float summation order).
 
 **Cross-scale residual quantization** (:class:`CrossScaleQuantizer`): VAR's Algorithm 1 with *learned* resizing.
-Levels ``sizes = (M_1, ..., M_K)`` tokens, a 1-D :meth:`ScaleSchedule.seq_1d` schedule. With ``r = z`` and
+Levels ``patch_nums = (M_1, ..., M_K)`` tokens, a 1-D :meth:`ScaleSchedule.seq_1d` schedule. With ``r = z`` and
 ``f_hat = 0``, for ``k = 1..K``:
 
 * ``down_k(r)``: cross-attention from ``M_k`` learnable down-sampling queries (+ a level embedding) to the
@@ -110,7 +110,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scalear.config_check import check_config, with_overrides
+from scalear.config_check import check_config, renamed_keys, with_overrides
 from scalear.domains.g3pt.lfq import LookupFreeQuantizer
 from scalear.io import register_model_kind
 from scalear.registry import register_presets
@@ -123,7 +123,7 @@ class G3PTTokenizerConfig:
     """Hyper-parameters of :class:`G3PTTokenizer`.
 
     Args:
-        sizes: tokens per level of detail, coarse to fine (``M_1..M_K``); the last is the latent set size.
+        patch_nums: tokens per level of detail, coarse to fine (``M_1..M_K``); the last is the latent set size.
         width: token channels C.
         heads: attention heads (``width`` divisible by it).
         code_bits: LFQ bits d per token (vocabulary ``2^d``).
@@ -139,7 +139,7 @@ class G3PTTokenizerConfig:
         query_init: standard deviation of the learnable queries' initialisation (module docstring).
     """
 
-    sizes: tuple[int, ...] = (1, 4, 16, 64)
+    patch_nums: tuple[int, ...] = (1, 4, 16, 64)
     width: int = 64
     heads: int = 4
     code_bits: int = 10
@@ -157,8 +157,8 @@ class G3PTTokenizerConfig:
     query_init: float = 0.2
 
     def __post_init__(self) -> None:
-        self.sizes = tuple(int(s) for s in self.sizes)
-        ScaleSchedule.seq_1d(self.sizes)  # validates growth
+        self.patch_nums = tuple(int(s) for s in self.patch_nums)
+        ScaleSchedule.seq_1d(self.patch_nums)  # validates growth
         if self.width % self.heads:
             raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
         if not 1 <= self.code_bits <= 30:
@@ -168,15 +168,16 @@ class G3PTTokenizerConfig:
 
     @property
     def schedule(self) -> ScaleSchedule:
-        return ScaleSchedule.seq_1d(self.sizes)
+        return ScaleSchedule.seq_1d(self.patch_nums)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["sizes"] = list(self.sizes)
+        d["patch_nums"] = list(self.patch_nums)
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "G3PTTokenizerConfig":
+        d = renamed_keys(d, {"sizes": "patch_nums"})  # the name in files written before the rename
         check_config(cls, d, "G3PT tokenizer")
         return cls(**d)
 
@@ -186,9 +187,9 @@ class G3PTTokenizerConfig:
 #: initialisation chosen on ``tiny`` (module docstring); they are untested at the larger sizes.
 G3PT_TOKENIZER_PRESETS: dict[str, G3PTTokenizerConfig] = {
     "tiny": G3PTTokenizerConfig(),
-    "small": G3PTTokenizerConfig(sizes=(1, 4, 16, 64, 256), width=256, heads=8, code_bits=12, num_freqs=8,
+    "small": G3PTTokenizerConfig(patch_nums=(1, 4, 16, 64, 256), width=256, heads=8, code_bits=12, num_freqs=8,
                                  enc_blocks=4, dec_blocks=4, mlp_ratio=4.0),
-    "paper": G3PTTokenizerConfig(sizes=(1, 4, 16, 64, 256, 1024), width=768, heads=12, code_bits=16, num_freqs=8,
+    "paper": G3PTTokenizerConfig(patch_nums=(1, 4, 16, 64, 256, 1024), width=768, heads=12, code_bits=16, num_freqs=8,
                                  enc_blocks=8, dec_blocks=16, mlp_ratio=4.0),
 }
 
@@ -298,27 +299,27 @@ class CrossScaleQuantizer(nn.Module):
     ``teacher_forcing_input``, ``encode``, ``decode``. ``f_hat`` here is a token set ``(B, M_K, C)``.
     """
 
-    def __init__(self, sizes: tuple[int, ...], width: int, heads: int, code_bits: int, mlp_ratio: float = 2.0,
+    def __init__(self, patch_nums: tuple[int, ...], width: int, heads: int, code_bits: int, mlp_ratio: float = 2.0,
                  normalize_codes: bool = False, lfq_tau: float = 1.0, query_init: float = 0.2):
         super().__init__()
-        self.schedule = ScaleSchedule.seq_1d(sizes)
-        self.sizes, self.dim, self.code_bits = tuple(sizes), width, code_bits
-        K, MK = len(sizes), sizes[-1]
+        self.schedule = ScaleSchedule.seq_1d(patch_nums)
+        self.patch_nums, self.dim, self.code_bits = tuple(patch_nums), width, code_bits
+        K, MK = len(patch_nums), patch_nums[-1]
         self.lfq = LookupFreeQuantizer(code_bits, normalize=normalize_codes, tau=lfq_tau)
         self.vocab_size = self.lfq.vocab_size
         self.level_embed = nn.Parameter(torch.randn(K, width) * 0.02)
-        self.down_queries = nn.ParameterList(_queries(m, width, query_init) for m in sizes)
-        self.down = nn.ModuleList(CrossBlock(width, heads, mlp_ratio) for _ in sizes)
+        self.down_queries = nn.ParameterList(_queries(m, width, query_init) for m in patch_nums)
+        self.down = nn.ModuleList(CrossBlock(width, heads, mlp_ratio) for _ in patch_nums)
         self.pre_quant = nn.Linear(width, code_bits)
         self.post_quant = nn.Linear(code_bits, width)
-        self.slot_embed = nn.ParameterList(_queries(m, width, query_init) for m in sizes)
-        self.up_queries = nn.ParameterList(_queries(MK, width, query_init) for _ in sizes)
-        self.up = nn.ModuleList(CrossBlock(width, heads, mlp_ratio) for _ in sizes)
-        self.up_out = nn.ModuleList(nn.Linear(width, width) for _ in sizes)  # residual-stream -> contribution
+        self.slot_embed = nn.ParameterList(_queries(m, width, query_init) for m in patch_nums)
+        self.up_queries = nn.ParameterList(_queries(MK, width, query_init) for _ in patch_nums)
+        self.up = nn.ModuleList(CrossBlock(width, heads, mlp_ratio) for _ in patch_nums)
+        self.up_out = nn.ModuleList(nn.Linear(width, width) for _ in patch_nums)  # residual-stream -> contribution
 
     @property
     def num_levels(self) -> int:
-        return len(self.sizes)
+        return len(self.patch_nums)
 
     def embedding(self, idx: torch.Tensor) -> torch.Tensor:
         """LFQ code vectors (..., d) of indices (...)."""
@@ -326,7 +327,7 @@ class CrossScaleQuantizer(nn.Module):
 
     def empty_fhat(self, batch: int, device=None, dtype=None) -> torch.Tensor:
         dtype = dtype or self.level_embed.dtype
-        return torch.zeros(batch, self.sizes[-1], self.dim, device=device, dtype=dtype)
+        return torch.zeros(batch, self.patch_nums[-1], self.dim, device=device, dtype=dtype)
 
     # ------------------------------------------------------------------ learned resizing
     def down_tokens(self, k: int, x_BMC: torch.Tensor) -> torch.Tensor:
@@ -341,8 +342,8 @@ class CrossScaleQuantizer(nn.Module):
         return self.up_out[k](self.up[k](q, ctx))
 
     def _check(self, z: torch.Tensor) -> None:
-        if z.ndim != 3 or tuple(z.shape[1:]) != (self.sizes[-1], self.dim):
-            raise ValueError(f"latent tokens have shape {tuple(z.shape)}; expected (B, {self.sizes[-1]}, {self.dim})")
+        if z.ndim != 3 or tuple(z.shape[1:]) != (self.patch_nums[-1], self.dim):
+            raise ValueError(f"latent tokens have shape {tuple(z.shape)}; expected (B, {self.patch_nums[-1]}, {self.dim})")
 
     # ------------------------------------------------------------------ training forward
     def forward(self, z_BMC: torch.Tensor) -> CrossScaleOutput:
@@ -351,7 +352,7 @@ class CrossScaleQuantizer(nn.Module):
         r, f_hat = z_BMC, torch.zeros_like(z_BMC)
         fhats, indices, commit, entropy, latent, usage = [], [], 0.0, 0.0, 0.0, []
         z_sg = z_BMC.detach()
-        for k, m in enumerate(self.sizes):
+        for k, m in enumerate(self.patch_nums):
             out = self.lfq(self.pre_quant(self.down_tokens(k, r)))
             h = self.up_codes(k, out.codes)
             r, f_hat = r - h, f_hat + h
@@ -384,8 +385,8 @@ class CrossScaleQuantizer(nn.Module):
             raise ValueError(f"got {len(indices)} levels of indices; the schedule has {self.num_levels}")
         f_hat = self.empty_fhat(indices[0].shape[0], indices[0].device)
         for k, idx in enumerate(indices[:upto]):
-            if tuple(idx.shape[1:]) != (self.sizes[k],):
-                raise ValueError(f"level {k} indices have shape {tuple(idx.shape)}; expected (B, {self.sizes[k]})")
+            if tuple(idx.shape[1:]) != (self.patch_nums[k],):
+                raise ValueError(f"level {k} indices have shape {tuple(idx.shape)}; expected (B, {self.patch_nums[k]})")
             f_hat = f_hat + self.up_codes(k, self.embedding(idx))
         return f_hat
 
@@ -404,7 +405,7 @@ class CrossScaleQuantizer(nn.Module):
     def next_input(self, k: int, f_hat: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One sampling step: add level ``k``'s codes ``h`` ((B, d, M_k) as the sampler's token map, or (B, M_k, d))
         to ``f_hat`` and return ``(f_hat, down_{k+1}(f_hat))``; the second is None after the last level."""
-        if h.ndim == 3 and h.shape[1] == self.code_bits and h.shape[2] == self.sizes[k]:
+        if h.ndim == 3 and h.shape[1] == self.code_bits and h.shape[2] == self.patch_nums[k]:
             h = h.transpose(1, 2)
         f_hat = f_hat + self.up_codes(k, h)
         if k == self.num_levels - 1:
@@ -434,11 +435,11 @@ class G3PTTokenizer(nn.Module):
         self.config = cfg = with_overrides(config or G3PTTokenizerConfig(), overrides)
         C, fin = cfg.width, 3 + 6 * cfg.num_freqs
         self.point_in = nn.Linear(fin, C)
-        self.latents = _queries(cfg.sizes[-1], C, cfg.query_init)
+        self.latents = _queries(cfg.patch_nums[-1], C, cfg.query_init)
         self.enc_cross = CrossBlock(C, cfg.heads, cfg.mlp_ratio)
         self.enc_blocks = nn.ModuleList(SelfBlock(C, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.enc_blocks))
         self.enc_norm = nn.LayerNorm(C)
-        self.quantize = CrossScaleQuantizer(cfg.sizes, C, cfg.heads, cfg.code_bits, cfg.mlp_ratio,
+        self.quantize = CrossScaleQuantizer(cfg.patch_nums, C, cfg.heads, cfg.code_bits, cfg.mlp_ratio,
                                             cfg.normalize_codes, cfg.lfq_tau, cfg.query_init)
         self.dec_blocks = nn.ModuleList(SelfBlock(C, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.dec_blocks))
         self.query_in = nn.Linear(fin, C)

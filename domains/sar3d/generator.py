@@ -56,10 +56,11 @@ class SAR3DGeneratorConfig(ConditionalGeneratorConfig):
     renders; sampling as SAR3D's ``test.py``: cfg 4, top-k 10, top-p 0.5), plus
 
     Args:
-        sides: the tokenizer's plane sides per scale (set from the tokenizer by :func:`generator_config`).
+        patch_nums: the tokenizer's plane patch_nums per scale (set from the tokenizer by :func:`generator_config`).
     """
 
     what = "SAR3D"
+    renamed = {"sides": "patch_nums"}
 
     vocab_size: int = 512
     latent_dim: int = 8
@@ -67,15 +68,15 @@ class SAR3DGeneratorConfig(ConditionalGeneratorConfig):
     cfg: float = 4.0
     top_k: int = 10
     top_p: float = 0.5
-    sides: tuple[int, ...] = (1, 2, 3, 4, 6, 8)
+    patch_nums: tuple[int, ...] = (1, 2, 3, 4, 6, 8)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.sides = tuple(int(s) for s in self.sides)
+        self.patch_nums = tuple(int(s) for s in self.patch_nums)
 
     @property
     def schedule(self) -> ScaleSchedule:
-        return ScaleSchedule.triplane(self.sides)
+        return ScaleSchedule.triplane(self.patch_nums)
 
 
 #: ``tiny``: 4 blocks of width 128 (~1M parameters with the image encoder), CPU-trainable in minutes. ``small``:
@@ -83,10 +84,10 @@ class SAR3DGeneratorConfig(ConditionalGeneratorConfig):
 #: 0.1), with a 256 px image encoder giving 16 x 16 context tokens of width 1024 (DINOv2-large's width).
 GENERATOR_PRESETS: dict[str, SAR3DGeneratorConfig] = {
     "tiny": SAR3DGeneratorConfig(),
-    "small": SAR3DGeneratorConfig(sides=(1, 2, 3, 4, 5, 6, 8, 10, 13, 16), vocab_size=4096,
+    "small": SAR3DGeneratorConfig(patch_nums=(1, 2, 3, 4, 5, 6, 8, 10, 13, 16), vocab_size=4096,
                                   transformer=dict(depth=8, width=384, num_heads=6, drop_path_rate=0.0),
                                   encoder_channels=(32, 64, 128, 256)),
-    "paper": SAR3DGeneratorConfig(sides=(1, 2, 3, 4, 5, 6, 8, 10, 13, 16), vocab_size=16384,
+    "paper": SAR3DGeneratorConfig(patch_nums=(1, 2, 3, 4, 5, 6, 8, 10, 13, 16), vocab_size=16384,
                                   transformer=dict(depth=24, width=1536, num_heads=16, drop_path_rate=0.1,
                                                    init_adaln_gamma=1e-4),
                                   image_size=256, encoder_channels=(64, 128, 256, 1024)),
@@ -95,9 +96,9 @@ GENERATOR_PRESETS: dict[str, SAR3DGeneratorConfig] = {
 
 def generator_config(name: str = "tiny", tokenizer: TriplaneVQVAE | None = None, **overrides: Any) -> SAR3DGeneratorConfig:
     """The :data:`GENERATOR_PRESETS` config ``name`` with overrides (a ``transformer`` dict is merged into the
-    preset's); ``tokenizer`` fixes ``vocab_size``, ``latent_dim`` and ``sides``."""
+    preset's); ``tokenizer`` fixes ``vocab_size``, ``latent_dim`` and ``patch_nums``."""
     q = tokenizer.quantize if tokenizer is not None else None
-    fixed = None if q is None else dict(vocab_size=q.vocab_size, latent_dim=q.dim, sides=[s[0] for s in q.schedule.shapes])
+    fixed = None if q is None else dict(vocab_size=q.vocab_size, latent_dim=q.dim, patch_nums=[s[0] for s in q.schedule.shapes])
     return SAR3DGeneratorConfig.from_preset(GENERATOR_PRESETS, name, fixed, **overrides)
 
 

@@ -6,7 +6,7 @@ scheme: at scale ``k`` each plane's residual is area-downsampled to ``s_k x s_k`
 nearest code (**cosine** lookup, SAR3D's ``using_znorm``), the code maps are upsampled bicubically per plane,
 refined by ``phi`` (``quant_resi`` 0.5, ``share_quant_resi`` 4) and accumulated. **One codebook** serves all
 scales and all three planes; scale ``k`` has ``3 s_k^2`` tokens, plane-major. Reference (``paper`` preset):
-8 channels per plane, 16,384 codes, sides 1..16 (VAR's patch numbers), i.e. 3 x 680 = 2040 tokens.
+8 channels per plane, 16,384 codes, plane sides (VAR's patch numbers, `patch_nums`) 1..16, i.e. 3 x 680 = 2040 tokens.
 
 Deviations from the paper (scalear has no multi-view renders, ViT weights or volume renderer on CPU):
 
@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scalear.config_check import check_config, with_overrides
+from scalear.config_check import check_config, renamed_keys, with_overrides
 from scalear.io import register_model_kind
 from scalear.quant import MultiScaleVQ, QuantOutput
 from scalear.registry import register_presets
@@ -63,7 +63,7 @@ class TriplaneVQVAEConfig:
 
     Args:
         grid_resolution: side R of the input SDF grid; ``R / latent_side`` must be a power of two.
-        sides: plane side of every scale, coarse to fine; the last is the latent side (SAR3D: 1..16).
+        patch_nums: plane side of every scale, coarse to fine; the last is the latent side (SAR3D: 1..16).
         latent_dim: Cvae, channels per plane (SAR3D: 8).
         vocab_size: codebook size (SAR3D: 16,384), one codebook for all scales and planes.
         enc_channels: widths of the 3D encoder: a stem at full resolution, then one stride-2 stage per entry.
@@ -80,7 +80,7 @@ class TriplaneVQVAEConfig:
     """
 
     grid_resolution: int = 32
-    sides: tuple[int, ...] = (1, 2, 3, 4, 6, 8)
+    patch_nums: tuple[int, ...] = (1, 2, 3, 4, 6, 8)
     latent_dim: int = 8
     vocab_size: int = 512
     enc_channels: tuple[int, ...] = (8, 16, 32)
@@ -100,8 +100,8 @@ class TriplaneVQVAEConfig:
     restart_every: int = 20
 
     def __post_init__(self) -> None:
-        self.sides, self.enc_channels = tuple(int(s) for s in self.sides), tuple(int(c) for c in self.enc_channels)
-        ScaleSchedule.triplane(self.sides)  # validates growth
+        self.patch_nums, self.enc_channels = tuple(int(s) for s in self.patch_nums), tuple(int(c) for c in self.enc_channels)
+        ScaleSchedule.triplane(self.patch_nums)  # validates growth
         down = 2 ** (len(self.enc_channels) - 1)
         if self.grid_resolution != self.latent_side * down:
             raise ValueError(f"grid_resolution {self.grid_resolution} must be latent_side {self.latent_side} x "
@@ -113,32 +113,33 @@ class TriplaneVQVAEConfig:
 
     @property
     def latent_side(self) -> int:
-        return self.sides[-1]
+        return self.patch_nums[-1]
 
     @property
     def schedule(self) -> ScaleSchedule:
-        return ScaleSchedule.triplane(self.sides)
+        return ScaleSchedule.triplane(self.patch_nums)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["sides"], d["enc_channels"] = list(self.sides), list(self.enc_channels)
+        d["patch_nums"], d["enc_channels"] = list(self.patch_nums), list(self.enc_channels)
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TriplaneVQVAEConfig":
+        d = renamed_keys(d, {"sides": "patch_nums"})  # the name in files written before the rename
         check_config(cls, d, "triplane tokenizer")
         return cls(**copy.deepcopy(d))
 
 
 #: ``tiny``: 32^3 grids, 8x8 planes, 6 scales (390 tokens), 512 codes, 0.14M parameters, trains on one CPU core
 #: in minutes. ``small``: 64^3, 16x16 planes, SAR3D's 10 scales (2040 tokens), 4096 codes. ``paper``: SAR3D's
-#: quantizer (Cvae 8, 16,384 codes, sides 1..16, 2040 tokens) on 64^3 grids with wider convs.
+#: quantizer (Cvae 8, 16,384 codes, plane sides 1..16, 2040 tokens) on 64^3 grids with wider convs.
 TRIPLANE_PRESETS: dict[str, TriplaneVQVAEConfig] = {
     "tiny": TriplaneVQVAEConfig(),
-    "small": TriplaneVQVAEConfig(grid_resolution=64, sides=(1, 2, 3, 4, 5, 6, 8, 10, 13, 16), vocab_size=4096,
+    "small": TriplaneVQVAEConfig(grid_resolution=64, patch_nums=(1, 2, 3, 4, 5, 6, 8, 10, 13, 16), vocab_size=4096,
                                  enc_channels=(16, 32, 64), plane_channels=64, enc_blocks=2, dec_blocks=2,
                                  feature_dim=32, mlp_hidden=128),
-    "paper": TriplaneVQVAEConfig(grid_resolution=64, sides=(1, 2, 3, 4, 5, 6, 8, 10, 13, 16), vocab_size=16384,
+    "paper": TriplaneVQVAEConfig(grid_resolution=64, patch_nums=(1, 2, 3, 4, 5, 6, 8, 10, 13, 16), vocab_size=16384,
                                  enc_channels=(32, 64, 128), plane_channels=128, enc_blocks=2, dec_blocks=3,
                                  feature_dim=32, mlp_hidden=128, mlp_layers=3),
 }

@@ -21,7 +21,7 @@ from typing import Any, Callable, ClassVar, Literal, Sequence
 import torch
 from torch import nn
 
-from scalear.config_check import check_config
+from scalear.config_check import check_config, renamed_keys
 from scalear.quant import MultiScaleQuantizer
 from scalear.sampling import SampleOutput, sample
 from scalear.schedules import ScaleSchedule
@@ -80,6 +80,8 @@ class ConditionalGeneratorConfig:
 
     #: the model's name in error messages
     what: ClassVar[str] = "generator"
+    #: config keys renamed since files were written: old name -> new name
+    renamed: ClassVar[dict[str, str]] = {}
 
     condition: Condition = "class"
     num_classes: int = 4
@@ -114,7 +116,7 @@ class ConditionalGeneratorConfig:
 
     @property
     def schedule(self) -> ScaleSchedule:
-        """The tokenizer's token schedule, from the domain's fields (``sides``, ``sizes``): each subclass says."""
+        """The tokenizer's token schedule, from ``patch_nums``: each subclass says which kind."""
         raise NotImplementedError(f"{type(self).__name__} must define the schedule property")
 
     def transformer_config(self) -> TransformerConfig:
@@ -130,6 +132,7 @@ class ConditionalGeneratorConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]):
+        d = renamed_keys(d, cls.renamed)
         check_config(cls, d, f"{cls.what} generator")
         return cls(**copy.deepcopy(d))
 
