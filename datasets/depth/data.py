@@ -1,6 +1,7 @@
-"""Lightning data modules for NYU Depth v2 and KITTI, and the training augmentation (resize, random crop, flip).
+"""Lightning data modules for NYU Depth v2 and KITTI, the training augmentation (resize, random crop, flip), and
+DepthART's depth encoding with the tokenizer data built on it (:class:`RGBDTokenizerData`).
 
-The datasets themselves live in :mod:`scalear.datasets.depth`; here they are only wired into loaders. Test
+The datasets themselves live in the other modules of :mod:`scalear.datasets.depth`; here they are wired into loaders. Test
 and validation loaders return uncropped, unaugmented samples (batch size 1 by default, since KITTI frame sizes
 differ between recording days); the evaluation protocol crops at scoring time.
 """
@@ -16,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from scalear.datasets.depth import KittiDepthDataset, NyuFolderDataset, NyuLabeledDataset
 from scalear.datasets.loaders import split_loader
+from scalear.training.loader import ResumableDataLoader
 
 
 class DepthAugment:
@@ -174,3 +176,92 @@ class KittiDepthDataModule(_DepthDataModule):
             raise ValueError(f"KittiDepthDataModule: the {split} split needs {split}_split (a split list file)")
         return KittiDepthDataset(self.root, lst, gt=self.gt, depth_root=self.depth_root, kb_crop=self.kb_crop)
 
+
+# ------------------------------------------------------------------------------------------- DepthART's encoding
+def depth_to_tokenizer_input(depth_B1HW: torch.Tensor, valid_B1HW: torch.Tensor | None = None,
+                             quantile: float = 0.98) -> tuple[torch.Tensor, torch.Tensor]:
+    """DepthART's depth encoding (``NormalizerUTSQuant`` then ``2 x - 1``): per image ``d / q`` with ``q`` the
+    ``quantile`` of its valid depths, mapped to ``[-1, 1]``, clipped, repeated to 3 channels.
+
+    Invalid pixels (``valid`` False or depth <= 0) are set to ``+1`` (as far as the clip allows): the tokenizer
+    needs dense maps, which Hypersim (the paper's data) and NYU's filled depth are.
+
+    Returns ``(x_B3HW in [-1, 1], q_B)``; ``q_B`` is the per-image scale (metres).
+
+    >>> x, q = depth_to_tokenizer_input(torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]]), quantile=1.0)
+    >>> x[0, 0].tolist(), q.tolist()
+    ([[-0.5, 0.0], [0.5, 1.0]], [4.0])
+    """
+    if depth_B1HW.ndim != 4 or depth_B1HW.shape[1] != 1:
+        raise ValueError(f"expected depth (B, 1, H, W), got shape {tuple(depth_B1HW.shape)}")
+    valid = depth_B1HW > 0 if valid_B1HW is None else valid_B1HW.bool() & (depth_B1HW > 0)
+    q_B = torch.ones(depth_B1HW.shape[0], dtype=depth_B1HW.dtype, device=depth_B1HW.device)
+    for b in range(depth_B1HW.shape[0]):
+        d = depth_B1HW[b][valid[b]]
+        if d.numel() == 0:
+            raise ValueError(f"depth map {b} of the batch has no valid pixel to normalise by")
+        q_B[b] = torch.quantile(d.float(), quantile).to(q_B.dtype)
+    x = (2 * depth_B1HW / q_B.view(-1, 1, 1, 1) - 1).clamp(-1, 1)
+    x = torch.where(valid, x, torch.ones_like(x))
+    return x.expand(-1, 3, -1, -1).contiguous(), q_B
+
+
+class RGBDTokenizerDataset(Dataset):
+    """Sample ``2 i`` is scene ``i``'s image, ``2 i + 1`` its depth, as ``{"image": (3, H, W) in [-1, 1]}``.
+
+    Args:
+        base: a dataset of ``{"image" (3, H, W) in [0, 1], "depth" (1, H, W) metres, "valid"?}`` samples.
+        image_size: (H, W) to resize to (images bilinearly, depth and validity nearest); None keeps the size.
+        quantile: the depth normalisation percentile (DepthART: 0.98).
+    """
+
+    def __init__(self, base: Dataset, image_size: tuple[int, int] | None = None, quantile: float = 0.98):
+        self.base, self.quantile = base, quantile
+        self.image_size = tuple(image_size) if image_size is not None else None
+
+    def __len__(self) -> int:
+        return 2 * len(self.base)
+
+    def __getitem__(self, i: int) -> dict:
+        s = self.base[i // 2]
+        if i % 2 == 0:
+            image = s["image"][None].float()
+            if self.image_size is not None and tuple(image.shape[-2:]) != self.image_size:
+                image = F.interpolate(image, self.image_size, mode="bilinear", align_corners=False, antialias=True)
+            return {"image": image[0].clamp(0, 1) * 2 - 1}
+        depth = s["depth"][None].float()
+        valid = s.get("valid", s["depth"] > 0)[None].float()
+        if self.image_size is not None and tuple(depth.shape[-2:]) != self.image_size:
+            depth, valid = (F.interpolate(t, self.image_size, mode="nearest") for t in (depth, valid))
+        return {"image": depth_to_tokenizer_input(depth, valid > 0.5, self.quantile)[0][0]}
+
+
+class RGBDTokenizerData(L.LightningDataModule):
+    """Wraps an RGB-D data module (procedural, NYU, ...) into tokenizer training data (:class:`RGBDTokenizerDataset`).
+
+    Args:
+        data: the RGB-D data module; its train and val loaders' datasets are wrapped.
+        image_size: the tokenizer's input size (None: the data's own size).
+        quantile: depth normalisation percentile.
+        batch_size, num_workers: of the wrapped loaders.
+    """
+
+    def __init__(self, data: L.LightningDataModule, image_size: tuple[int, int] | None = None, quantile: float = 0.98,
+                 batch_size: int = 32, num_workers: int = 0):
+        super().__init__()
+        self.data, self.image_size, self.quantile = data, image_size, quantile
+        self.batch_size, self.num_workers = batch_size, num_workers
+
+    def setup(self, stage: str | None = None) -> None:
+        self.data.setup(stage)
+
+    def _loader(self, base_loader: DataLoader, shuffle: bool) -> DataLoader:
+        ds = RGBDTokenizerDataset(base_loader.dataset, self.image_size, self.quantile)
+        loader = ResumableDataLoader if shuffle else DataLoader
+        return loader(ds, self.batch_size, shuffle=shuffle, drop_last=shuffle, num_workers=self.num_workers)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.data.train_dataloader(), shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.data.val_dataloader(), shuffle=False)

@@ -42,6 +42,7 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from scalear.datasets.loaders import split_loader
+from scalear.training.loader import ResumableDataLoader
 from scalear.datasets.restoration.degradations import ALL_IN_ONE, EVAL_SUITE, Degradation, RandomSubset, build_degradation
 from scalear.datasets.restoration.io import IMAGE_SUFFIXES, read_image_tensor
 
@@ -493,3 +494,62 @@ class RestorationDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()
+
+
+# ------------------------------------------------------------------------------------------- clean crops (a prior)
+class CleanCrops(Dataset):
+    """Random (or, with a seed, fixed) crops of clean images as ``{"image": (3, s, s) in [-1, 1]}``, ``repeats``
+    per image and epoch; images are first area-downscaled by ``downscale`` so that crops hold more content."""
+
+    def __init__(self, source: Dataset, crop_size: int, repeats: int = 1, downscale: float = 1.0,
+                 seed: int | None = None):
+        self.source, self.crop_size, self.repeats, self.seed = source, crop_size, repeats, seed
+        self.images = []
+        for i in range(len(source)):  # type: ignore[arg-type]
+            im = source[i]["clean"]
+            if downscale != 1.0:
+                size = [max(crop_size, round(s / downscale)) for s in im.shape[-2:]]
+                im = torch.nn.functional.interpolate(im[None], size, mode="area")[0]
+            self.images.append(im)
+
+    def __len__(self) -> int:
+        return len(self.images) * self.repeats
+
+    def __getitem__(self, i: int) -> dict:
+        g = None if self.seed is None else torch.Generator().manual_seed(self.seed * 1_000_003 + i)
+        (crop,) = crop_and_flip([self.images[i % len(self.images)]], (self.crop_size,) * 2, "random", True, g)
+        return {"image": crop * 2 - 1}
+
+
+class CleanPhotoData(L.LightningDataModule):
+    """Clean crops for training the prior (tokenizer, then transformer): ``train_dir`` images or the built-in
+    scikit-image training photos; validation on the held-out photos (fixed crops).
+
+    Args:
+        crop_size: the tokenizer's input size (32 for the ``tiny`` preset).
+        downscale: area-downscale factor applied to the photos before cropping.
+        repeats: crops per image and epoch.
+        train_dir, val_dir: folders of clean images (default: the built-in photos).
+        batch_size, num_workers: loaders.
+    """
+
+    def __init__(self, crop_size: int = 32, downscale: float = 2.0, repeats: int = 200, train_dir: str | None = None,
+                 val_dir: str | None = None, batch_size: int = 32, num_workers: int = 0):
+        super().__init__()
+        self.crop_size, self.downscale, self.repeats = crop_size, downscale, repeats
+        self.train_dir, self.val_dir, self.batch_size, self.num_workers = train_dir, val_dir, batch_size, num_workers
+        self.sets: dict[str, Dataset] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if "train" not in self.sets:
+            src = ImageFolder(self.train_dir) if self.train_dir else SkimagePhotos("train")
+            self.sets["train"] = CleanCrops(src, self.crop_size, self.repeats, self.downscale)
+            val = ImageFolder(self.val_dir) if self.val_dir else SkimagePhotos("heldout")
+            self.sets["val"] = CleanCrops(val, self.crop_size, 8, self.downscale, seed=0)
+
+    def train_dataloader(self) -> DataLoader:
+        return ResumableDataLoader(self.sets["train"], self.batch_size, shuffle=True, drop_last=True,
+                                   num_workers=self.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.sets["val"], self.batch_size, num_workers=self.num_workers)
