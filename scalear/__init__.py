@@ -9,13 +9,18 @@ Every model of the core and of the installed domains: ``scalear.list_models()``,
 
 __version__ = "0.1.0"
 
-from scalear.io import from_pretrained, save_pretrained  # noqa: E402
-from scalear.quant import MultiScaleVQ  # noqa: E402
-from scalear.registry import create_model, list_models  # noqa: E402
-from scalear.sampling import sample  # noqa: E402
-from scalear.schedules import ScaleSchedule  # noqa: E402
-from scalear.transformer import NextScaleTransformer, TransformerConfig, create_transformer  # noqa: E402
-from scalear.vqvae import VQVAE, VQVAEConfig, create_vqvae  # noqa: E402
+from scalear._lazy import lazy_exports  # noqa: E402
+
+# imported on first use, so that ``import scalear`` (and the ``scalear`` command's help) does not pay for torch
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "scalear.io": ["from_pretrained", "save_pretrained"],
+    "scalear.quant": ["MultiScaleVQ"],
+    "scalear.registry": ["create_model", "list_models"],
+    "scalear.sampling": ["sample"],
+    "scalear.schedules": ["ScaleSchedule"],
+    "scalear.transformer": ["NextScaleTransformer", "TransformerConfig", "create_transformer"],
+    "scalear.vqvae": ["VQVAE", "VQVAEConfig", "create_vqvae"],
+})
 
 __all__ = [
     "MultiScaleVQ", "NextScaleTransformer", "ScaleSchedule", "TransformerConfig", "VQVAE", "VQVAEConfig",

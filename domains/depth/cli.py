@@ -18,8 +18,6 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from torch.utils.data import DataLoader, Dataset, Subset
-
 from scalear.cli_args import (ArgumentParser, device, non_negative_float, output_dir, output_file, positive_float,
                               positive_int)
 from scalear.files import resolve_device
@@ -213,6 +211,8 @@ def _predict(a: argparse.Namespace) -> int:
 
 
 def _eval(a: argparse.Namespace) -> int:
+    from torch.utils.data import DataLoader, Dataset, Subset
+
     from scalear.domains.depth.predict import KBCropPredictor, eval_summary, evaluate_all, range_warning, write_eval_json
     from scalear.domains.depth.predictor import load_predictor
 
@@ -267,7 +267,7 @@ def _eval(a: argparse.Namespace) -> int:
     return 0
 
 
-class _ListDataset(Dataset):
+class _ListDataset:  # a map-style dataset for DataLoader (torch.utils.data imported by eval only)
     def __init__(self, items: Sequence[dict]):
         self.items = list(items)
 

@@ -7,10 +7,17 @@
   the tokenizer's levels, class- or image-conditioned, with classifier-free guidance.
 """
 
-from scalear.domains.g3pt.generator import (G3PT_GENERATOR_PRESETS, G3PTGenerator, G3PTGeneratorConfig, ImageEncoder,
-                                            create_generator, generator_config)
-from scalear.domains.g3pt.tokenizer import (G3PT_TOKENIZER_PRESETS, CrossScaleOutput, CrossScaleQuantizer, G3PTTokenizer,
-                                            G3PTTokenizerConfig, create_tokenizer, fourier_features, tokenizer_config)
+from scalear._lazy import lazy_exports
+
+# imported on first use: ``scalear g3pt --help`` needs neither torch nor the models
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "scalear.domains.g3pt.generator": [
+        "G3PT_GENERATOR_PRESETS", "G3PTGenerator", "G3PTGeneratorConfig", "ImageEncoder", "create_generator",
+        "generator_config"],
+    "scalear.domains.g3pt.tokenizer": [
+        "G3PT_TOKENIZER_PRESETS", "CrossScaleOutput", "CrossScaleQuantizer", "G3PTTokenizer", "G3PTTokenizerConfig",
+        "create_tokenizer", "fourier_features", "tokenizer_config"],
+})
 
 __all__ = ["G3PT_GENERATOR_PRESETS", "G3PTGenerator", "G3PTGeneratorConfig", "ImageEncoder", "create_generator",
            "generator_config", "G3PT_TOKENIZER_PRESETS", "CrossScaleOutput", "CrossScaleQuantizer", "G3PTTokenizer",

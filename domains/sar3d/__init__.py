@@ -7,12 +7,18 @@
 - :mod:`~scalear.domains.sar3d.training`: Lightning modules of both stages.
 """
 
-from scalear.domains.sar3d.generator import (GENERATOR_PRESETS, ImageEncoder, SAR3DGenerator, SAR3DGeneratorConfig,
-                                             create_generator, generator_config, indices_to_meshes,
-                                             indices_to_sdf_grids)
-from scalear.domains.sar3d.mesh import EmptyFieldError, export_mesh, extract_mesh, load_mesh, sdf_to_grid
-from scalear.domains.sar3d.tokenizer import (TRIPLANE_PRESETS, TriplaneVQVAE, TriplaneVQVAEConfig, create_tokenizer,
-                                             tokenizer_config)
+from scalear._lazy import lazy_exports
+
+# imported on first use: ``scalear sar3d --help`` needs neither torch nor the models
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "scalear.domains.sar3d.generator": [
+        "GENERATOR_PRESETS", "ImageEncoder", "SAR3DGenerator", "SAR3DGeneratorConfig", "create_generator",
+        "generator_config", "indices_to_meshes", "indices_to_sdf_grids"],
+    "scalear.domains.sar3d.mesh": [
+        "EmptyFieldError", "export_mesh", "extract_mesh", "load_mesh", "sdf_to_grid"],
+    "scalear.domains.sar3d.tokenizer": [
+        "TRIPLANE_PRESETS", "TriplaneVQVAE", "TriplaneVQVAEConfig", "create_tokenizer", "tokenizer_config"],
+})
 
 __all__ = ["GENERATOR_PRESETS", "ImageEncoder", "SAR3DGenerator", "SAR3DGeneratorConfig", "create_generator",
            "generator_config", "indices_to_meshes", "indices_to_sdf_grids", "EmptyFieldError", "export_mesh",

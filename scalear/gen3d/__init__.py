@@ -8,3 +8,7 @@ top of the VAR core, and nothing else in ``scalear`` imports.
 * :mod:`~scalear.gen3d.cli` and :mod:`~scalear.gen3d.quickstart`: the ``generate`` / ``eval`` options and the
   two-stage quickstart both domains share.
 """
+
+#: the mesh files the 3D commands write (here, not in :mod:`~scalear.gen3d.fields`, so that the commands' help imports
+#: no torch)
+MESH_FORMATS = ("obj", "ply", "glb", "stl")

@@ -18,7 +18,7 @@ def add_generate_arguments(g: argparse.ArgumentParser, noun: str, sampling: dict
     """The options of a 3D domain's ``generate`` verb (SAR3D, G3PT): export folder, classes or condition images,
     count, mesh format, output, seed, guidance and top-k / top-p (``sampling`` gives their default in words),
     marching-cubes resolution, previews, device, progress. :func:`generate_request` reads them back."""
-    from scalear.gen3d.fields import MESH_FORMATS
+    from scalear.gen3d import MESH_FORMATS
 
     g.add_argument("--model", required=True, help="export folder holding generator/ and tokenizer/")
     g.add_argument("--class", dest="classes", default=None,

@@ -17,9 +17,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from scalear.gen3d import MESH_FORMATS
 from scalear.io import atomic_write
-
-MESH_FORMATS = ("obj", "ply", "glb", "stl")
 
 
 class EmptyFieldError(ValueError):

@@ -1,0 +1,55 @@
+"""The ``scalear`` command's help and every domain's help import no heavy library (torch, Lightning, kornia, open3d,
+trimesh, matplotlib): each runs in a fresh interpreter and reports what it imported. ``from scalear import ...``
+still gives every public name (loaded on first use)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("torch", "lightning", "kornia", "open3d", "trimesh", "matplotlib")
+
+HELPS = {
+    "scalear --help": "from scalear.cli import main; main(['--help'])",
+    "scalear core --help": "from scalear.cli import main; main(['core', '--help'])",
+    "scalear depth --help": "from scalear.cli import main; main(['depth', '--help'])",
+    "scalear depth predict --help": "from scalear.cli import main; main(['depth', 'predict', '--help'])",
+    "scalear restore --help": "from scalear.cli import main; main(['restore', '--help'])",
+    "scalear restore predict --help": "from scalear.cli import main; main(['restore', 'predict', '--help'])",
+    "scalear sar3d generate --help": "from scalear.cli import main; main(['sar3d', 'generate', '--help'])",
+    "scalear g3pt eval --help": "from scalear.cli import main; main(['g3pt', 'eval', '--help'])",
+}
+
+
+def _imported(code: str) -> list[str]:
+    probe = (f"import sys\ntry:\n    {code}\nexcept SystemExit:\n    pass\n"
+             f"print('IMPORTED', sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    return eval(out.rsplit("IMPORTED", 1)[1])
+
+
+@pytest.mark.parametrize("command", sorted(HELPS))
+def test_help_imports_no_heavy_library(command):
+    assert _imported(HELPS[command]) == [], command
+
+
+def test_public_names_load_on_first_use():
+    assert _imported("import scalear, scalear.domains.depth, scalear.domains.restoration, scalear.domains.sar3d, "
+                     "scalear.domains.g3pt") == []
+    import scalear
+    import scalear.domains.restoration as restoration
+
+    import importlib
+
+    for package in ("scalear", "scalear.domains.restoration", "scalear.domains.sar3d", "scalear.domains.g3pt"):
+        module = importlib.import_module(package)
+        for name in module.__all__:
+            assert getattr(module, name) is not None and name in dir(module), (package, name)
+    from scalear import NextScaleTransformer, create_model, sample  # noqa: F401
+    from scalear.transformer import NextScaleTransformer as direct
+
+    assert NextScaleTransformer is direct and restoration.psnr.__module__ == "scalear.domains.restoration.metrics"
+    with pytest.raises(AttributeError, match="no attribute 'not_a_name'"):
+        scalear.not_a_name  # noqa: B018
