@@ -172,7 +172,7 @@ def _core_sample(argv: list[str]) -> int:
     kw = {"label_B": labels} if n else {}
     out = sample(model, tok.quantize, len(labels), cfg=a.cfg, top_k=a.top_k, top_p=a.top_p,
                  temperature=a.temperature, generator=torch.Generator().manual_seed(a.seed), **kw)
-    save_image_grid(tok.fhat_to_img(out.f_hat), a.out, nrow=a.per_class)
+    save_image_grid(tok.fhat_to_img(out.f_hat), a.out, nrow=a.per_class, rows=[f"class {c}" for c in classes])
     print(f"wrote {a.out}")
     return 0
 

@@ -105,7 +105,8 @@ def run_core(out: Path, fast: bool = False, per_class: int = 20, seed: int = 0) 
     picks = torch.tensor([int((y == c).nonzero()[-1]) for c in range(10)])
     with torch.no_grad():
         recs = tokenizer.img_to_scale_recs(x[picks])
-    save_image_grid(torch.cat([x[picks], *recs]), out / "reconstructions.png", nrow=10)
+    save_image_grid(torch.cat([x[picks], *recs]), out / "reconstructions.png", nrow=10,
+                    rows=["input", *(f"scales 1-{k}" for k in range(1, len(recs) + 1))], cols=[str(c) for c in range(10)])
 
     labels = torch.arange(10).repeat_interleave(per_class)
     gen = torch.Generator().manual_seed(seed)
@@ -113,7 +114,8 @@ def run_core(out: Path, fast: bool = False, per_class: int = 20, seed: int = 0) 
     with torch.no_grad():
         images = tokenizer.fhat_to_img(s.f_hat)
     shown = min(per_class, 10)
-    save_image_grid(images.view(10, per_class, *images.shape[1:])[:, :shown].flatten(0, 1), out / "samples.png", nrow=shown)
+    save_image_grid(images.view(10, per_class, *images.shape[1:])[:, :shown].flatten(0, 1), out / "samples.png", nrow=shown,
+                    rows=[f"class {c}" for c in range(10)])
 
     # memorisation check: distance of each generated digit to its nearest training digit, compared with the
     # same distance for held-out real digits (copies of training digits would sit much closer)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import functools
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -118,8 +119,31 @@ def read_png(path: str | Path) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
-def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int = 8, scale: int = 4) -> Path:
-    return save_png(image_grid(images, nrow), path, scale)
+def labelled(picture: np.ndarray, rows: Sequence[str] = (), cols: Sequence[str] = (), font_size: int = 12) -> np.ndarray:
+    """``picture`` (an (H, W, 3) uint8 grid of equal rows and columns, as :func:`image_grid` or :func:`stack_rows`
+    of :func:`tile_row` make it) with the ``rows`` labels in a white margin on the left, each centred on its row,
+    and the ``cols`` labels in a white band on top, each centred on its column (either may be empty)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=font_size)
+    H, W = picture.shape[:2]
+    left = max((int(font.getlength(t)) for t in rows), default=-8) + 8
+    top = font_size + 6 if cols else 0
+    canvas = Image.new("RGB", (W + left, H + top), "white")
+    canvas.paste(Image.fromarray(picture), (left, top))
+    draw = ImageDraw.Draw(canvas)
+    for i, text in enumerate(rows):
+        draw.text((left - 4, top + (i + 0.5) * H / len(rows)), text, fill="black", font=font, anchor="rm")
+    for j, text in enumerate(cols):
+        draw.text((left + (j + 0.5) * W / len(cols), top / 2), text, fill="black", font=font, anchor="mm")
+    return np.asarray(canvas)
+
+
+def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int = 8, scale: int = 4,
+                    rows: Sequence[str] = (), cols: Sequence[str] = ()) -> Path:
+    """:func:`image_grid` of ``images`` enlarged ``scale`` times, with row and column labels (:func:`labelled`)."""
+    grid = image_grid(images, nrow).repeat(scale, 0).repeat(scale, 1)
+    return save_png(labelled(grid, rows, cols) if rows or cols else grid, path)
 
 
 def read_metrics_csv(path: str | Path) -> dict[str, list[tuple[int, float]]]:

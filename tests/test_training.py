@@ -221,3 +221,21 @@ def test_ema_weights_are_exported(tmp_path):
     averaged = ema._average_model.module.vqvae.state_dict()
     key = "decoder.conv_out.weight"
     torch.testing.assert_close(exported.state_dict()[key], averaged[key])
+
+
+def test_image_grids_carry_their_labels_in_the_picture():
+    """Row labels sit in a left margin, each centred on its row; column labels in a top band; the grid itself is
+    copied unchanged below and to the right of them."""
+    from scalear.viz import image_grid, labelled
+
+    grid = image_grid(torch.zeros(6, 1, 8, 8), nrow=3, value_range=(0, 1)).repeat(4, 0).repeat(4, 1)  # black cells
+    out = labelled(grid, rows=["first", "second"], cols=["a", "b", "c"])
+    H, W = grid.shape[:2]
+    top, left = out.shape[0] - H, out.shape[1] - W
+    assert top > 0 and left > 0 and (out[top:, left:] == grid).all()
+    ink = (out[top:, :left] < 128).any(axis=(1, 2))  # rows of the left margin holding text
+    rows_with_text = {int(r * 2 // H) for r in ink.nonzero()[0]}
+    assert rows_with_text == {0, 1}
+    cols_ink = (out[:top, left:] < 128).any(axis=(0, 2)).nonzero()[0]
+    assert {int(c * 3 // W) for c in cols_ink} == {0, 1, 2}
+    assert (labelled(grid) == grid).all()

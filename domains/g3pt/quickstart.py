@@ -50,7 +50,7 @@ def run(out: Path, fast: bool = False) -> str:
     from scalear.domains.g3pt.evaluate import generation_scores, reconstruction_by_level
     from scalear.domains.g3pt.generate import generate_to_folder, load_generator
     from scalear.gen3d.fields import mesh_summary, meshes_to_points
-    from scalear.viz import read_png, save_png, stack_rows, tile_row
+    from scalear.viz import labelled, read_png, save_png, stack_rows, tile_row
 
     out = Path(out) / "g3pt"
     i_fast = 1 if fast else 0
@@ -74,7 +74,8 @@ def run(out: Path, fast: bool = False) -> str:
             pics.append(None if mesh is None else shade(mesh, eye, size))
         pics.append(shade(normalize_mesh(load_mesh(val.records[i].path)), eye, size))
         rows.append(tile_row(pics, size))
-    save_png(stack_rows(rows), out / "reconstruction_by_level.png")
+    save_png(labelled(stack_rows(rows), sorted(first),
+                      ["points", *(f"1-{k}" for k in range(1, K + 1)), "truth"]), out / "reconstruction_by_level.png")
 
     t = time.perf_counter()
     gen, gtok = load_generator(out / "export")
@@ -99,11 +100,12 @@ def run(out: Path, fast: bool = False) -> str:
     t = time.perf_counter()
     scores = generation_scores(generated, reference)
     seconds["metrics"] = time.perf_counter() - t
-    save_png(stack_rows(pics), out / "generated_points_per_class.png")
+    save_png(labelled(stack_rows(pics), classes), out / "generated_points_per_class.png")
     previews = [[read_png(p) for i in range(min(n, 2)) if (p := out / "generated" / f"{c}_{i}.png").is_file()]
                 for c in classes]  # one row per class: two shapes, each mesh | points
     if any(previews):
-        save_png(stack_rows([tile_row(row, gap=12) for row in previews if row]), out / "generated_previews.png")
+        save_png(labelled(stack_rows([tile_row(row, gap=12) for row in previews if row]),
+                          [c for c, row in zip(classes, previews) if row]), out / "generated_previews.png")
 
     curves = training_curves({"tokenizer": (out / "tokenizer", ["train/loss", "train/bce", "train/bce_prefix", "train/latent",
                                                                 "train/usage"]),

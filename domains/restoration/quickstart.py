@@ -28,7 +28,7 @@ from scalear.domains.restoration.metrics import RestorationEvaluator
 from scalear.domains.restoration.predict import restore_image
 from scalear.io import atomic_write, from_pretrained
 from scalear.quickstart import config_path, fit_with_cli, training_curves
-from scalear.viz import save_png, stack_rows, tile_row
+from scalear.viz import labelled, save_png, stack_rows, tile_row
 
 #: training steps per stage (full run, fast run); the no-prior ablation trains for ``STEPS["varformer"]``
 STEPS: dict[str, tuple[int, int]] = {"prior_tokenizer": (80, 3), "prior_transformer": (80, 3), "varformer": (400, 4)}
@@ -170,10 +170,12 @@ def run(out: Path, fast: bool = False) -> str:
         r.pop("average")
     per_degradation = {k: {m: results[m][k] for m in METHODS if k in results[m]} for k in EVAL_SUITE}
 
-    save_png(stack_rows([_row(*shown["noise25"][n]) for n in SKIMAGE_HELDOUT]), out / "noise25_degraded_restored_clean.png")
+    columns = ["degraded", "restored", "clean"]
+    save_png(labelled(stack_rows([_row(*shown["noise25"][n]) for n in SKIMAGE_HELDOUT]), SKIMAGE_HELDOUT, columns),
+             out / "noise25_degraded_restored_clean.png")
     first = SKIMAGE_HELDOUT[0]
-    save_png(stack_rows([_row(*(_centre(x, 128) for x in shown[k][first])) for k in EVAL_SUITE]),
-             out / f"{first}_all_degradations_degraded_restored_clean.png")
+    save_png(labelled(stack_rows([_row(*(_centre(x, 128) for x in shown[k][first])) for k in EVAL_SUITE]), EVAL_SUITE,
+                      columns), out / f"{first}_all_degradations_degraded_restored_clean.png")
 
     curves = training_curves({"prior_tokenizer": (out / "prior_tokenizer", ["train/rec", "train/vq", "val/psnr"]),
                               "prior_transformer": (out / "prior_transformer", ["train/loss", "train/acc", "val/ce"]),

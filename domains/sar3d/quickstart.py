@@ -54,7 +54,7 @@ def run(out: Path, fast: bool = False) -> str:
     from scalear.gen3d.metrics import generation_by_class
     from scalear.domains.sar3d.generate import generate_to_folder, load_generator
     from scalear.domains.sar3d.generator import indices_to_meshes
-    from scalear.viz import read_png, save_png, stack_rows, tile_row
+    from scalear.viz import labelled, read_png, save_png, stack_rows, tile_row
 
     out = Path(out) / "sar3d"
     res = RESOLUTION[1 if fast else 0]
@@ -79,7 +79,8 @@ def run(out: Path, fast: bool = False) -> str:
         truth = normalize_mesh(load_mesh(val.records[i].path))
         paths.append(shaded_preview(truth, pics / f"{cls}_truth.png", size=128, views=1))
         rows.append(tile_row([None if p is None else read_png(p) for p in paths], 128))
-    save_png(stack_rows(rows), out / "reconstruction_by_scale.png")
+    save_png(labelled(stack_rows(rows), sorted(first), [*(f"1-{k}" for k in range(1, K + 1)), "truth"]),
+             out / "reconstruction_by_scale.png")
 
     t = time.perf_counter()
     gen, gtok = load_generator(out / "export")
@@ -97,7 +98,8 @@ def run(out: Path, fast: bool = False) -> str:
     scores = generation_by_class(generated, reference)
     rows = [[shaded_preview(loaded[f"{c}_{i}"], pics / f"generated_{c}_{i}.png", size=128, views=1)
              for i in range(n) if f"{c}_{i}" in loaded] for c in classes]
-    save_png(stack_rows([tile_row([read_png(p) for p in row], 128) for row in rows if row]), out / "generated_per_class.png")
+    save_png(labelled(stack_rows([tile_row([read_png(p) for p in row], 128) for row in rows if row]),
+                      [c for c, row in zip(classes, rows) if row]), out / "generated_per_class.png")
 
     curves = training_curves({"tokenizer": (out / "tokenizer", ["train/loss", "train/sdf_l1", "train/vq", "train/usage"]),
                               "generator": (out / "generator", ["train/loss", "train/acc", "train/acc_tail"])},
