@@ -38,12 +38,15 @@ def test_help_imports_no_heavy_library(command):
 def test_public_names_load_on_first_use():
     assert _imported("import scalear, scalear.domains.depth, scalear.domains.restoration, scalear.domains.sar3d, "
                      "scalear.domains.g3pt") == []
+    # the prediction commands' image reading and writing: torch, but neither kornia nor matplotlib
+    assert _imported("import scalear.datasets.restoration.io, scalear.datasets.depth.io, scalear.viz") == ["torch"]
     import scalear
     import scalear.domains.restoration as restoration
 
     import importlib
 
-    for package in ("scalear", "scalear.domains.restoration", "scalear.domains.sar3d", "scalear.domains.g3pt"):
+    for package in ("scalear", "scalear.domains.restoration", "scalear.domains.sar3d", "scalear.domains.g3pt",
+                    "scalear.datasets.restoration"):
         module = importlib.import_module(package)
         for name in module.__all__:
             assert getattr(module, name) is not None and name in dir(module), (package, name)

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Callable, Literal, Sequence, TypeVar
 
 import numpy as np
-import scipy.linalg
 import torch
 from torch.utils.data import Dataset
 
@@ -183,6 +182,8 @@ def read_projection_file(path: str | Path) -> np.ndarray:
 def projection_focal(P_3x4: np.ndarray) -> float:
     """The focal length (pixels) of a projection ``K [R | t]``: ``K[0, 0]`` of the RQ decomposition of its left
     3x3, normalised so that ``K[2, 2] = 1`` (the ``P_rect[0, 0]`` it was built from)."""
+    import scipy.linalg  # here: every image-reading command imports this package
+
     K, _ = scipy.linalg.rq(np.asarray(P_3x4, dtype=np.float64)[:, :3])
     return float(abs(K[0, 0] / K[2, 2]))
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from kornia.io import ImageLoadType, load_image
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from scalear.datasets.depth.io import ImageReadError, png_bit_depth
@@ -30,6 +29,8 @@ def _is_16bit_png(path: Path) -> bool:
 
 
 def _read_kornia(path: Path) -> np.ndarray:
+    from kornia.io import ImageLoadType, load_image  # here: kornia takes a fifth of a second to import
+
     try:
         x_CHW = load_image(path, ImageLoadType.UNCHANGED)
     except (ValueError, OSError) as e:
