@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from scalear.cli_args import ArgumentParser, int_range
-from scalear.gen3d.cli import add_eval_arguments, add_generate_arguments, run_eval, run_generate
+from scalear.cli_args import int_range
+from scalear.gen3d.cli import domain_parser, run_eval, run_generate
 
 DESCRIPTION = """\
 G3PT: 3D shapes generated level of detail by level of detail over unordered point tokens.
@@ -28,20 +28,15 @@ Image conditions (image-conditional generators) are mesh files or condition PNGs
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="scalear g3pt", description=DESCRIPTION,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="verb", metavar="{generate,eval,fit}", title="commands")
-    g = sub.add_parser("generate", help="generate shapes as point clouds and meshes")
-    add_generate_arguments(g, "shapes", {"cfg": "the model's, 3", "top_k": "the model's, 0 = off",
-                                         "top_p": "the model's, 0.9"})
+    p, _, g, e = domain_parser("scalear g3pt", DESCRIPTION, "{generate,eval,fit}", "shapes",
+                               "generate shapes as point clouds and meshes", {"cfg": "the model's, 3", "top_k":
+                                                                              "the model's, 0 = off", "top_p": "the model's, 0.9"},
+                               "G3PT tokenizer", "scalear_cache/pointclouds",
+                               "tokenizer reconstruction per number of levels of detail")
     g.add_argument("--points", type=int_range(1, 10**7), default=2048, help="points per point cloud (default: %(default)s)")
-
-    e = sub.add_parser("eval", help="tokenizer reconstruction per number of levels of detail")
-    add_eval_arguments(e, "G3PT tokenizer", "scalear_cache/pointclouds")
     e.add_argument("--points", type=int_range(1, 10**7), default=256,
                    help="input points per object (default: %(default)s, as the tiny recipe trains)")
     e.add_argument("--queries", type=int_range(1, 10**7), default=2048, help="occupancy queries per object (default: %(default)s)")
-    sub.add_parser("fit", help="train (LightningCLI: --config YAML; --help lists its keys)", add_help=False)
     return p
 
 

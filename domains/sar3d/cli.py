@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from scalear.cli_args import ArgumentParser, int_range, output_dir
-from scalear.gen3d.cli import add_eval_arguments, add_generate_arguments, run_eval, run_generate
+from scalear.cli_args import int_range, output_dir
+from scalear.gen3d.cli import domain_parser, run_eval, run_generate
 
 DESCRIPTION = """\
 SAR3D: 3D objects generated coarse to fine over a multi-scale triplane VQ-VAE.
@@ -30,21 +30,14 @@ SAR3D: 3D objects generated coarse to fine over a multi-scale triplane VQ-VAE.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="scalear sar3d", description=DESCRIPTION,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="verb", metavar="{generate,render,eval,fit}", title="commands")
-    g = sub.add_parser("generate", help="generate objects as meshes")
-    add_generate_arguments(g, "objects", {"cfg": "the model's, SAR3D 4", "top_k": "the model's, SAR3D 10",
-                                          "top_p": "the model's, SAR3D 0.5"})
-
+    p, sub, _, _ = domain_parser("scalear sar3d", DESCRIPTION, "{generate,render,eval,fit}", "objects",
+                                 "generate objects as meshes", {"cfg": "the model's, SAR3D 4", "top_k": "the model's, SAR3D 10",
+                                                                "top_p": "the model's, SAR3D 0.5"},
+                                 "triplane tokenizer", "scalear_cache/meshes", "tokenizer reconstruction per number of scales")
     r = sub.add_parser("render", help="condition images and previews of mesh files")
     r.add_argument("--input", required=True, help="a mesh file, a folder of meshes, or a glob pattern (quote it)")
     r.add_argument("--out", type=output_dir, required=True, help="output folder (must not hold an input)")
     r.add_argument("--size", type=int_range(1, 4096), default=64, help="condition image side (default: %(default)s)")
-
-    e = sub.add_parser("eval", help="tokenizer reconstruction per number of scales")
-    add_eval_arguments(e, "triplane tokenizer", "scalear_cache/meshes")
-    sub.add_parser("fit", help="train (LightningCLI: --config YAML; --help lists its keys)", add_help=False)
     return p
 
 

@@ -10,8 +10,23 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from scalear.cli_args import (device, existing_dir, int_range, non_negative_float, non_negative_int, output_dir,
-                              output_file, positive_int, probability, seed)
+from scalear.cli_args import (ArgumentParser, device, existing_dir, int_range, non_negative_float, non_negative_int,
+                              output_dir, output_file, positive_int, probability, seed)
+
+
+def domain_parser(prog: str, description: str, verbs: str, noun: str, generate_help: str, sampling: dict[str, str],
+                  tokenizer: str, cache_dir: str, eval_help: str) -> tuple[argparse.ArgumentParser, Any, Any, Any]:
+    """A 3D domain's command with its ``generate``, ``eval`` and ``fit`` verbs (options of
+    :func:`add_generate_arguments` and :func:`add_eval_arguments`); ``verbs`` is the ``{...}`` list the help shows.
+    Returns the parser, its sub-parsers (for the domain's other verbs) and the generate and eval parsers."""
+    p = ArgumentParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="verb", metavar=verbs, title="commands")
+    g = sub.add_parser("generate", help=generate_help)
+    add_generate_arguments(g, noun, sampling)
+    e = sub.add_parser("eval", help=eval_help)
+    add_eval_arguments(e, tokenizer, cache_dir)
+    sub.add_parser("fit", help="train (LightningCLI: --config YAML; --help lists its keys)", add_help=False)
+    return p, sub, g, e
 
 
 def add_generate_arguments(g: argparse.ArgumentParser, noun: str, sampling: dict[str, str]) -> None:
