@@ -75,7 +75,7 @@ def measure(size: str, sched_name: str, args: argparse.Namespace, device: torch.
     def run(use_cache: bool) -> None:
         gen = torch.Generator(device).manual_seed(0)
         with autocast(device, args.dtype):
-            sample(model, quantizer, args.batch, label_B=labels_B, cfg=1.5, top_k=900, top_p=0.96,
+            sample(model, quantizer, args.batch, label_B=labels_B, guidance=1.5, top_k=900, top_p=0.96,
                    generator=gen, use_cache=use_cache)
 
     secs, mib = {}, {}

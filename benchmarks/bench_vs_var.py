@@ -28,7 +28,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--var-checkout", default=None, help="a local checkout of github.com/FoundationVision/VAR")
     p.add_argument("--depth", default="16", help="comma-separated VAR depths (default: %(default)s)")
     p.add_argument("--batch", type=int, default=4, help="images per call (default: %(default)s)")
-    p.add_argument("--cfg", type=float, default=1.5)
+    p.add_argument("--guidance", "--cfg", type=float, default=1.5, help="classifier-free guidance (VAR's cfg)")
     p.add_argument("--top-k", type=int, default=900)
     p.add_argument("--top-p", type=float, default=0.96)
     p.add_argument("--seed", type=int, default=0)
@@ -88,7 +88,7 @@ def var_tokens_equal(models, run_var, model, tok, labels, args) -> bool:
     finally:
         var_module.sample_with_top_k_top_p_ = original
     with torch.inference_mode():
-        ours = sample(model, tok.quantize, args.batch, label_B=labels, cfg=args.cfg, top_k=args.top_k,
+        ours = sample(model, tok.quantize, args.batch, label_B=labels, guidance=args.guidance, top_k=args.top_k,
                       top_p=args.top_p, generator=torch.Generator(labels.device).manual_seed(args.seed)).indices
     return len(ours) == len(recorded) and all(torch.equal(a, b) for a, b in zip(ours, recorded))
 
@@ -111,12 +111,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
         def run_var() -> torch.Tensor:
             with torch.inference_mode():
-                return var.autoregressive_infer_cfg(args.batch, labels, g_seed=args.seed, cfg=args.cfg,
+                return var.autoregressive_infer_cfg(args.batch, labels, g_seed=args.seed, cfg=args.guidance,
                                                     top_k=args.top_k, top_p=args.top_p)
 
         def run_scalear() -> torch.Tensor:
             with torch.inference_mode():
-                out = sample(model, tok.quantize, args.batch, label_B=labels, cfg=args.cfg, top_k=args.top_k,
+                out = sample(model, tok.quantize, args.batch, label_B=labels, guidance=args.guidance, top_k=args.top_k,
                              top_p=args.top_p, generator=torch.Generator(device).manual_seed(args.seed))
                 return tok.fhat_to_img(out.f_hat).add(1).mul(0.5)
 
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                      "yes" if same_tokens else "NO", f"{same:.1e}"])
         results.append(dict(depth=depth, sec_var=t_var, sec_scalear=t_ours, same_tokens=same_tokens,
                             max_image_diff=same))
-    caption = (f"{environment(device, 'fp32')}\nbatch {args.batch} (x2 with CFG), CFG {args.cfg}, top-k {args.top_k}, "
+    caption = (f"{environment(device, 'fp32')}\nbatch {args.batch} (x2 with CFG), CFG {args.guidance}, top-k {args.top_k}, "
                f"top-p {args.top_p}, seed {args.seed}; sampling + decoding to images; median of up to {args.repeats} "
                "runs after a warm-up")
     print_table("Sampling: scalear vs VAR's autoregressive_infer_cfg (same weights)",

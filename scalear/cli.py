@@ -149,7 +149,8 @@ def _core_sample(argv: list[str]) -> int:
                         "(default: beside var_d*.pth)")
     p.add_argument("--classes", default=None, help="comma-separated class ids (default: all)")
     p.add_argument("--per-class", type=positive_int, default=8, help="samples per class (default: %(default)s)")
-    p.add_argument("--cfg", type=non_negative_float, default=1.5, help="classifier-free guidance, 0 = off (default: %(default)s)")
+    p.add_argument("--guidance", "--cfg", type=non_negative_float, default=1.5,
+                   help="classifier-free guidance (VAR's cfg), 0 = off (default: %(default)s)")
     p.add_argument("--top-k", type=non_negative_int, default=0, help="top-k sampling, 0 = off (default: %(default)s)")
     p.add_argument("--top-p", type=probability, default=0.0, help="top-p sampling in [0, 1], 0 = off (default: %(default)s)")
     p.add_argument("--temperature", type=non_negative_float, default=1.0, help="0 = greedy (default: %(default)s)")
@@ -170,7 +171,7 @@ def _core_sample(argv: list[str]) -> int:
     classes = _class_ids(a.classes, n)
     labels = torch.tensor(classes).repeat_interleave(a.per_class)
     kw = {"label_B": labels} if n else {}
-    out = sample(model, tok.quantize, len(labels), cfg=a.cfg, top_k=a.top_k, top_p=a.top_p,
+    out = sample(model, tok.quantize, len(labels), guidance=a.guidance, top_k=a.top_k, top_p=a.top_p,
                  temperature=a.temperature, generator=torch.Generator().manual_seed(a.seed), **kw)
     save_image_grid(tok.fhat_to_img(out.f_hat), a.out, nrow=a.per_class, rows=[f"class {c}" for c in classes])
     print(f"wrote {a.out}")

@@ -23,7 +23,7 @@ from scalear.sampling import sample
 from scalear.viz import plot_training_curves, save_image_grid
 
 #: sampling settings of the digits report
-DIGITS_SAMPLING = dict(cfg=3.0, top_k=0, top_p=0.0, temperature=1.0)
+DIGITS_SAMPLING = dict(guidance=3.0, top_k=0, top_p=0.0, temperature=1.0)
 
 
 def config_path(domain: str, name: str) -> Path:
@@ -150,7 +150,7 @@ def run_core(out: Path, fast: bool = False, per_class: int = 20, seed: int = 0) 
 
 Built-in data: scikit-learn's 1,797 **real** handwritten digits (8x8, 17 gray levels), upsampled to 16x16.
 Tokenizer: multi-scale VQ-VAE, 4x4x8 latent, scales 1,2,3,4 (30 tokens), 128 codes. Transformer: depth 4,
-class-conditional AdaLN. Sampling: CFG {DIGITS_SAMPLING['cfg']} (linear ramp), seed {seed}.
+class-conditional AdaLN. Sampling: CFG {DIGITS_SAMPLING['guidance']} (linear ramp), seed {seed}.
 
 Generated digits recognised as their class by an RBF-SVM trained on the real digits (chance 10%):
 

@@ -66,9 +66,10 @@ def sample_tokens(
     return idx.view(B, l, num_samples)
 
 
-def guidance_weight(cfg: float, k: int, num_scales: int) -> float:
-    """VAR's linearly rising CFG weight ``t_k = cfg * k / (K - 1)`` (0 at the first scale)."""
-    return cfg * k / max(num_scales - 1, 1)
+def guidance_weight(guidance: float, k: int, num_scales: int) -> float:
+    """VAR's linearly rising classifier-free guidance weight ``t_k = guidance * k / (K - 1)`` (0 at the first
+    scale; VAR calls ``guidance`` "cfg")."""
+    return guidance * k / max(num_scales - 1, 1)
 
 
 @dataclass
@@ -88,7 +89,7 @@ def sample(
     cond_BD: torch.Tensor | None = None,
     context_BTD: torch.Tensor | None = None,
     prefix_BPD: torch.Tensor | None = None,
-    cfg: float = 0.0,
+    guidance: float = 0.0,
     top_k: int = 0,
     top_p: float = 0.0,
     temperature: float = 1.0,
@@ -104,7 +105,7 @@ def sample(
         model, quantizer: the transformer and the tokenizer's quantizer (same schedule and vocabulary).
         batch_size: number of samples B.
         label_B, cond_BD, context_BTD, prefix_BPD: conditions, as in :meth:`NextScaleTransformer.forward`.
-        cfg: classifier-free guidance strength (0 disables it; VAR's FID recipe uses 1.5).
+        guidance: classifier-free guidance strength (0 disables it; VAR's FID recipe uses 1.5).
         top_k, top_p, temperature: sampling filters (VAR: top_k 900, top_p 0.96).
         embed_samples: draw this many tokens per position and feed back the mean of their codebook vectors
             (DepthART's averaged embeddings; 1 = plain sampling).
@@ -120,7 +121,7 @@ def sample(
     if sched != quantizer.schedule:
         raise ValueError(f"transformer schedule {sched} differs from the quantizer's {quantizer.schedule}")
     device = next(model.parameters()).device
-    guided = cfg > 0 and model.has_guidance()
+    guided = guidance > 0 and model.has_guidance()
     B2 = 2 * batch_size if guided else batch_size
 
     def doubled(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -149,7 +150,7 @@ def sample(
                 x_scales.append(x)
                 logits = model.forward_upto(torch.cat(x_scales, dim=1), cond, context, prefix_BPD)
             if guided:
-                t = guidance_weight(cfg, k, sched.num_scales)
+                t = guidance_weight(guidance, k, sched.num_scales)
                 logits = (1 + t) * logits[:batch_size] - t * logits[batch_size:]
             if forced_indices is not None:
                 idx_Bns = forced_indices[k].to(device)

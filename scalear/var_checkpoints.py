@@ -50,7 +50,7 @@ Sampling as in VAR's README (FID protocol: cfg 1.5, top_p 0.96, top_k 900)::
 
     vae, var = load_var("vae_ch160v4096z32.pth", "var_d16.pth")  # depth read off the file
     labels = torch.tensor([207, 360, 387, 974])  # ImageNet class ids
-    out = sample(var, vae.quantize, 4, label_B=labels, cfg=1.5, top_k=900, top_p=0.96,
+    out = sample(var, vae.quantize, 4, label_B=labels, guidance=1.5, top_k=900, top_p=0.96,
                  generator=torch.Generator().manual_seed(0))
     images = vae.fhat_to_img(out.f_hat).add(1).mul(0.5)  # (4, 3, 256, 256) in [0, 1]
 

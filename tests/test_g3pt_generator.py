@@ -25,12 +25,12 @@ def tok():
 def test_cached_greedy_sampling_equals_teacher_forced_argmax(tok):
     gen = create_generator("tiny", tokenizer=tok, num_classes=3, **SMALL_GEN).eval()
     labels = torch.tensor([0, 1, 2, 1])
-    out = gen.sample(tok, labels, cfg=0.0, temperature=0.0, return_logits=True)
+    out = gen.sample(tok, labels, guidance=0.0, temperature=0.0, return_logits=True)
     assert [tuple(i.shape) for i in out.indices] == [(4, 1), (4, 4), (4, 16)]
     logits = gen(tok.quantize.teacher_forcing_input(out.indices), labels, drop_B=torch.zeros(4, dtype=torch.bool))
     assert torch.equal(logits.argmax(-1), torch.cat(out.indices, 1))
     assert torch.allclose(logits, torch.cat(out.logits, 1), atol=1e-4)
-    uncached = gen.sample(tok, labels, cfg=0.0, temperature=0.0, use_cache=False)
+    uncached = gen.sample(tok, labels, guidance=0.0, temperature=0.0, use_cache=False)
     assert all(torch.equal(a, b) for a, b in zip(out.indices, uncached.indices))
 
 
@@ -38,9 +38,9 @@ def test_guided_sampling_is_seeded_and_depends_on_the_label(tok):
     gen = create_generator("tiny", tokenizer=tok, num_classes=3, **SMALL_GEN).eval()
     with torch.no_grad():  # make the label matter at init: a large class embedding
         gen.transformer.class_emb.weight.mul_(50)
-    a = gen.generate(tok, torch.tensor([0, 0]), seed=1, cfg=3.0)
-    b = gen.generate(tok, torch.tensor([0, 0]), seed=1, cfg=3.0)
-    c = gen.generate(tok, torch.tensor([2, 2]), seed=1, cfg=3.0)
+    a = gen.generate(tok, torch.tensor([0, 0]), seed=1, guidance=3.0)
+    b = gen.generate(tok, torch.tensor([0, 0]), seed=1, guidance=3.0)
+    c = gen.generate(tok, torch.tensor([2, 2]), seed=1, guidance=3.0)
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     assert not all(torch.equal(x, y) for x, y in zip(a, c))
     assert all(0 <= int(i.min()) and int(i.max()) < tok.quantize.vocab_size for i in a)

@@ -184,7 +184,7 @@ def test_core_sampler_runs_on_the_cross_scale_quantizer():
     cfg = TransformerConfig(vocab_size=q.vocab_size, latent_dim=q.dim, schedule=q.schedule, depth=2, width=32,
                             num_heads=2, num_classes=3)
     model = NextScaleTransformer(cfg).eval()
-    out = sample(model, q, 3, label_B=torch.tensor([0, 1, 2]), cfg=2.0, top_k=16, top_p=0.9,
+    out = sample(model, q, 3, label_B=torch.tensor([0, 1, 2]), guidance=2.0, top_k=16, top_p=0.9,
                  generator=torch.Generator().manual_seed(0))
     assert [tuple(i.shape) for i in out.indices] == [(3, 1), (3, 4), (3, 16)]
     assert all(0 <= int(i.min()) and int(i.max()) < q.vocab_size for i in out.indices)

@@ -53,7 +53,7 @@ def sample_both(model, q, B: int, **kw):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_uncached_sampling_draws_the_same_tokens(variant):
     model, q = build(variant)
-    cached, uncached = sample_both(model, q, 3, **conditions(variant, 3), cfg=1.5, top_k=12, top_p=0.9)
+    cached, uncached = sample_both(model, q, 3, **conditions(variant, 3), guidance=1.5, top_k=12, top_p=0.9)
     for k, (a, b) in enumerate(zip(cached.indices, uncached.indices)):
         assert torch.equal(a, b), f"scale {k}: uncached sampling drew other tokens"
     for a, b in zip(cached.logits, uncached.logits):
@@ -67,7 +67,7 @@ def test_uncached_sampling_draws_the_same_tokens(variant):
 )
 def test_uncached_sampling_on_other_layouts_with_averaged_embeddings(schedule):
     model, q = build("class", schedule)
-    cached, uncached = sample_both(model, q, 2, label_B=torch.tensor([1, 4]), cfg=2.0, top_k=8, embed_samples=3)
+    cached, uncached = sample_both(model, q, 2, label_B=torch.tensor([1, 4]), guidance=2.0, top_k=8, embed_samples=3)
     assert all(torch.equal(a, b) for a, b in zip(cached.indices, uncached.indices))
     for a, b in zip(cached.logits, uncached.logits):
         torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)

@@ -201,7 +201,7 @@ def test_cached_greedy_sampling_equals_teacher_forced_argmax(condition):
         cond = {"images": torch.randn(2, 4, 16, 16)}
     with torch.no_grad():  # random init gives near-uniform logits; sharpen the head so argmax is well separated
         gen.transformer.head.weight.mul_(50)
-    out = gen.sample(tok, **cond, temperature=0.0, cfg=0.0)
+    out = gen.sample(tok, **cond, temperature=0.0, guidance=0.0)
     x_in = tok.quantize.teacher_forcing_input(out.indices)
     logits = gen(x_in, **cond, drop_B=torch.zeros(2, dtype=torch.bool))
     assert torch.equal(logits.argmax(-1), torch.cat(out.indices, 1))
@@ -216,9 +216,9 @@ def test_cfg_zero_equals_unguided_and_seeds_reproduce(condition):
     else:
         gen = _image_generator(tok)
         cond = {"images": torch.randn(3, 4, 16, 16)}
-    unguided = gen.generate(tok, **cond, seed=3, cfg=0.0, top_k=0, top_p=0.0)
+    unguided = gen.generate(tok, **cond, seed=3, guidance=0.0, top_k=0, top_p=0.0)
     # guidance with a vanishing weight runs the doubled (conditional + null) batch; the conditional half decides
-    guided = gen.generate(tok, **cond, seed=3, cfg=1e-9, top_k=0, top_p=0.0)
+    guided = gen.generate(tok, **cond, seed=3, guidance=1e-9, top_k=0, top_p=0.0)
     assert all(torch.equal(a, b) for a, b in zip(unguided, guided))
     a, b, c = (gen.generate(tok, **cond, seed=s) for s in (7, 7, 8))  # SAR3D defaults: cfg 4, top-k 10, top-p 0.5
     assert all(torch.equal(x, y) for x, y in zip(a, b))
@@ -229,8 +229,8 @@ def test_cfg_zero_equals_unguided_and_seeds_reproduce(condition):
             gen.transformer.class_emb.weight.normal_(0, 5)
         gen.transformer.head.weight.mul_(20)
     kw = dict(return_logits=True, temperature=0, **gen.condition_kwargs(**cond))
-    l0 = sample(gen.transformer, tok.quantize, 3, cfg=0.0, **kw).logits
-    l4 = sample(gen.transformer, tok.quantize, 3, cfg=4.0, **kw).logits
+    l0 = sample(gen.transformer, tok.quantize, 3, guidance=0.0, **kw).logits
+    l4 = sample(gen.transformer, tok.quantize, 3, guidance=4.0, **kw).logits
     torch.testing.assert_close(l0[0], l4[0])  # the ramp starts at weight 0
     assert not torch.allclose(l0[-1], l4[-1])
 

@@ -117,7 +117,7 @@ def test_cfg_combines_cond_and_null_with_linear_ramp():
     tf = q.teacher_forcing_input(idx)
     cond = model(tf, label_B=labels, drop_B=torch.zeros(B, dtype=torch.bool))
     null = model(tf, label_B=labels, drop_B=torch.ones(B, dtype=torch.bool))
-    out = sample(model, q, B, label_B=labels, cfg=2.0, forced_indices=idx, return_logits=True)
+    out = sample(model, q, B, label_B=labels, guidance=2.0, forced_indices=idx, return_logits=True)
     for k in range(SCHED.num_scales):
         t = guidance_weight(2.0, k, SCHED.num_scales)
         sl = SCHED.scale_slice(k)
@@ -138,7 +138,7 @@ def test_top_k_top_p_keep_the_right_tokens():
 def test_seeded_sampling_is_reproducible_and_respects_filters():
     model, q = build("class"), MultiScaleVQ(32, 4, SCHED).eval()
     labels = torch.arange(4)
-    run = lambda seed: sample(model, q, 4, label_B=labels, cfg=1.5, top_k=5, top_p=0.9,
+    run = lambda seed: sample(model, q, 4, label_B=labels, guidance=1.5, top_k=5, top_p=0.9,
                               generator=torch.Generator().manual_seed(seed))
     a, b, c = run(0), run(0), run(1)
     assert all(torch.equal(x, y) for x, y in zip(a.indices, b.indices))

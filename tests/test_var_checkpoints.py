@@ -423,7 +423,7 @@ def test_loaded_var_samples_and_its_kv_cache_matches_teacher_forcing(
     torch.save(random_state_dict(var_vae_state_dict_layout(ch=32, vocab=4096)), vae_path)
     vae, var = load_var(vae_path, tiny_var_ckpt[0], vae_overrides=dict(ch=32))
     labels = torch.tensor([3, 980])
-    out = sample(var, vae.quantize, 2, label_B=labels, cfg=1.5, top_k=900, top_p=0.96,
+    out = sample(var, vae.quantize, 2, label_B=labels, guidance=1.5, top_k=900, top_p=0.96,
                  generator=torch.Generator().manual_seed(0))  # VAR's README recipe
     assert [i.shape for i in out.indices] == [(2, p * p) for p in VAR_PN_256]
     img = vae.fhat_to_img(out.f_hat)
@@ -448,9 +448,9 @@ def test_core_sample_runs_vars_released_files(tmp_path: Path, tiny_var_ckpt, cap
     args = ["--classes", "3,980", "--per-class", "1", "--cfg", "4", "--top-k", "900", "--top-p", "0.95", "--seed", "7"]
     assert main(["core", "sample", "--model", str(var_path), *args, "--out", str(tmp_path / "cli.png")]) == 0
     vae, var = load_var(tmp_path / "vae_ch160v4096z32.pth", var_path)
-    out = sample(var.eval(), vae.quantize, 2, label_B=torch.tensor([3, 980]), cfg=4.0, top_k=900, top_p=0.95,
+    out = sample(var.eval(), vae.quantize, 2, label_B=torch.tensor([3, 980]), guidance=4.0, top_k=900, top_p=0.95,
                  generator=torch.Generator().manual_seed(7))
-    save_image_grid(vae.eval().fhat_to_img(out.f_hat), tmp_path / "direct.png", nrow=1)
+    save_image_grid(vae.eval().fhat_to_img(out.f_hat), tmp_path / "direct.png", nrow=1, rows=["class 3", "class 980"])
     assert (np.asarray(Image.open(tmp_path / "cli.png")) == np.asarray(Image.open(tmp_path / "direct.png"))).all()
     capsys.readouterr()
     torch.save(random_state_dict(var_vae_state_dict_layout(ch=32, vocab=512)), tmp_path / "small_vae.pth")

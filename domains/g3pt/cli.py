@@ -29,7 +29,7 @@ Image conditions (image-conditional generators) are mesh files or condition PNGs
 
 def build_parser() -> argparse.ArgumentParser:
     p, _, g, e = domain_parser("scalear g3pt", DESCRIPTION, "{generate,eval,fit}", "shapes",
-                               "generate shapes as point clouds and meshes", {"cfg": "the model's, 3", "top_k":
+                               "generate shapes as point clouds and meshes", {"guidance": "the model's, 3", "top_k":
                                                                               "the model's, 0 = off", "top_p": "the model's, 0.9"},
                                "G3PT tokenizer", "scalear_cache/pointclouds",
                                "tokenizer reconstruction per number of levels of detail")

@@ -61,11 +61,11 @@ class G3PTGeneratorConfig(ConditionalGeneratorConfig):
     """
 
     what = "G3PT"
-    renamed = {"sizes": "patch_nums"}
+    renamed = {"sizes": "patch_nums", "cfg": "guidance"}
 
     vocab_size: int = 1024
     latent_dim: int = 64
-    cfg: float = 3.0
+    guidance: float = 3.0
     top_k: int = 0
     top_p: float = 0.9
     patch_nums: tuple[int, ...] = (1, 4, 16, 64)

@@ -31,7 +31,7 @@ SAR3D: 3D objects generated coarse to fine over a multi-scale triplane VQ-VAE.
 
 def build_parser() -> argparse.ArgumentParser:
     p, sub, _, _ = domain_parser("scalear sar3d", DESCRIPTION, "{generate,render,eval,fit}", "objects",
-                                 "generate objects as meshes", {"cfg": "the model's, SAR3D 4", "top_k": "the model's, SAR3D 10",
+                                 "generate objects as meshes", {"guidance": "the model's, SAR3D 4", "top_k": "the model's, SAR3D 10",
                                                                 "top_p": "the model's, SAR3D 0.5"},
                                  "triplane tokenizer", "scalear_cache/meshes", "tokenizer reconstruction per number of scales")
     r = sub.add_parser("render", help="condition images and previews of mesh files")

@@ -60,12 +60,12 @@ class SAR3DGeneratorConfig(ConditionalGeneratorConfig):
     """
 
     what = "SAR3D"
-    renamed = {"sides": "patch_nums"}
+    renamed = {"sides": "patch_nums", "cfg": "guidance"}
 
     vocab_size: int = 512
     latent_dim: int = 8
     image_channels: int = 4
-    cfg: float = 4.0
+    guidance: float = 4.0
     top_k: int = 10
     top_p: float = 0.5
     patch_nums: tuple[int, ...] = (1, 2, 3, 4, 6, 8)

@@ -44,8 +44,8 @@ def add_generate_arguments(g: argparse.ArgumentParser, noun: str, sampling: dict
     g.add_argument("--format", choices=MESH_FORMATS, default="obj", help="mesh format (default: %(default)s)")
     g.add_argument("--out", type=output_dir, required=True, help="output folder")
     g.add_argument("--seed", type=seed, default=0, help="sampling seed (default: %(default)s)")
-    g.add_argument("--cfg", type=non_negative_float, default=None,
-                   help=f"classifier-free guidance, 0 = off (default: {sampling['cfg']})")
+    g.add_argument("--guidance", "--cfg", type=non_negative_float, default=None,
+                   help=f"classifier-free guidance (VAR's cfg), 0 = off (default: {sampling['guidance']})")
     g.add_argument("--top-k", type=non_negative_int, default=None, help=f"top-k sampling, 0 = off (default: {sampling['top_k']})")
     g.add_argument("--top-p", type=probability, default=None, help=f"top-p sampling in [0, 1], 0 = off (default: {sampling['top_p']})")
     g.add_argument("--resolution", type=int_range(2, 1024), default=64, help="marching-cubes grid (default: %(default)s)")
@@ -87,7 +87,7 @@ def generate_request(a: argparse.Namespace) -> tuple[list[str] | None, dict[str,
     classes = None if a.classes is None else [c.strip() for c in a.classes.split(",") if c.strip()]
     if classes == []:
         raise UsageError(f"--class {a.classes!r} names no class; give names or indices, e.g. --class 0,1")
-    return classes, {k: v for k, v in (("cfg", a.cfg), ("top_k", a.top_k), ("top_p", a.top_p)) if v is not None}
+    return classes, {k: v for k, v in (("guidance", a.guidance), ("top_k", a.top_k), ("top_p", a.top_p)) if v is not None}
 
 
 def run_generate(prog: str, noun: str, a: argparse.Namespace, load_generator: Callable[..., tuple[Any, Any]],

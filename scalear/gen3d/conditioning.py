@@ -75,13 +75,14 @@ class ConditionalGeneratorConfig:
         image_channels, image_size: the condition image.
         encoder_channels: widths of :class:`ImageEncoder`, one stride-2 stage each; the last is the context width.
         cond_drop_rate: condition dropout for classifier-free guidance.
-        cfg, top_k, top_p, temperature: sampling defaults.
+        guidance, top_k, top_p, temperature: sampling defaults (``guidance``: classifier-free guidance, VAR's
+            "cfg").
     """
 
     #: the model's name in error messages
     what: ClassVar[str] = "generator"
     #: config keys renamed since files were written: old name -> new name
-    renamed: ClassVar[dict[str, str]] = {}
+    renamed: ClassVar[dict[str, str]] = {"cfg": "guidance"}
 
     condition: Condition = "class"
     num_classes: int = 4
@@ -93,7 +94,7 @@ class ConditionalGeneratorConfig:
     image_size: int = 64
     encoder_channels: tuple[int, ...] = (32, 64, 128)
     cond_drop_rate: float = 0.1
-    cfg: float = 4.0
+    guidance: float = 4.0
     top_k: int = 0
     top_p: float = 0.0
     temperature: float = 1.0
@@ -238,7 +239,7 @@ class ConditionalGenerator(nn.Module):
 
     @torch.no_grad()
     def sample(self, tokenizer: nn.Module, labels: torch.Tensor | None = None, images: torch.Tensor | None = None, *,
-               seed: int | None = None, generator: torch.Generator | None = None, cfg: float | None = None,
+               seed: int | None = None, generator: torch.Generator | None = None, guidance: float | None = None,
                top_k: int | None = None, top_p: float | None = None, temperature: float | None = None,
                **kwargs: Any) -> SampleOutput:
         """KV-cached sampling (:func:`scalear.sampling.sample`); ``None`` arguments take the config's defaults;
@@ -249,7 +250,7 @@ class ConditionalGenerator(nn.Module):
         B = next(iter(cond.values())).shape[0]
         if generator is None and seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(seed)
-        return sample(self.transformer, tokenizer.quantize, B, cfg=c.cfg if cfg is None else cfg,
+        return sample(self.transformer, tokenizer.quantize, B, guidance=c.guidance if guidance is None else guidance,
                       top_k=c.top_k if top_k is None else top_k, top_p=c.top_p if top_p is None else top_p,
                       temperature=c.temperature if temperature is None else temperature, generator=generator,
                       **cond, **kwargs)
