@@ -95,8 +95,8 @@ def test_stage2_modules_share_the_teacher_forced_recipe():
 @pytest.mark.parametrize("name,old", [("sar3d_tokenizer/tiny", "sides"), ("sar3d_generator/tiny", "sides"),
                                       ("g3pt_tokenizer/tiny", "sizes"), ("g3pt_generator/tiny", "sizes")])
 def test_the_scale_schedule_has_one_name_and_old_files_still_load(name, old, tmp_path):
-    """Every config names its per-scale sides ``patch_nums`` (VAR's name); a ``config.json`` written with the
-    domain's former name loads to the same model."""
+    """Every config names its per-scale sides ``patch_nums`` (VAR's name) and a generator its guidance scale
+    ``guidance``; a ``config.json`` written with the former names loads to the same model."""
     import json
 
     model = scalear.create_model(name)
@@ -104,6 +104,8 @@ def test_the_scale_schedule_has_one_name_and_old_files_still_load(name, old, tmp
     meta = json.loads((tmp_path / "m" / "config.json").read_text())
     assert "patch_nums" in meta["config"] and old not in meta["config"]
     meta["config"][old] = meta["config"].pop("patch_nums")
+    if "guidance" in meta["config"]:  # generators: VAR's name of the guidance scale, before it was 'guidance'
+        meta["config"]["cfg"] = meta["config"].pop("guidance")
     (tmp_path / "m" / "config.json").write_text(json.dumps(meta))
     back = from_pretrained(tmp_path / "m")
     cfg = lambda m: (getattr(m, "config", None) or m.cfg).to_dict()  # noqa: E731
