@@ -56,3 +56,19 @@ def test_public_names_load_on_first_use():
     assert NextScaleTransformer is direct and restoration.psnr.__module__ == "scalear.domains.restoration.metrics"
     with pytest.raises(AttributeError, match="no attribute 'not_a_name'"):
         scalear.not_a_name  # noqa: B018
+
+
+def test_loading_an_exported_model_imports_only_its_kind(tmp_path):
+    """depth predict / restore with an exported DAR / Varformer import neither Lightning (DepthART's module brings
+    it) nor kornia; DepthART's module is imported only for a DepthART."""
+    from scalear.domains.depth.dar import create_dar
+    from scalear.domains.restoration.varformer import create_varformer
+    from scalear.io import save_pretrained
+
+    save_pretrained(create_dar("tiny"), tmp_path / "dar")
+    save_pretrained(create_varformer("tiny"), tmp_path / "varformer")
+    code = ("from scalear.domains.depth.predictor import load_predictor; "
+            "from scalear.domains.restoration.predict import load_restorer; "
+            f"load_predictor(r'{tmp_path / 'dar'}'); load_restorer(r'{tmp_path / 'varformer'}'); "
+            "assert 'scalear.domains.depth.depthart' not in sys.modules")
+    assert _imported(code) == ["torch"]

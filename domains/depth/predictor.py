@@ -109,24 +109,35 @@ def fit_constant(data: Iterable[dict], metric: FitMetric = "abs_rel", max_depth:
     raise ValueError(f"metric must be 'abs_rel', 'sq_rel' or 'rmse', got {metric!r}")
 
 
-def _register_domain_kinds() -> None:
-    """Import the depth model modules that register their kinds (those present; DAR may not exist yet)."""
-    for mod in ("scalear.domains.depth.dar", "scalear.domains.depth.depthart"):
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name != mod:
-                raise
+#: the depth model kinds and the modules that register them (imported only for a model of that kind: DepthART's
+#: module brings its data code, and with it Lightning)
+DOMAIN_KINDS = {"dar": "scalear.domains.depth.dar", "depthart": "scalear.domains.depth.depthart"}
+
+
+def _register_domain_kind(kind: str) -> None:
+    """Import the depth module that registers ``kind`` (when it is one of :data:`DOMAIN_KINDS` and present)."""
+    mod = DOMAIN_KINDS.get(kind)
+    if mod is None:
+        return
+    try:
+        importlib.import_module(mod)
+    except ModuleNotFoundError as e:
+        if e.name != mod:
+            raise
 
 
 def _released_depthart(path: Path) -> tuple[Path, Path | None] | None:
     """``(checkpoint, VAR tokenizer or None)`` when ``path`` is the released DepthART's folder or file."""
-    from scalear.domains.depth.depthart_checkpoints import RELEASED_FILES, find_released_files
-
     if path.is_file() and path.suffix == ".safetensors":
+        from scalear.domains.depth.depthart_checkpoints import RELEASED_FILES
+
         vae = path.parent / RELEASED_FILES[1]
         return path, vae if vae.is_file() else None
-    return find_released_files(path) if path.is_dir() else None
+    if not path.is_dir() or (path / "config.json").exists():  # an exported model: no need for DepthART's module
+        return None
+    from scalear.domains.depth.depthart_checkpoints import find_released_files
+
+    return find_released_files(path)
 
 
 def load_predictor(spec: str | Path, map_location: str | torch.device = "cpu") -> DepthPredictor:
@@ -153,7 +164,9 @@ def load_predictor(spec: str | Path, map_location: str | torch.device = "cpu") -
     if not Path(s).is_dir():
         raise FileNotFoundError(f"model {s!r} not found: give an exported model folder (config.json + "
                                 "model.safetensors), the released DepthART's folder or constant:<metres>")
-    _register_domain_kinds()
+    from scalear.io import read_config
+
+    _register_domain_kind(read_config(s)["kind"])
     model = from_pretrained(s, map_location=map_location)
     if not callable(getattr(model, "predict_depth", None)):
         raise ValueError(f"{s}: a {type(model).__name__} has no predict_depth(image_B3HW) method; it is not a depth model")
