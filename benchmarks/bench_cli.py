@@ -97,7 +97,7 @@ def measure(command: str, model_dir: Path, inputs: list[Path], batch: int, work:
     x_B3HW = torch.from_numpy(np.stack(images)).to(device).permute(0, 3, 1, 2).float().div(255)
     if command == "depth":
         from scalear.domains.depth.predict import predict_files
-        from scalear.domains.depth.predictor import load_predictor
+        from scalear.domains.depth.models import load_predictor
 
         model = load_predictor(model_dir, map_location=device)
 

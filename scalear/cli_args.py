@@ -140,8 +140,8 @@ def output_file(text: str) -> Path:
 
 
 def device(text: str) -> str:
-    """``auto`` or a device this machine has (:func:`scalear.files.resolve_device`); returned as given."""
-    from scalear.files import resolve_device
+    """``auto`` or a device this machine has (:func:`scalear.cli_files.resolve_device`); returned as given."""
+    from scalear.cli_files import resolve_device
 
     try:
         resolve_device(text)

@@ -67,7 +67,7 @@ def test_loading_an_exported_model_imports_only_its_kind(tmp_path):
 
     save_pretrained(create_dar("tiny"), tmp_path / "dar")
     save_pretrained(create_varformer("tiny"), tmp_path / "varformer")
-    code = ("from scalear.domains.depth.predictor import load_predictor; "
+    code = ("from scalear.domains.depth.models import load_predictor; "
             "from scalear.domains.restoration.predict import load_restorer; "
             f"load_predictor(r'{tmp_path / 'dar'}'); load_restorer(r'{tmp_path / 'varformer'}'); "
             "assert 'scalear.domains.depth.depthart' not in sys.modules")

@@ -23,8 +23,8 @@ from scalear.domains.depth.cli import main
 from scalear.datasets.depth.data import DepthAugment, KittiDepthDataModule, NyuDepthDataModule
 from scalear.domains.depth.metrics import crop_mask
 from scalear.domains.depth.predict import backproject, default_intrinsics
-from scalear.files import unique_stems
-from scalear.domains.depth.predictor import (
+from scalear.cli_files import unique_stems
+from scalear.domains.depth.models import (
     ConstantDepthPredictor,
     DepthPredictor,
     fit_constant,

@@ -6,7 +6,7 @@
   (Gabdullin et al.): VAR over depth tokens of a shared RGB tokenizer with the image's tokens as a prefix,
   trained with dynamic (self-refinement) targets or teacher forcing.
 - :mod:`~scalear.domains.depth.metrics`: the standard KITTI / NYU Depth v2 evaluation protocol.
-- :mod:`~scalear.domains.depth.predictor`, :mod:`~scalear.domains.depth.predict`, :mod:`~scalear.domains.depth.cli`:
+- :mod:`~scalear.domains.depth.models`, :mod:`~scalear.domains.depth.predict`, :mod:`~scalear.domains.depth.cli`:
   ``scalear depth fit | eval | predict``; :mod:`~scalear.datasets.depth.data`: NYU / KITTI data modules.
 - :mod:`~scalear.domains.depth.quickstart`: the depth part of ``scalear quickstart``.
 """

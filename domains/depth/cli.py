@@ -20,7 +20,7 @@ from typing import Sequence
 
 from scalear.cli_args import (ArgumentParser, device, non_negative_float, output_dir, output_file, positive_float,
                               positive_int)
-from scalear.files import resolve_device
+from scalear.cli_files import resolve_device
 
 DESCRIPTION = """\
 Monocular depth: run a depth model on images, score it on a test set, or train one.
@@ -191,7 +191,7 @@ def build_eval_dataset(a: argparse.Namespace):
 
 def _predict(a: argparse.Namespace) -> int:
     from scalear.domains.depth.predict import collect_inputs, predict_files
-    from scalear.domains.depth.predictor import load_predictor
+    from scalear.domains.depth.models import load_predictor
 
     device = resolve_device(a.device)
     try:
@@ -214,7 +214,7 @@ def _eval(a: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader, Dataset, Subset
 
     from scalear.domains.depth.predict import KBCropPredictor, eval_summary, evaluate_all, range_warning, write_eval_json
-    from scalear.domains.depth.predictor import load_predictor
+    from scalear.domains.depth.models import load_predictor
 
     device = resolve_device(a.device)
     try:

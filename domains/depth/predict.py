@@ -1,6 +1,6 @@
 """Depth prediction on image files and evaluation on the standard test sets (the work behind the CLI verbs).
 
-Per input image ``<stem>`` (:func:`scalear.files.unique_stems`: distinct for distinct inputs, keeping their
+Per input image ``<stem>`` (:func:`scalear.cli_files.unique_stems`: distinct for distinct inputs, keeping their
 sub-folders below the inputs' common folder, so ``a/2.png`` and ``b/2.png`` give ``a/2_*`` and ``b/2_*``)
 :func:`predict_files` writes, each file atomically:
 
@@ -35,8 +35,8 @@ from PIL import Image
 
 from scalear.datasets.depth.io import ImageReadError, encode_depth_png, read_rgb
 from scalear.domains.depth.metrics import DepthEvalConfig, DepthEvaluator, format_table
-from scalear.domains.depth.predictor import DepthPredictor
-from scalear import files
+from scalear.domains.depth.models import DepthPredictor
+from scalear import cli_files
 from scalear.io import atomic_write
 from scalear.viz import apply_colormap, colormap_lut
 
@@ -53,7 +53,7 @@ def default_intrinsics(height: int, width: int) -> tuple[float, float, float, fl
 
 def collect_inputs(spec: str | Path) -> list[Path]:
     """Image files of a file, a folder (its image files, not recursive, hidden ones skipped) or a glob pattern."""
-    return files.collect_inputs(spec, IMAGE_EXTENSIONS)
+    return cli_files.collect_inputs(spec, IMAGE_EXTENSIONS)
 
 
 @torch.no_grad()
@@ -183,10 +183,10 @@ def predict_files(predictor: DepthPredictor, inputs: Sequence[Path], out: Path, 
 
     The images of one size among ``batch_size`` consecutive inputs go through the model as one batch (each
     image's depth is its depth alone up to float rounding); worker threads read the next inputs and write the
-    previous outputs while the model runs (:func:`scalear.files.run_in_batches`)."""
+    previous outputs while the model runs (:func:`scalear.cli_files.run_in_batches`)."""
     from tqdm import tqdm
 
-    files.check_output_folder(out, inputs)
+    cli_files.check_output_folder(out, inputs)
     out.mkdir(parents=True, exist_ok=True)
     report = PredictReport()
     meta_extra = {} if getattr(predictor, "metric_depth", True) else {
@@ -207,9 +207,9 @@ def predict_files(predictor: DepthPredictor, inputs: Sequence[Path], out: Path, 
         return write_prediction(out, stem, image_HW3, depth_HW, intrinsics=intrinsics, ply=ply,
                                 meta={"input": str(path), "model": model_name, **meta_extra})
 
-    items = list(zip(inputs, files.unique_stems(inputs)))
+    items = list(zip(inputs, cli_files.unique_stems(inputs)))
     with tqdm(total=len(items), desc="depth", unit="img", disable=not progress, file=sys.stderr) as bar:
-        for (path, _), outcome in files.run_in_batches(items, batch_size, lambda item: read_rgb(item[0], exif_transpose=True),
+        for (path, _), outcome in cli_files.run_in_batches(items, batch_size, lambda item: read_rgb(item[0], exif_transpose=True),
                                                        run, write, skip=(ImageReadError, FileNotFoundError)):
             if isinstance(outcome, BaseException):
                 report.failed[str(path)] = str(outcome)

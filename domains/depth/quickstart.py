@@ -17,7 +17,7 @@ import yaml
 
 from scalear.domains.depth.metrics import DepthEvalConfig, depth_metrics_batch, format_table
 from scalear.domains.depth.predict import colorize_depth
-from scalear.domains.depth.predictor import ConstantDepthPredictor, fit_constant
+from scalear.domains.depth.models import ConstantDepthPredictor, fit_constant
 from scalear.io import atomic_write, from_pretrained
 from scalear.quickstart import config_path, fit_with_cli, training_curves
 from scalear.viz import save_png

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from scalear.cli_args import ArgumentParser, device, non_negative_int, output_dir, output_file, positive_int, seed
-from scalear.files import resolve_device
+from scalear.cli_files import resolve_device
 
 DESCRIPTION = """\
 Image restoration with Varformer (VAR's multi-scale prior): restore photos, score a model, or train one.

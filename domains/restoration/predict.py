@@ -2,7 +2,7 @@
 
 :func:`restore_image` is the one prediction path: ``model.restore`` (whole or in tiles), and a grey input
 (three equal channels) gives a grey output, the channel mean of the model's. :func:`restore_files` writes
-``<out>/<stem>_restored.png`` per input (``<stem>``: :func:`scalear.files.unique_stems`, which keeps the inputs'
+``<out>/<stem>_restored.png`` per input (``<stem>``: :func:`scalear.cli_files.unique_stems`, which keeps the inputs'
 sub-folders below their common folder; atomically; 16-bit when the input is a 16-bit PNG, else 8-bit; grey
 inputs come back as RGB with equal channels), never into a folder that holds an input, and records how much
 the model changed each image (with no reference it cannot know whether for the better). An unreadable input is
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from scalear import files
+from scalear import cli_files
 from scalear.errors import UsageError, is_out_of_memory
 from scalear.datasets.depth.io import ImageReadError, png_bit_depth
 from scalear.datasets.restoration.io import IMAGE_SUFFIXES, read_image_tensor, write_image
@@ -99,13 +99,13 @@ def restore_image(model, image_B3HW: torch.Tensor, tile: int | None = None, over
 
 def collect_inputs(spec: str | Path) -> list[Path]:
     """Image files of a file, a folder (its image files, not recursive, hidden ones skipped) or a glob."""
-    return files.collect_inputs(spec, IMAGE_SUFFIXES)
+    return cli_files.collect_inputs(spec, IMAGE_SUFFIXES)
 
 
 def output_names(inputs: Sequence[Path]) -> list[str]:
-    """``<stem>_restored.png`` per input, ``<stem>`` distinct for distinct inputs (:func:`scalear.files.unique_stems`:
+    """``<stem>_restored.png`` per input, ``<stem>`` distinct for distinct inputs (:func:`scalear.cli_files.unique_stems`:
     ``a/2.png``, ``b/2.png`` -> ``a/2_restored.png``, ``b/2_restored.png``)."""
-    return [f"{stem}_restored.png" for stem in files.unique_stems(inputs)]
+    return [f"{stem}_restored.png" for stem in cli_files.unique_stems(inputs)]
 
 
 def _bits(path: Path) -> int:
@@ -152,10 +152,10 @@ def restore_files(model, inputs: Sequence[Path], out: Path, *, tile: int | None 
 
     The images of one size among ``batch_size`` consecutive inputs are restored as one batch (each output is its
     restoration alone up to float rounding of the batched arithmetic); worker threads read the next inputs and
-    write the previous outputs while the model runs (:func:`scalear.files.run_in_batches`)."""
+    write the previous outputs while the model runs (:func:`scalear.cli_files.run_in_batches`)."""
     from tqdm import tqdm
 
-    files.check_output_folder(out, inputs)
+    cli_files.check_output_folder(out, inputs)
     out.mkdir(parents=True, exist_ok=True)
     report = RestoreReport()
 
@@ -184,7 +184,7 @@ def restore_files(model, inputs: Sequence[Path], out: Path, *, tile: int | None 
 
     items = list(zip(inputs, output_names(inputs)))
     with tqdm(total=len(items), desc="restore", unit="img", disable=not progress, file=sys.stderr) as bar:
-        for (path, _), outcome in files.run_in_batches(items, batch_size,
+        for (path, _), outcome in cli_files.run_in_batches(items, batch_size,
                                                        lambda item: read_image_tensor(item[0], exif_transpose=True),
                                                        run, write, skip=(ImageReadError, FileNotFoundError)):
             if isinstance(outcome, BaseException):

@@ -51,7 +51,7 @@ def _render(a: argparse.Namespace) -> int:
     from scalear.datasets.meshes.io import MESH_SUFFIXES, MeshError, load_mesh, normalize_mesh
     from scalear.datasets.meshes.render import render_condition_image, shaded_preview
     from scalear.domains.sar3d.generate import save_condition_png
-    from scalear.files import check_output_folder, collect_inputs, unique_stems
+    from scalear.cli_files import check_output_folder, collect_inputs, unique_stems
 
     try:
         inputs = collect_inputs(a.input, MESH_SUFFIXES)

@@ -97,7 +97,7 @@ def run_generate(prog: str, noun: str, a: argparse.Namespace, load_generator: Ca
     preview=, progress=, **options, **sampling)``, which returns a report with ``written`` and ``empty``. Exit 0
     when everything was written, 1 when some samples decoded to an empty field (named on stderr), 2 on a usage
     error (a bad model folder, an unknown class, an unreadable condition)."""
-    from scalear.files import resolve_device
+    from scalear.cli_files import resolve_device
 
     try:
         gen, tok = load_generator(a.model, resolve_device(a.device))
@@ -121,7 +121,7 @@ def run_eval(prog: str, a: argparse.Namespace, tokenizer_type: type, what: str,
     on ``--device``, build its held-out split with ``data(tokenizer)`` (a data module), score it with
     ``evaluate(tokenizer, dataset)`` (``{steps: metrics}``), print which objects were scored or skipped and
     ``table(results)``, and write the results as JSON to ``--out``. Exit 2 on a bad folder or model."""
-    from scalear.files import resolve_device
+    from scalear.cli_files import resolve_device
     from scalear.io import atomic_write, from_pretrained
 
     try:
