@@ -34,6 +34,25 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
+def command_parser(prog: str, description: str, verbs: str) -> tuple[ArgumentParser, argparse._SubParsersAction]:
+    """A domain's command (``scalear <domain>``) with its description as written, and the group of its verbs,
+    shown as ``verbs`` (e.g. ``"{predict,eval,fit}"``) in the help; ``fit`` is added by :func:`add_fit_verb`."""
+    p = ArgumentParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    return p, p.add_subparsers(dest="verb", metavar=verbs, title="commands")
+
+
+def add_fit_verb(sub: argparse._SubParsersAction) -> None:
+    """The ``fit`` verb of a domain's command (LightningCLI parses its arguments: see
+    :func:`scalear.cli.run_domain_verbs`)."""
+    sub.add_parser("fit", help="train (LightningCLI: --config YAML; --help lists its keys)", add_help=False)
+
+
+def add_image_files(parser: argparse.ArgumentParser, out_help: str) -> None:
+    """``--input`` (an image file, a folder or a glob) and ``--out`` (the output folder) of a prediction verb."""
+    parser.add_argument("--input", required=True, help="an image file, a folder of images, or a glob pattern (quote it)")
+    parser.add_argument("--out", type=output_dir, required=True, help=out_help)
+
+
 def _number(text: str, cast: Callable[[str], float], ok: Callable[[float], bool], what: str) -> float:
     try:
         v = cast(text)
@@ -178,6 +197,6 @@ def exit_on_usage_error(prog: str, run: Callable[[], int | None], unwind_on_sigt
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-__all__ = ["ArgumentParser", "positive_int", "non_negative_int", "int_range", "seed", "finite_float", "positive_float",
+__all__ = ["ArgumentParser", "add_fit_verb", "add_image_files", "command_parser", "positive_int", "non_negative_int", "int_range", "seed", "finite_float", "positive_float",
            "non_negative_float", "probability", "existing_file", "existing_dir", "output_dir", "output_file", "device",
            "exit_on_usage_error"]

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from scalear.cli_args import (ArgumentParser, device, non_negative_float, output_dir, output_file, positive_float,
+from scalear.cli_args import (add_image_files, command_parser, device, non_negative_float, output_file, positive_float,
                               positive_int)
 from scalear.cli_files import resolve_device
 
@@ -88,15 +88,12 @@ def _image_size(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="scalear depth", description=DESCRIPTION,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="verb", metavar="{predict,eval,fit}", title="commands")
+    p, sub = command_parser("scalear depth", DESCRIPTION, "{predict,eval,fit}")
 
     pr = sub.add_parser("predict", help="depth maps for image files", description=PREDICT_DESCRIPTION,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     pr.add_argument("--model", required=True, help="exported model folder, released DepthART folder or constant:<metres>")
-    pr.add_argument("--input", required=True, help="an image file, a folder of images, or a glob pattern (quote it)")
-    pr.add_argument("--out", type=output_dir, required=True, help="output folder (must not be a folder holding inputs)")
+    add_image_files(pr, "output folder (must not be a folder holding inputs)")
     pr.add_argument("--intrinsics", type=_intrinsics, default=None,
                     help="fx,fy,cx,cy in pixels for the point cloud (default fx=fy=1.2*max(H,W), cx=W/2, cy=H/2)")
     pr.add_argument("--ply", action="store_true", help="also write a coloured point cloud <name>.ply")

@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from scalear.cli_args import ArgumentParser, device, non_negative_int, output_dir, output_file, positive_int, seed
+from scalear.cli_args import (add_fit_verb, add_image_files, command_parser, device, non_negative_int, output_file,
+                              positive_int, seed)
 from scalear.cli_files import resolve_device
 
 DESCRIPTION = """\
@@ -77,14 +78,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="scalear restore", description=DESCRIPTION,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="verb", metavar="{predict,eval,fit}", title="commands")
+    p, sub = command_parser("scalear restore", DESCRIPTION, "{predict,eval,fit}")
     pr = sub.add_parser("predict", help="restore image files", description=PREDICT_DESCRIPTION,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_common(pr)
-    pr.add_argument("--input", required=True, help="an image file, a folder of images, or a glob pattern (quote it)")
-    pr.add_argument("--out", type=output_dir, required=True, help="output folder (must not hold any input)")
+    add_image_files(pr, "output folder (must not hold any input)")
     pr.add_argument("--batch-size", type=positive_int, default=1,
                     help="images per model call; images of one size in a batch run together (default: %(default)s)")
     pr.add_argument("--bits", choices=["auto", "8", "16"], default="auto",
@@ -109,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--crop-border", type=non_negative_int, default=0, help="pixels ignored on each side by the metrics")
     ev.add_argument("--seed", type=seed, default=0, help="seed of the synthetic degradations")
     ev.add_argument("--out", type=output_file, default=None, help="write the metrics (per degradation and per image) as JSON here")
-    sub.add_parser("fit", help="train (LightningCLI: --config YAML; --help lists its keys)", add_help=False)
+    add_fit_verb(sub)
     return p
 
 

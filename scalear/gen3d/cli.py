@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from scalear.cli_args import (ArgumentParser, device, existing_dir, int_range, non_negative_float, non_negative_int,
+from scalear.cli_args import (add_fit_verb, command_parser, device, existing_dir, int_range, non_negative_float, non_negative_int,
                               output_dir, output_file, positive_int, probability, seed)
 
 
@@ -19,13 +19,12 @@ def domain_parser(prog: str, description: str, verbs: str, noun: str, generate_h
     """A 3D domain's command with its ``generate``, ``eval`` and ``fit`` verbs (options of
     :func:`add_generate_arguments` and :func:`add_eval_arguments`); ``verbs`` is the ``{...}`` list the help shows.
     Returns the parser, its sub-parsers (for the domain's other verbs) and the generate and eval parsers."""
-    p = ArgumentParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="verb", metavar=verbs, title="commands")
+    p, sub = command_parser(prog, description, verbs)
     g = sub.add_parser("generate", help=generate_help)
     add_generate_arguments(g, noun, sampling)
     e = sub.add_parser("eval", help=eval_help)
     add_eval_arguments(e, tokenizer, cache_dir)
-    sub.add_parser("fit", help="train (LightningCLI: --config YAML; --help lists its keys)", add_help=False)
+    add_fit_verb(sub)
     return p, sub, g, e
 
 
