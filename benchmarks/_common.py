@@ -269,16 +269,23 @@ def parse_generation_args(p: argparse.ArgumentParser, argv: list[str] | None, pr
     return args
 
 
-def measure_presets(measure: Callable[..., tuple[list[str], dict]], args: argparse.Namespace, device: torch.device,
-                    *extra: object) -> tuple[list[list[str]], list[dict]]:
-    """``measure(preset, args, device, *extra)`` for each of ``args.presets``, after one untimed warm-up run of
-    ``tiny`` (thread pools, kernels); returns the table rows and the numbers."""
-    warm = argparse.Namespace(**{**vars(args), "batch": 1, "min_time": 0.0, "repeats": 1})
-    measure("tiny", warm, device, *extra)
+def measure_cells(measure: Callable[..., tuple[list[str], dict]], cells: list[tuple], args: argparse.Namespace,
+                  device: torch.device, warm_cell: tuple, *extra: object, **warm_args: object) -> tuple[list[list[str]], list[dict]]:
+    """``measure(*cell, args, device, *extra)`` for each table cell (e.g. ``(preset,)``, ``(model, preset)``), after
+    one untimed run of ``warm_cell`` at batch 1 (thread pools, kernels; ``warm_args`` override more arguments of that
+    run); returns the table rows and the numbers."""
+    warm = argparse.Namespace(**{**vars(args), "batch": 1, "min_time": 0.0, "repeats": 1, **warm_args})
+    measure(*warm_cell, warm, device, *extra)
     rows, results = [], []
-    for preset in [x for x in args.presets.split(",") if x]:
-        print(f"measuring {preset} ...", file=sys.stderr, flush=True)
-        row, result = measure(preset, args, device, *extra)
+    for cell in cells:
+        print(f"measuring {' '.join(map(str, cell))} ...", file=sys.stderr, flush=True)
+        row, result = measure(*cell, args, device, *extra)
         rows.append(row)
         results.append(result)
     return rows, results
+
+
+def measure_presets(measure: Callable[..., tuple[list[str], dict]], args: argparse.Namespace, device: torch.device,
+                    *extra: object) -> tuple[list[list[str]], list[dict]]:
+    """:func:`measure_cells` over ``args.presets`` (warm-up: ``tiny``)."""
+    return measure_cells(measure, [(x,) for x in args.presets.split(",") if x], args, device, ("tiny",), *extra)

@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import argparse
 import gc
-import sys
 
 import torch
 
-from _common import (add_common_args, autocast, environment, fmt_ms, fmt_params, image_size, memory_method,
-                     peak_memory, print_table, setup, time_runs)
+from _common import (add_common_args, autocast, environment, fmt_ms, fmt_params, image_size, measure_cells,
+                     memory_method, peak_memory, print_table, setup, time_runs)
 from scalear.domains.depth.dar import DAR_PRESETS, create_dar
 from scalear.domains.depth.depthart import DEPTHART_PRESETS, create_depthart
 
@@ -90,15 +89,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     """Run the benchmark, print the table and return its numbers."""
     args = parse_args(argv)
     device = setup(args)
-    warm = argparse.Namespace(**{**vars(args), "batch": 1, "min_time": 0.0, "repeats": 1})
-    measure("DAR", "tiny", warm, device)  # one-off runtime set-up (thread pools, kernels) outside the table
-    rows, results = [], []
     todo = [("DAR", p) for p in args.presets.split(",") if p] + [("DepthART", p) for p in args.depthart_presets.split(",") if p]
-    for model_name, preset in todo:
-        print(f"measuring {model_name} {preset} ...", file=sys.stderr, flush=True)
-        row, result = measure(model_name, preset, args, device)
-        rows.append(row)
-        results.append(result)
+    rows, results = measure_cells(measure, todo, args, device, ("DAR", "tiny"))
     h, w = args.size
     columns = ["model", "preset", "model\ninput", "scales", "params", "tokens\n(prefix + maps)", "per step",
                "ms/img", "peak MiB"]

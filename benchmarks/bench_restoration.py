@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import argparse
 import gc
-import sys
 
 import torch
 
-from _common import (add_common_args, autocast, environment, fmt_ms, fmt_params, image_size, memory_method,
-                     peak_memory, print_table, setup, time_runs)
+from _common import (add_common_args, autocast, environment, fmt_ms, fmt_params, image_size, measure_cells,
+                     memory_method, peak_memory, print_table, setup, time_runs)
 from scalear.domains.restoration.tiling import check_tiling, restore_tiled
 from scalear.domains.restoration.varformer import OFFICIAL_PRESET, VARFORMER_PRESETS, create_varformer
 
@@ -86,16 +85,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     """Run the benchmark, print the table and return its numbers."""
     args = parse_args(argv)
     device = setup(args)
-    warm = argparse.Namespace(**{**vars(args), "size": (32, 32), "batch": 1, "min_time": 0.0, "repeats": 1,
-                                 "tile": None})
-    measure("tiny", True, warm, device)  # one-off runtime set-up (thread pools, kernels) outside the table
-    rows, results = [], []
-    for preset in args.presets.split(","):
-        for use_prior in (True,) if args.no_ablation or preset == OFFICIAL_PRESET else (True, False):
-            print(f"measuring {preset} {'with' if use_prior else 'without'} the prior ...", file=sys.stderr, flush=True)
-            row, result = measure(preset, use_prior, args, device)
-            rows.append(row)
-            results.append(result)
+    cells = [(preset, use_prior) for preset in args.presets.split(",")
+             for use_prior in ((True,) if args.no_ablation or preset == OFFICIAL_PRESET else (True, False))]
+    rows, results = measure_cells(measure, cells, args, device, ("tiny", True), size=(32, 32), tile=None)
     h, w = args.size
     columns = ["preset", "prior", "prior scales", "U-net\nwidths", "params", "tile /\noverlap", "MP/s", "ms/img",
                "peak MiB"]

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 import gc
-import sys
 from dataclasses import dataclass
 
 import torch
 
-from _common import (add_common_args, autocast, environment, fmt_ms, fmt_params, memory_method, peak_memory,
-                     print_table, setup, time_runs)
+from _common import (add_common_args, autocast, environment, fmt_ms, fmt_params, measure_cells, memory_method,
+                     peak_memory, print_table, setup, time_runs)
 from scalear.quant import MultiScaleVQ
 from scalear.sampling import sample
 from scalear.schedules import ScaleSchedule
@@ -97,15 +96,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     """Run the benchmark, print the table and return its numbers."""
     args = parse_args(argv)
     device = setup(args)
-    warm = argparse.Namespace(**{**vars(args), "batch": 1, "min_time": 0.0, "repeats": 1})
-    measure("tiny", "digits", warm, device)  # one-off runtime set-up (thread pools, kernels) outside the table
-    rows, results = [], []
     cells = [(size, sched) for sched in args.schedule.split(",") for size in args.sizes.split(",")]
-    for size, sched_name in cells:
-        print(f"measuring {size} @ {sched_name} ...", file=sys.stderr, flush=True)
-        row, result = measure(size, sched_name, args, device)
-        rows.append(row)
-        results.append(result)
+    rows, results = measure_cells(measure, cells, args, device, ("tiny", "digits"))
     columns = ["model", "schedule", "params", "tokens", "cached\nms/img", "recompute\nms/img", "speed-up",
                "cached\npeak MiB", "recompute\npeak MiB"]
     caption = (f"{environment(device, args.dtype)}\nbatch {args.batch} (x2 with CFG), CFG 1.5, top-k 900, top-p 0.96; "

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import argparse
 import gc
-import sys
 
 import torch
 
-from _common import (add_common_args, autocast, environment, fmt_ms, fmt_params, memory_method, peak_memory,
-                     print_table, setup, time_runs)
+from _common import (add_common_args, autocast, environment, fmt_ms, fmt_params, measure_presets, memory_method,
+                     peak_memory, print_table, setup, time_runs)
 from scalear.vqvae import VQVAE_PRESETS, create_vqvae
 
 
@@ -69,14 +68,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     """Run the benchmark, print the table and return its numbers."""
     args = parse_args(argv)
     device = setup(args)
-    warm = argparse.Namespace(**{**vars(args), "batch": 1, "min_time": 0.0, "repeats": 1})
-    measure("tiny", warm, device)  # one-off runtime set-up (thread pools, kernels) outside the table
-    rows, results = [], []
-    for preset in args.presets.split(","):
-        print(f"measuring {preset} ...", file=sys.stderr, flush=True)
-        row, result = measure(preset, args, device)
-        rows.append(row)
-        results.append(result)
+    rows, results = measure_presets(measure, args, device)
     columns = ["preset", "input", "latent", "params", "tokens", "encode\nms/img", "decode\nms/img",
                "encode\npeak MiB", "decode\npeak MiB"]
     caption = (f"{environment(device, args.dtype)}\nbatch {args.batch}; encode = img_to_indices, decode = "
