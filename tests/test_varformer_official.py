@@ -30,6 +30,8 @@ from conftest import import_benchmark
 
 FIXTURES = Path(__file__).parent / "fixtures" / "varformer_official"
 TOL = 1e-5  #: max abs difference allowed for logits, f_hat and images (issue 16)
+#: images: the decoder's inference path runs other (channels-last, low-resolution upsampling) convs (issue 19)
+TOL_IMAGE = 5e-5
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -180,7 +182,7 @@ def test_equals_official_outputs(tmp_path, layout, parity):
              "top2": np.abs(res.logits.topk(2, dim=-1).values.numpy() - ref["top2"]).max(),
              "f_hat": np.abs(res.f_hat.numpy() - ref["f_hat"]).max(),
              "image": np.abs(res.output.numpy() - ref["output"]).max()}
-    assert all(v <= TOL for v in diffs.values()), diffs
+    assert all(v <= (TOL_IMAGE if k == "image" else TOL) for k, v in diffs.items()), diffs
     assert np.abs(res.output_u8_bgr.astype(int) - ref["output_u8_bgr"]).max() <= 1
     del model
 
