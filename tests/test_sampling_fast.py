@@ -1,0 +1,177 @@
+"""The inference fast paths (issue 19) change nothing but speed: oneDNN linear layers, the static KV cache, the
+AdaLN modulation kept over a sampling run, and the tokenizer decoder's channels-last / low-resolution upsampling
+path. Each is compared with the plain path it replaces: the same tokens (greedy and seeded), logits and images
+equal to float rounding."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import scalear.transformer as transformer
+from scalear import MultiScaleVQ, ScaleSchedule
+from scalear.sampling import sample
+from scalear.transformer import NextScaleTransformer, TransformerConfig, linear
+from scalear.vqvae import Upsample2x, _nearest2x_conv3x3, create_vqvae
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+SCHED = ScaleSchedule.square((1, 2, 3, 4, 6))
+V = 512
+VARIANTS = {
+    "class": dict(num_classes=10),
+    "shared_adaln": dict(num_classes=10, shared_adaln=True),
+    "prefix_cross_attn": dict(num_classes=10, prefix_dim=12, max_prefix_len=9, context_dim=12),
+}
+
+
+def build(variant: str) -> tuple[NextScaleTransformer, MultiScaleVQ]:
+    """Wide enough (256) that oneDNN's and BLAS's matmuls round differently."""
+    cfg = TransformerConfig(vocab_size=V, latent_dim=8, schedule=SCHED, depth=2, width=256, num_heads=4,
+                            init_adaln_gamma=0.5, **VARIANTS[variant])
+    torch.manual_seed(0)
+    model = NextScaleTransformer(cfg).eval()
+    with torch.no_grad():  # make every parameter matter (VAR's init leaves the head tiny)
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        model.head.weight.mul_(20)  # peaked logits, so that top-k / top-p really filter
+    return model, MultiScaleVQ(V, 8, SCHED).eval()
+
+
+def conditions(variant: str, B: int) -> dict:
+    g, v = torch.Generator().manual_seed(1), VARIANTS[variant]
+    kw = {"label_B": torch.randint(0, 10, (B,), generator=g)}
+    if "prefix_dim" in v:
+        kw["prefix_BPD"] = torch.randn(B, 9, 12, generator=g)
+    if "context_dim" in v:
+        kw["context_BTD"] = torch.randn(B, 5, 12, generator=g)
+    return kw
+
+
+def plain(monkeypatch, model, q, B, **kw):
+    """The reference path: no KV cache (so no static cache and no kept modulation) and BLAS linear layers."""
+    with monkeypatch.context() as m:
+        m.setattr(transformer, "_ONEDNN_LINEAR", False)
+        return sample(model, q, B, use_cache=False, return_logits=True, **kw)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("recipe", [dict(temperature=0.0), dict(top_k=50, top_p=0.9), dict(top_k=0, top_p=0.0)],
+                         ids=["greedy", "top_k_top_p", "plain_seeded"])
+def test_fast_sampling_draws_the_plain_tokens(monkeypatch, variant, recipe):
+    model, q = build(variant)
+    B, kw = 3, dict(conditions(variant, 3), guidance=1.5, **recipe)
+    fast = sample(model, q, B, return_logits=True, generator=torch.Generator().manual_seed(5), **kw)
+    ref = plain(monkeypatch, model, q, B, generator=torch.Generator().manual_seed(5), **kw)
+    for k, (a, b) in enumerate(zip(fast.indices, ref.indices)):
+        assert torch.equal(a, b), f"scale {k}: the fast path drew other tokens"
+    for a, b in zip(fast.logits, ref.logits):
+        torch.testing.assert_close(a, b, atol=2e-4, rtol=1e-4)
+    torch.testing.assert_close(fast.f_hat, ref.f_hat)
+    assert not any(block.attn.caching or block._ada_memo for block in model.blocks)  # nothing is left behind
+    assert model._ada_memo is None
+
+
+def test_onednn_linear_equals_f_linear():
+    g = torch.Generator().manual_seed(0)
+    x, b = torch.randn(2, 37, 256, generator=g), torch.randn(384, generator=g)
+    w = torch.randn(384, 256, generator=g) / 16  # unit-variance outputs
+    with torch.no_grad():
+        torch.testing.assert_close(linear(x, w, b), F.linear(x, w, b), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(linear(x, w), F.linear(x, w), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(linear(x, w, b, gelu=True), F.gelu(F.linear(x, w, b), approximate="tanh"),
+                                   atol=1e-5, rtol=1e-5)
+        xt = x.transpose(0, 1)  # not contiguous
+        torch.testing.assert_close(linear(xt, w, b), F.linear(xt, w, b), atol=1e-5, rtol=1e-5)
+    # with autograd on, it is F.linear itself (and differentiable)
+    wg = w.clone().requires_grad_()
+    y = linear(x, wg, b, gelu=True)
+    assert torch.equal(y, F.gelu(F.linear(x, wg, b), approximate="tanh"))
+    y.sum().backward()
+    assert wg.grad is not None
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_static_kv_cache_equals_growing_cache_and_full_forward(variant):
+    """Teacher-forced through the cache: the static buffers give exactly the logits of buffers regrown (and
+    copied) at every scale, and those of the full teacher-forced forward up to float rounding."""
+    model, q = build(variant)
+    B, kw = 2, conditions(variant, 2)
+    idx = [torch.randint(0, V, (B, n), generator=torch.Generator().manual_seed(k)) for k, n in
+           enumerate(SCHED.tokens_per_scale)]
+    static = sample(model, q, B, **kw, forced_indices=idx, return_logits=True)
+    full = model(q.teacher_forcing_input(idx), **kw, drop_B=torch.zeros(B, dtype=torch.bool))
+    torch.testing.assert_close(torch.cat(static.logits, 1), full, atol=2e-4, rtol=1e-4)
+
+    kv_caching = model.kv_caching
+
+    def tiny_capacity(enable: bool) -> None:  # room for one position: every call regrows and copies
+        kv_caching(enable)
+        for block in model.blocks:
+            block.attn.cache_capacity = 1 if enable else 0
+
+    model.kv_caching = tiny_capacity
+    try:
+        regrown = sample(model, q, B, **kw, forced_indices=idx, return_logits=True)
+    finally:
+        del model.kv_caching
+    for a, b in zip(static.logits, regrown.logits):
+        assert torch.equal(a, b)
+
+
+def test_static_kv_cache_allocates_once_and_views_the_filled_part():
+    model, q = build("class")
+    B = 2
+    model.kv_caching(True)
+    try:
+        cond = model.condition(B, torch.tensor([1, 2]))
+        attn = model.blocks[0].attn
+        model.forward_scale(model.embed_scale(0, cond), cond, None)
+        buf = attn._k_buf
+        assert buf.shape[2] == SCHED.total_tokens and attn.cached_k.shape[2] == 1
+        x1 = model.embed_scale(1, cond, torch.randn(B, 4, 8))
+        model.forward_scale(x1, cond, None)
+        assert attn._k_buf is buf and attn.cached_k.shape[2] == 5
+        assert attn.cached_k.data_ptr() == buf.data_ptr()  # a view, not a copy
+        # the modulation of the same condition is computed once per run
+        mods = model.blocks[0]._ada_memo[1]
+        model.forward_scale(model.embed_scale(2, cond, torch.randn(B, 9, 8)), cond, None)
+        assert model.blocks[0]._ada_memo[1] is mods
+    finally:
+        model.kv_caching(False)
+    assert attn._k_buf is None and attn.cached_k is None and model.blocks[0]._ada_memo is None
+
+
+@pytest.mark.parametrize("shape, bias", [((2, 8, 5, 7), True), ((1, 16, 4, 4), False)])
+def test_low_resolution_upsample_conv_equals_nearest_then_conv(shape, bias):
+    g = torch.Generator().manual_seed(0)
+    conv = torch.nn.Conv2d(shape[1], shape[1], 3, padding=1, bias=bias)
+    x = torch.randn(*shape, generator=g)
+    with torch.no_grad():
+        want = conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        torch.testing.assert_close(_nearest2x_conv3x3(x, conv), want, atol=1e-5, rtol=1e-5)
+        xc = x.contiguous(memory_format=torch.channels_last)
+        got = _nearest2x_conv3x3(xc, conv)
+        assert got.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(Upsample2x(shape[1]).eval()(x).shape, want.shape)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_fast_decoder_equals_the_training_path(dims):
+    """Without autograd the decoder runs channels-last with the low-resolution upsampling convs; with autograd on
+    it is the plain path. Same image up to float rounding, contiguous, for 2D and 3D tokenizers."""
+    torch.manual_seed(0)
+    m = create_vqvae("tiny" if dims == 2 else "tiny-3d").eval()
+    with torch.no_grad():
+        for n, p in m.named_parameters():  # unit-variance activations through every layer
+            if p.ndim > 1:
+                p.copy_(torch.randn_like(p) / p[0].numel() ** 0.5)
+    f = torch.randn(2, m.config.z_channels, *m.schedule.latent_shape)
+    with torch.no_grad():
+        fast = m.fhat_to_img(f)
+    with torch.enable_grad():
+        ref = m.fhat_to_img(f).detach()
+    assert fast.is_contiguous() and fast.shape == ref.shape
+    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
