@@ -4,7 +4,12 @@ Builds VAR's tokenizer and transformer from a local checkout of the official cod
 ``huggingface_hub`` import is stubbed when that package is missing), fills them from a seed, saves them in VAR's
 checkpoint layout, loads those files into scalear (:func:`scalear.var_checkpoints.load_var`) and times class-
 conditional sampling of images with both (tokens, f_hat and the decoded image), with VAR's demo recipe: CFG 1.5,
-top-k 900, top-p 0.96, seeded. Prints both times, their ratio, and whether the images agree.
+top-k 900, top-p 0.96, seeded. Prints both times, their ratio, whether every scale's tokens are the same and how
+far the images differ.
+
+Timing: one warm-up call each, then ``--repeats`` rounds that each time VAR and scalear back to back (the order
+alternating), so that a load change on the machine hits both; the medians are reported. scalear's time is also
+split into sampling (tokens and f_hat) and decoding; VAR's sampler decodes inside, so only its total is timed.
 
     python benchmarks/bench_vs_var.py --var-checkout ~/src/VAR --depth 16 --batch 4 --threads 1
 Without ``--var-checkout`` the script says so and exits 0 (it is a developer-side comparison).
@@ -20,7 +25,10 @@ from pathlib import Path
 
 import torch
 
-from _common import add_common_args, environment, print_table, setup, time_runs
+import statistics
+import time
+
+from _common import add_common_args, environment, print_table, setup, synchronize
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -93,6 +101,26 @@ def var_tokens_equal(models, run_var, model, tok, labels, args) -> bool:
     return len(ours) == len(recorded) and all(torch.equal(a, b) for a, b in zip(ours, recorded))
 
 
+def time_interleaved(fns: dict, device: torch.device, repeats: int) -> dict[str, float]:
+    """Median seconds per call of each function of ``fns``, timed in rounds that call every one once (the order
+    alternating between rounds), after one warm-up call each."""
+
+    def once(fn) -> float:
+        synchronize(device)
+        t = time.perf_counter()
+        fn()
+        synchronize(device)
+        return time.perf_counter() - t
+
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for r in range(max(repeats, 1)):
+        for name in (list(fns) if r % 2 == 0 else list(fns)[::-1]):
+            times[name].append(once(fns[name]))
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     if not args.var_checkout:
@@ -114,26 +142,36 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 return var.autoregressive_infer_cfg(args.batch, labels, g_seed=args.seed, cfg=args.guidance,
                                                     top_k=args.top_k, top_p=args.top_p)
 
-        def run_scalear() -> torch.Tensor:
+        def run_tokens():
             with torch.inference_mode():
-                out = sample(model, tok.quantize, args.batch, label_B=labels, guidance=args.guidance, top_k=args.top_k,
-                             top_p=args.top_p, generator=torch.Generator(device).manual_seed(args.seed))
-                return tok.fhat_to_img(out.f_hat).add(1).mul(0.5)
+                return sample(model, tok.quantize, args.batch, label_B=labels, guidance=args.guidance, top_k=args.top_k,
+                              top_p=args.top_p, generator=torch.Generator(device).manual_seed(args.seed))
+
+        def decode(f_hat: torch.Tensor) -> torch.Tensor:
+            with torch.inference_mode():
+                return tok.fhat_to_img(f_hat).add(1).mul(0.5)
+
+        def run_scalear() -> torch.Tensor:
+            return decode(run_tokens().f_hat)
 
         same_tokens = var_tokens_equal(models, run_var, model, tok, labels, args)
         same = (run_var() - run_scalear()).abs().max().item()
         print(f"timing VAR-d{depth} ...", file=sys.stderr, flush=True)
-        t_var = time_runs(run_var, device, args.min_time, args.repeats) / args.batch
-        t_ours = time_runs(run_scalear, device, args.min_time, args.repeats) / args.batch
-        rows.append([f"VAR-d{depth}", f"{t_var * 1e3:,.0f}", f"{t_ours * 1e3:,.0f}", f"{t_var / t_ours:.2f}x",
+        f_hat = run_tokens().f_hat
+        t = time_interleaved({"var": run_var, "scalear": run_scalear, "tokens": run_tokens,
+                              "decode": lambda: decode(f_hat)}, device, args.repeats)
+        t = {k: v / args.batch for k, v in t.items()}
+        rows.append([f"VAR-d{depth}", f"{t['var'] * 1e3:,.0f}", f"{t['scalear'] * 1e3:,.0f}",
+                     f"{t['tokens'] * 1e3:,.0f} + {t['decode'] * 1e3:,.0f}", f"{t['var'] / t['scalear']:.2f}x",
                      "yes" if same_tokens else "NO", f"{same:.1e}"])
-        results.append(dict(depth=depth, sec_var=t_var, sec_scalear=t_ours, same_tokens=same_tokens,
-                            max_image_diff=same))
+        results.append(dict(depth=depth, sec_var=t["var"], sec_scalear=t["scalear"], sec_tokens=t["tokens"],
+                            sec_decode=t["decode"], same_tokens=same_tokens, max_image_diff=same))
     caption = (f"{environment(device, 'fp32')}\nbatch {args.batch} (x2 with CFG), CFG {args.guidance}, top-k {args.top_k}, "
-               f"top-p {args.top_p}, seed {args.seed}; sampling + decoding to images; median of up to {args.repeats} "
-               "runs after a warm-up")
+               f"top-p {args.top_p}, seed {args.seed}; sampling + decoding to images; medians of {args.repeats} "
+               "interleaved rounds after a warm-up")
     print_table("Sampling: scalear vs VAR's autoregressive_infer_cfg (same weights)",
-                ["model", "VAR ms/img", "scalear ms/img", "speed-up", "same tokens", "max |image diff|"], rows, caption)
+                ["model", "VAR ms/img", "scalear ms/img", "scalear: sample + decode", "speed-up", "same tokens",
+                 "max |image diff|"], rows, caption)
     return results
 
 
