@@ -35,6 +35,8 @@ def top_k_top_p_filter(logits_BlV: torch.Tensor, top_k: int = 0, top_p: float = 
     """
     logits = logits_BlV if inplace else logits_BlV.clone()
     V = logits.shape[-1]
+    if 0 < top_k < V and 0 < top_p < 1 and _top_k_then_top_p_(logits, top_k, top_p):
+        return logits
     if 0 < top_k < V:
         kth = logits.topk(top_k, dim=-1, sorted=False).values.amin(dim=-1, keepdim=True)  # no sort needed
         logits.masked_fill_(logits < kth, float("-inf"))
@@ -46,6 +48,28 @@ def top_k_top_p_filter(logits_BlV: torch.Tensor, top_k: int = 0, top_p: float = 
         remove = remove_sorted.scatter(-1, order, remove_sorted)
         logits.masked_fill_(remove, float("-inf"))
     return logits
+
+
+def _top_k_then_top_p_(logits: torch.Tensor, top_k: int, top_p: float) -> bool:
+    """Both filters of :func:`top_k_top_p_filter` in place without sorting the whole vocabulary; False (and
+    ``logits`` untouched) when the k-th largest logit is tied with the next one, where the plain path keeps all of
+    the tied ones.
+
+    After the top-k filter the plain path's ascending sort of a row is ``V - k`` times ``-inf`` followed by the k
+    survivors in ascending order: that row is built here from one sorted top-(k+1), so its softmax and cumulative
+    sum, hence the top-p decisions, are the plain path's to the bit.
+    """
+    V = logits.shape[-1]
+    vals, order = logits.topk(top_k + 1, dim=-1, sorted=True)  # descending
+    if bool((vals[..., top_k - 1] == vals[..., top_k]).any()):
+        return False
+    vals, order = vals[..., :top_k], order[..., :top_k]
+    row = vals.new_full(logits.shape, float("-inf"))
+    row[..., V - top_k :] = vals.flip(-1)
+    remove = row.softmax(dim=-1).cumsum_(dim=-1)[..., V - top_k :] <= (1 - top_p)
+    remove[..., -1] = False  # the most likely token always survives
+    logits.fill_(float("-inf")).scatter_(-1, order, vals.masked_fill_(remove.flip(-1), float("-inf")))
+    return True
 
 
 def sample_tokens(

@@ -124,22 +124,23 @@ def test_static_kv_cache_allocates_once_and_views_the_filled_part():
     model, q = build("class")
     B = 2
     model.kv_caching(True)
-    try:
-        cond = model.condition(B, torch.tensor([1, 2]))
-        attn = model.blocks[0].attn
-        model.forward_scale(model.embed_scale(0, cond), cond, None)
-        buf = attn._k_buf
-        assert buf.shape[2] == SCHED.total_tokens and attn.cached_k.shape[2] == 1
-        x1 = model.embed_scale(1, cond, torch.randn(B, 4, 8))
-        model.forward_scale(x1, cond, None)
-        assert attn._k_buf is buf and attn.cached_k.shape[2] == 5
-        assert attn.cached_k.data_ptr() == buf.data_ptr()  # a view, not a copy
-        # the modulation of the same condition is computed once per run
-        mods = model.blocks[0]._ada_memo[1]
-        model.forward_scale(model.embed_scale(2, cond, torch.randn(B, 9, 8)), cond, None)
-        assert model.blocks[0]._ada_memo[1] is mods
-    finally:
-        model.kv_caching(False)
+    with torch.no_grad():  # under autograd the cache concatenates (no in-place writes)
+        try:
+            cond = model.condition(B, torch.tensor([1, 2]))
+            attn = model.blocks[0].attn
+            model.forward_scale(model.embed_scale(0, cond), cond, None)
+            buf = attn._k_buf
+            assert buf.shape[2] == SCHED.total_tokens and attn.cached_k.shape[2] == 1
+            x1 = model.embed_scale(1, cond, torch.randn(B, 4, 8))
+            model.forward_scale(x1, cond, None)
+            assert attn._k_buf is buf and attn.cached_k.shape[2] == 5
+            assert attn.cached_k.data_ptr() == buf.data_ptr()  # a view, not a copy
+            # the modulation of the same condition is computed once per run
+            mods = model.blocks[0]._ada_memo[1]
+            model.forward_scale(model.embed_scale(2, cond, torch.randn(B, 9, 8)), cond, None)
+            assert model.blocks[0]._ada_memo[1] is mods
+        finally:
+            model.kv_caching(False)
     assert attn._k_buf is None and attn.cached_k is None and model.blocks[0]._ada_memo is None
 
 
@@ -175,3 +176,35 @@ def test_fast_decoder_equals_the_training_path(dims):
         ref = m.fhat_to_img(f).detach()
     assert fast.is_contiguous() and fast.shape == ref.shape
     torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
+
+
+def _plain_filter(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """VAR's masking written out: top-k, then a sort of the whole row for top-p."""
+    logits = logits.clone()
+    logits[logits < logits.topk(top_k, dim=-1).values.amin(dim=-1, keepdim=True)] = float("-inf")
+    s, order = logits.sort(dim=-1)
+    remove = s.softmax(-1).cumsum(-1) <= 1 - top_p
+    remove[..., -1] = False
+    logits[remove.scatter(-1, order, remove)] = float("-inf")
+    return logits
+
+
+@pytest.mark.parametrize("top_k, top_p", [(900, 0.96), (50, 0.9), (3, 0.5), (1, 0.9), (1023, 0.99)])
+def test_top_k_then_top_p_without_a_full_sort_masks_the_plain_tokens(top_k, top_p):
+    from scalear.sampling import _top_k_then_top_p_, sample_tokens
+
+    g = torch.Generator().manual_seed(top_k)
+    logits = torch.randn(3, 40, 1024, generator=g) * 3  # continuous: no tie at the k-th value
+    want = _plain_filter(logits, top_k, top_p)
+    got = logits.clone()
+    assert _top_k_then_top_p_(got, top_k, top_p)  # the fast path was taken
+    assert torch.equal(got, want)
+    a = sample_tokens(logits, top_k, top_p, generator=torch.Generator().manual_seed(2))
+    b = torch.multinomial(want.softmax(-1).view(-1, 1024), 1, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(a.view(-1, 1), b)
+    # a tie at the k-th value: declined, logits untouched (the plain path keeps every tied token)
+    tied = logits.clone()
+    kth = tied[0, 0].topk(top_k + 1).indices
+    tied[0, 0, kth[-1]] = tied[0, 0, kth[-2]]
+    before = tied.clone()
+    assert not _top_k_then_top_p_(tied, top_k, top_p) and torch.equal(tied, before)
