@@ -210,6 +210,7 @@ class MultiScaleVQ(nn.Module):
         self.restart_every, self.dead_threshold = restart_every, dead_threshold
         self.embedding = nn.Embedding(vocab_size, dim)
         nn.init.uniform_(self.embedding.weight, -1 / vocab_size, 1 / vocab_size)
+        # VAR's module name, so that VAR's files load key for key
         self.quant_resi = PhiStack(dim, schedule.kind, schedule.num_scales, phi_share, phi_ratio, phi_kernel)
         # VAR's per-scale EMA of code hits (same name and shape, so VAR checkpoints load into it).
         self.register_buffer("ema_vocab_hit_SV", torch.zeros(schedule.num_scales, vocab_size))

@@ -19,8 +19,8 @@ everything else (``encoder.*``, ``decoder.*``,         unchanged
 =====================================================  ==============================================  =====
 
 (a) VAR's ``Phi`` subclasses ``nn.Conv2d``; scalear's ``Phi`` holds its conv as ``.conv``. Partially shared
-    phi (``share_quant_resi=K>1``, the released K=4). (b) fully shared phi (``PhiShared``). (c) non-shared phi
-    (``PhiNonShared`` is itself a ``ModuleList``).
+    phi (``phi_share=K>1``, VAR's ``share_quant_resi``; the released K=4). (b) fully shared phi (``PhiShared``).
+    (c) non-shared phi (``PhiNonShared`` is itself a ``ModuleList``).
 
 Buffers scalear adds and VAR lacks are filled in (:data:`SCALEAR_ONLY_VAE_BUFFERS`):
 ``quantize.record_hit`` = 0 (usage statistics restart from the next training batch) and

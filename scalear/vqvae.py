@@ -36,9 +36,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scalear.config_check import check_config
+from scalear.config_check import check_config, renamed_keys
 from scalear.quant import MultiScaleVQ, QuantOutput
 from scalear.schedules import VAR_PATCH_NUMS, ScaleSchedule
+from scalear.transformer import linear
 
 __all__ = [
     "VQVAEConfig",
@@ -56,6 +57,15 @@ _CONV: dict[int, type[nn.Module]] = {2: nn.Conv2d, 3: nn.Conv3d}
 
 def _conv(dims: int, cin: int, cout: int, k: int, stride: int = 1, padding: int | None = None) -> nn.Module:
     return _CONV[dims](cin, cout, k, stride=stride, padding=k // 2 if padding is None else padding)
+
+
+def _pointwise(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)`` for a 1x1 ``conv`` (or an Identity). A channels-last 2D map without autograd is already a
+    (pixels, channels) matrix: the conv runs as :func:`scalear.transformer.linear` on it (oneDNN's matmul on the CPU,
+    where a 1x1 conv would take the slower BLAS path), and the result is channels-last again."""
+    if isinstance(conv, nn.Conv2d) and not torch.is_grad_enabled() and x.is_contiguous(memory_format=torch.channels_last):
+        return linear(x.permute(0, 2, 3, 1), conv.weight.flatten(1), conv.bias).permute(0, 3, 1, 2)
+    return conv(x)
 
 
 def _norm(channels: int, groups: int) -> nn.GroupNorm:
@@ -128,7 +138,7 @@ class ResnetBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x), inplace=True))  # in place on the norm's fresh output, as VAR
         h = self.conv2(self.dropout(F.silu(self.norm2(h), inplace=True)))
-        return h.add_(self.nin_shortcut(x))  # in place on the conv's fresh output: one big allocation less
+        return h.add_(_pointwise(self.nin_shortcut, x))  # in place on the conv's fresh output: one big allocation less
 
 
 class AttnBlock(nn.Module):
@@ -142,13 +152,13 @@ class AttnBlock(nn.Module):
         self.proj_out = _conv(dims, channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        qkv = self.qkv(self.norm(x))
+        qkv = _pointwise(self.qkv, self.norm(x))
         B, spatial = qkv.shape[0], qkv.shape[2:]
         q_BNC, k_BNC, v_BNC = qkv.flatten(2).transpose(1, 2).reshape(B, -1, 3, self.C).unbind(2)  # views if NHWC
         # softmax(q k^T / sqrt(C)) v, as VAR's bmm formulation
         h_BNC = F.scaled_dot_product_attention(q_BNC[:, None], k_BNC[:, None], v_BNC[:, None])[:, 0]
         # (B, *spatial, C) moved to (B, C, *spatial): a channels-last view, no copy
-        return self.proj_out(h_BNC.reshape(B, *spatial, self.C).movedim(-1, 1)).add_(x)
+        return _pointwise(self.proj_out, h_BNC.reshape(B, *spatial, self.C).movedim(-1, 1)).add_(x)
 
 
 def _attn(channels: int, enabled: bool, dims: int, groups: int) -> nn.Module:
@@ -299,8 +309,8 @@ class VQVAEConfig:
         norm_groups: GroupNorm groups (VAR: 32); every width must be divisible by it.
         beta: commitment weight of the VQ loss.
         use_cosine: cosine nearest-neighbour search (VAR's ``using_znorm``).
-        quant_resi: phi mixing ratio (VAR: 0.5).
-        share_quant_resi: 0 one phi per scale, 1 shared, K > 1 partially shared (VAR: 4).
+        phi_ratio: phi mixing ratio (VAR's ``quant_resi``: 0.5).
+        phi_share: 0 one phi per scale, 1 shared, K > 1 partially shared (VAR's ``share_quant_resi``: 4).
         quant_conv_ks: kernel of ``quant_conv``/``post_quant_conv``.
         patch_nums: per-scale side lengths (square maps for ``dims=2``, cubes for ``dims=3``); ignored when
             ``schedule`` is set.
@@ -322,8 +332,8 @@ class VQVAEConfig:
     norm_groups: int = 32
     beta: float = 0.25
     use_cosine: bool = False
-    quant_resi: float = 0.5
-    share_quant_resi: int = 4
+    phi_ratio: float = 0.5
+    phi_share: int = 4
     quant_conv_ks: int = 3
     patch_nums: tuple[int, ...] = VAR_PATCH_NUMS[256]
     schedule: dict[str, Any] | None = None
@@ -368,6 +378,7 @@ class VQVAEConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "VQVAEConfig":
+        d = renamed_keys(d, {"quant_resi": "phi_ratio", "share_quant_resi": "phi_share"})  # VAR's names, older files
         check_config(cls, d, "VQVAEConfig")
         return cls(**copy.deepcopy(dict(d)))
 
@@ -402,7 +413,7 @@ class VQVAE(nn.Module):
         self.decoder = Decoder(**dd)
         self.quantize = MultiScaleVQ(
             cfg.vocab_size, cfg.z_channels, cfg.scale_schedule(), beta=cfg.beta, use_cosine=cfg.use_cosine,
-            phi_ratio=cfg.quant_resi, phi_share=cfg.share_quant_resi,
+            phi_ratio=cfg.phi_ratio, phi_share=cfg.phi_share,
             restart_every=cfg.restart_every, dead_threshold=cfg.dead_threshold,
         )
         self.quant_conv = _conv(cfg.dims, cfg.z_channels, cfg.z_channels, cfg.quant_conv_ks)
@@ -502,8 +513,8 @@ VQVAE_PRESETS: dict[str, dict[str, Any]] = {
     # VAR's released tokenizer vae_ch160v4096z32.pth: 256 px RGB, f16, 16x16x32 latent, 10 scales (L = 680).
     "var-f16": dict(
         vocab_size=4096, z_channels=32, ch=160, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2, dropout=0.0,
-        using_sa=True, using_mid_sa=True, in_channels=3, dims=2, beta=0.25, use_cosine=False, quant_resi=0.5,
-        share_quant_resi=4, patch_nums=VAR_PATCH_NUMS[256],
+        using_sa=True, using_mid_sa=True, in_channels=3, dims=2, beta=0.25, use_cosine=False, phi_ratio=0.5,
+        phi_share=4, patch_nums=VAR_PATCH_NUMS[256],
     ),
     # ~5M params, 64 px RGB, f8 -> 8x8x16 latent, 6 scales (L = 130).
     "small": dict(

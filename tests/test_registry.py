@@ -110,3 +110,18 @@ def test_the_scale_schedule_has_one_name_and_old_files_still_load(name, old, tmp
     back = from_pretrained(tmp_path / "m")
     cfg = lambda m: (getattr(m, "config", None) or m.cfg).to_dict()  # noqa: E731
     assert cfg(back) == cfg(model)
+
+
+def test_vqvae_configs_with_var_phi_names_still_load(tmp_path):
+    """VQVAEConfig names phi like the quantizer (``phi_ratio`` / ``phi_share``); a ``config.json`` with VAR's names
+    (``quant_resi`` / ``share_quant_resi``), as older exports hold them, loads to the same model."""
+    import json
+
+    model = scalear.create_model("vqvae/tiny", phi_share=2)
+    save_pretrained(model, tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    meta["config"]["quant_resi"], meta["config"]["share_quant_resi"] = (meta["config"].pop("phi_ratio"),
+                                                                          meta["config"].pop("phi_share"))
+    (tmp_path / "m" / "config.json").write_text(json.dumps(meta))
+    back = from_pretrained(tmp_path / "m")
+    assert back.config == model.config and back.config.phi_share == 2

@@ -195,7 +195,7 @@ def test_loaded_model_round_trips_images(narrow_ckpt: tuple[Path, dict[str, torc
 def test_non_default_phi_sharing_maps(tmp_path: Path, share: int) -> None:
     sd = random_state_dict(var_vae_state_dict_layout(ch=32, vocab=512, share_quant_resi=share))
     torch.save(sd, tmp_path / "vae.pth")
-    model = load_var_vqvae(tmp_path / "vae.pth", share_quant_resi=share, **NARROW)
+    model = load_var_vqvae(tmp_path / "vae.pth", phi_share=share, **NARROW)
     src = "quantize.quant_resi.qresi.weight" if share == 1 else "quantize.quant_resi.9.weight"
     dst = "quantize.quant_resi.qresi_ls.0.conv.weight" if share == 1 else "quantize.quant_resi.qresi_ls.9.conv.weight"
     assert torch.equal(model.state_dict()[dst], sd[src])

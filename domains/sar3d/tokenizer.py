@@ -4,7 +4,7 @@ The object is encoded to a continuous **triplane** latent ``(B, Cvae, 3, H, W)``
 core's :class:`~scalear.quant.MultiScaleVQ` (``kind="triplane"``) quantizes coarse to fine with VAR's residual
 scheme: at scale ``k`` each plane's residual is area-downsampled to ``s_k x s_k``, every token is replaced by its
 nearest code (**cosine** lookup, SAR3D's ``using_znorm``), the code maps are upsampled bicubically per plane,
-refined by ``phi`` (``quant_resi`` 0.5, ``share_quant_resi`` 4) and accumulated. **One codebook** serves all
+refined by ``phi`` (``phi_ratio`` 0.5, ``phi_share`` 4, VAR's ``quant_resi`` / ``share_quant_resi``) and accumulated. **One codebook** serves all
 scales and all three planes; scale ``k`` has ``3 s_k^2`` tokens, plane-major. Reference (``paper`` preset):
 8 channels per plane, 16,384 codes, plane sides (VAR's patch numbers, `patch_nums`) 1..16, i.e. 3 x 680 = 2040 tokens.
 
