@@ -7,7 +7,8 @@ compressible), on scikit-image's photographs resized to ``--size`` (480x640 by d
 forward pass alone on a batch of ``--batch-size`` images (``predict_depth`` / ``restore_image``), "command" is
 :func:`~scalear.domains.depth.predict.predict_files` / :func:`~scalear.domains.restoration.predict.restore_files`
 over ``--images`` files in this process (model loaded, imports done); "overhead" is their difference, what the
-command adds to the model. The last rows time whole commands in fresh interpreters: ``--help`` and one call on one
+command adds to the model. ``depth predict`` is timed with its pictures and with ``--no-pictures`` (the depth files
+alone). The last rows time whole commands in fresh interpreters: ``--help`` and one call on one
 image (imports, model loading, the work).
 
     python benchmarks/bench_cli.py                      # 8 images of 480x640, batch 1 and 4
@@ -89,8 +90,9 @@ def export_models(folder: Path, commands: list[str]) -> dict[str, Path]:
 
 
 def measure(command: str, model_dir: Path, inputs: list[Path], batch: int, work: Path, args: argparse.Namespace,
-            device: torch.device) -> list[str]:
-    """One row: model and command seconds per image, the overhead and its ratio to the model."""
+            device: torch.device, pictures: bool = True) -> list[str]:
+    """One row: model and command seconds per image, the overhead and its ratio to the model (``pictures=False``:
+    depth predict's ``--no-pictures``)."""
     from PIL import Image
 
     images = [np.asarray(Image.open(p).convert("RGB")) for p in inputs[:batch]]
@@ -106,7 +108,7 @@ def measure(command: str, model_dir: Path, inputs: list[Path], batch: int, work:
                 model.predict_depth(x_B3HW)
 
         def run() -> None:
-            predict_files(model, inputs, out, device=device, progress=False, batch_size=batch)
+            predict_files(model, inputs, out, device=device, progress=False, batch_size=batch, pictures=pictures)
     else:
         from scalear.domains.restoration.predict import load_restorer, restore_files, restore_image
 
@@ -124,7 +126,8 @@ def measure(command: str, model_dir: Path, inputs: list[Path], batch: int, work:
     command_s = best_of(run, device, args.repeats) / len(inputs)
     shutil.rmtree(out, ignore_errors=True)
     over = command_s - model_s
-    return [f"scalear {command}{' predict' if command == 'depth' else ''}", f"tiny, {args.size[0]}x{args.size[1]}",
+    name = f"scalear {command}{' predict' if command == 'depth' else ''}{'' if pictures else ' --no-pictures'}"
+    return [name, f"tiny, {args.size[0]}x{args.size[1]}",
             str(batch), fmt_ms(model_s), fmt_ms(command_s), fmt_ms(over), f"{over / model_s:.2f}x"]
 
 
@@ -160,8 +163,9 @@ def main(argv: list[str] | None = None) -> list[list[str]]:
         inputs = write_photos(work / "photos", args.images, args.size)
         models = export_models(work, args.commands)
         for command in args.commands:
-            for batch in args.batch_sizes:
-                rows.append(measure(command, models[command], inputs, batch, work, args, device))
+            for pictures in (True, False) if command == "depth" else (True,):
+                for batch in args.batch_sizes:
+                    rows.append(measure(command, models[command], inputs, batch, work, args, device, pictures))
         print_table("Prediction commands: model vs command time per image",
                     ["command", "model", "batch", "model ms/img", "command ms/img", "overhead ms/img", "overhead/model"],
                     rows, environment(device, "fp32") + f" | {args.images} images, least of {args.repeats} warm runs",

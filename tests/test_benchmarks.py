@@ -150,7 +150,8 @@ def test_scaling_g3pt_runs(bench, capsys, tmp_path):
 def test_bench_cli_runs(bench, capsys):
     rows = bench("bench_cli").main(["--images", "2", "--size", "48,64", "--batch-sizes", "1,2", "--repeats", "1",
                                     "--threads", "1", "--no-process"])
-    assert [(r[0], r[2]) for r in rows] == [("scalear depth predict", "1"), ("scalear depth predict", "2"),
+    depth, bare = "scalear depth predict", "scalear depth predict --no-pictures"
+    assert [(r[0], r[2]) for r in rows] == [(depth, "1"), (depth, "2"), (bare, "1"), (bare, "2"),
                                             ("scalear restore", "1"), ("scalear restore", "2")]
     assert all(float(r[3]) > 0 and float(r[4].replace(",", "")) > 0 for r in rows)
     assert "model vs command time per image" in capsys.readouterr().out

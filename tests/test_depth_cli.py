@@ -173,6 +173,24 @@ def test_predict_folder_writes_all_outputs_and_skips_corrupt(photos, tmp_path: P
         assert np.array_equal(cloud.colors[v * W + u, :3], src[v, u])
 
 
+def test_predict_no_pictures_writes_the_same_depth_files_alone(photos, tmp_path: Path) -> None:
+    folder, imgs = photos
+    save_pretrained(_BrightnessDepth({"scale": 4.0}), tmp_path / "model")
+    outs = {flag: tmp_path / f"out{len(flag)}" for flag in ((), ("--no-pictures",))}
+    for flag, out in outs.items():
+        assert main(["predict", "--model", str(tmp_path / "model"), "--input", str(folder), "--out", str(out),
+                     "--quiet", "--device", "cpu", *flag]) == 1  # broken.jpg skipped
+    full, bare = (sorted(p.name for p in out.iterdir()) for out in outs.values())
+    assert bare == [n for n in full if not n.endswith(("_depth_color.png", "_side_by_side.png"))]
+    assert len(bare) == 3 * len(imgs)
+    for name in bare:  # the depth files are byte for byte those written with the pictures
+        a, b = ((out / name).read_bytes() for out in outs.values())
+        if name.endswith(".json"):
+            a, b = (json.loads(x) for x in (a, b))
+            assert a.pop("colormap") and "colormap" not in b
+        assert a == b, name
+
+
 def test_predict_single_file_default_intrinsics_and_refuses_input_folder(photos, tmp_path: Path, capsys) -> None:
     folder, imgs = photos
     out = tmp_path / "o"

@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--intrinsics", type=_intrinsics, default=None,
                     help="fx,fy,cx,cy in pixels for the point cloud (default fx=fy=1.2*max(H,W), cx=W/2, cy=H/2)")
     pr.add_argument("--ply", action="store_true", help="also write a coloured point cloud <name>.ply")
+    pr.add_argument("--no-pictures", action="store_true",
+                    help="write the depth files alone (16-bit PNG, .npy, .json): no colour picture, no side-by-side")
     pr.add_argument("--max-depth", type=positive_float, default=None, help="cap predicted depth at this many metres")
     pr.add_argument("--batch-size", type=positive_int, default=1,
                     help="images per model call; images of one size in a batch run together (default: %(default)s)")
@@ -196,7 +198,7 @@ def _predict(a: argparse.Namespace) -> int:
         predictor = load_predictor(a.model, map_location=device)
         rep = predict_files(predictor, inputs, Path(a.out), intrinsics=a.intrinsics, ply=a.ply, max_depth=a.max_depth,
                             device=device, model_name=str(a.model), progress=not a.quiet,
-                            batch_size=a.batch_size)
+                            batch_size=a.batch_size, pictures=not a.no_pictures)
     except (FileNotFoundError, ValueError) as e:
         print(f"scalear depth predict: {e}", file=sys.stderr)
         return 2

@@ -9,7 +9,8 @@ sub-folders below the inputs' common folder, so ``a/2.png`` and ``b/2.png`` give
 - ``<stem>_depth.json``: sidecar with the PNG's unit and scale, the intrinsics used, model and input;
 - ``<stem>_depth.npy``: ``(H, W)`` float32 metres;
 - ``<stem>_depth_color.png``: the depth through matplotlib's ``magma`` (near = bright), scaled between the
-  2nd and 98th percentile; ``<stem>_side_by_side.png``: the input and that picture side by side;
+  2nd and 98th percentile; ``<stem>_side_by_side.png``: the input and that picture side by side (both
+  skipped with ``pictures=False``, ``--no-pictures``: they are most of the writing time);
 - ``<stem>.ply`` (optional): a coloured point cloud, one vertex per pixel with a valid depth, in row-major
   pixel order, back-projected in the OpenCV camera frame (x right, y down, z forward):
   ``X = (u - cx) Z / fx, Y = (v - cy) Z / fy`` with pixel centres at integer ``(u, v)``. Default intrinsics
@@ -137,8 +138,9 @@ def _save_png(array: np.ndarray, path: Path, options: dict = PREVIEW_PNG) -> Pat
 
 def write_prediction(out: Path, stem: str, image_HW3: np.ndarray, depth_HW: np.ndarray, *,
                      intrinsics: tuple[float, float, float, float] | None = None, ply: bool = False,
-                     meta: dict | None = None) -> list[Path]:
-    """Write the files of one prediction (see the module docstring), each encoded once; returns their paths."""
+                     meta: dict | None = None, pictures: bool = True) -> list[Path]:
+    """Write the files of one prediction (see the module docstring), each encoded once; returns their paths.
+    ``pictures=False`` skips the colour picture and the side-by-side."""
     H, W = depth_HW.shape
     mm = float(depth_HW.max(initial=0.0)) <= 65.535
     unit, scale = ("mm", 1000.0) if mm else ("256", 256.0)
@@ -150,11 +152,12 @@ def write_prediction(out: Path, stem: str, image_HW3: np.ndarray, depth_HW: np.n
             np.save(f, depth_HW.astype(np.float32, copy=False))
 
     written.append(atomic_write(out / f"{stem}_depth.npy", save_npy))
-    side_HW3 = np.empty((H, 2 * W, 3), np.uint8)  # input | colour map; the colour picture is its right half
-    side_HW3[:, :W] = image_HW3
-    side_HW3[:, W:] = colorize_depth(depth_HW)
-    written.append(_save_png(np.ascontiguousarray(side_HW3[:, W:]), out / f"{stem}_depth_color.png"))
-    written.append(_save_png(side_HW3, out / f"{stem}_side_by_side.png"))
+    if pictures:
+        side_HW3 = np.empty((H, 2 * W, 3), np.uint8)  # input | colour map; the colour picture is its right half
+        side_HW3[:, :W] = image_HW3
+        side_HW3[:, W:] = colorize_depth(depth_HW)
+        written.append(_save_png(np.ascontiguousarray(side_HW3[:, W:]), out / f"{stem}_depth_color.png"))
+        written.append(_save_png(side_HW3, out / f"{stem}_side_by_side.png"))
     K = intrinsics or default_intrinsics(H, W)
     if ply:
         xyz_N3, idx_N = backproject(depth_HW, K)
@@ -162,7 +165,7 @@ def write_prediction(out: Path, stem: str, image_HW3: np.ndarray, depth_HW: np.n
     side = {"depth_png": png.name, "png_unit": "millimetre" if mm else "1/256 metre", "png_scale_per_metre": scale,
             "png_invalid_value": 0, "npy": f"{Path(stem).name}_depth.npy", "npy_unit": "metre", "height": H, "width": W,
             "intrinsics": {"fx": K[0], "fy": K[1], "cx": K[2], "cy": K[3], "given": intrinsics is not None},
-            "colormap": "magma, near = bright, 2nd..98th percentile", **(meta or {})}
+            **({"colormap": "magma, near = bright, 2nd..98th percentile"} if pictures else {}), **(meta or {})}
     written.append(atomic_write(out / f"{stem}_depth.json", lambda tmp: Path(tmp).write_text(json.dumps(side, indent=2))))
     return written
 
@@ -178,8 +181,9 @@ class PredictReport:
 def predict_files(predictor: DepthPredictor, inputs: Sequence[Path], out: Path, *,
                   intrinsics: tuple[float, float, float, float] | None = None, ply: bool = False,
                   max_depth: float | None = None, device: torch.device | str = "cpu", model_name: str = "",
-                  progress: bool = True, batch_size: int = 1) -> PredictReport:
-    """Predict every input and write its files into ``out``; unreadable images are reported and skipped.
+                  progress: bool = True, batch_size: int = 1, pictures: bool = True) -> PredictReport:
+    """Predict every input and write its files into ``out``; unreadable images are reported and skipped;
+    ``pictures=False`` writes the depth files alone (no colour picture, no side-by-side).
 
     The images of one size among ``batch_size`` consecutive inputs go through the model as one batch (each
     image's depth is its depth alone up to float rounding); worker threads read the next inputs and write the
@@ -205,7 +209,7 @@ def predict_files(predictor: DepthPredictor, inputs: Sequence[Path], out: Path, 
     def write(item: tuple[Path, str], image_HW3: np.ndarray, depth_HW: np.ndarray) -> list[Path]:
         path, stem = item
         return write_prediction(out, stem, image_HW3, depth_HW, intrinsics=intrinsics, ply=ply,
-                                meta={"input": str(path), "model": model_name, **meta_extra})
+                                meta={"input": str(path), "model": model_name, **meta_extra}, pictures=pictures)
 
     items = list(zip(inputs, cli_files.unique_stems(inputs)))
     with tqdm(total=len(items), desc="depth", unit="img", disable=not progress, file=sys.stderr) as bar:
