@@ -55,6 +55,54 @@ def import_benchmark(name: str):
         sys.path.remove(str(BENCHMARKS))
 
 
+def small_transformer(schedule, vocab_size: int = 32, latent_dim: int = 4, width: int = 64, peaked: bool = False,
+                     **variant):
+    """A small :class:`~scalear.transformer.NextScaleTransformer` (depth 2) whose every parameter matters: VAR's
+    initialisation leaves the head tiny and the AdaLN gates near zero, so parameters are perturbed; ``peaked``
+    scales the head up so that top-k / top-p really filter. ``variant`` is its conditioning (TransformerConfig
+    fields: ``num_classes``, ``cond_dim``, ``context_dim``, ``prefix_dim`` + ``max_prefix_len``, ...)."""
+    from scalear.transformer import NextScaleTransformer, TransformerConfig
+
+    cfg = TransformerConfig(vocab_size=vocab_size, latent_dim=latent_dim, schedule=schedule, depth=2, width=width,
+                            num_heads=4, init_adaln_gamma=0.5, **variant)
+    model = NextScaleTransformer(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        if peaked:
+            model.head.weight.mul_(20)
+    return model
+
+
+def transformer_conditions(variant: dict, B: int, generator: torch.Generator | None = None) -> dict:
+    """Random conditions of a batch of ``B`` for a :func:`small_transformer` ``variant``: labels, vectors, 5 context
+    tokens, a full prefix, whichever it takes."""
+    kw = {}
+    if "num_classes" in variant:
+        kw["label_B"] = torch.randint(0, variant["num_classes"], (B,), generator=generator)
+    if "cond_dim" in variant:
+        kw["cond_BD"] = torch.randn(B, variant["cond_dim"], generator=generator)
+    if "context_dim" in variant:
+        kw["context_BTD"] = torch.randn(B, 5, variant["context_dim"], generator=generator)
+    if "prefix_dim" in variant:
+        kw["prefix_BPD"] = torch.randn(B, variant["max_prefix_len"], variant["prefix_dim"], generator=generator)
+    return kw
+
+
+def var_top_k_top_p_filter(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """VAR's ``sample_with_top_k_top_p_`` masking written out, the reference of the samplers' filters: top-k by a
+    sorted top-k (every token tied with the k-th kept), then top-p by a sort of the whole row."""
+    logits = logits.clone()
+    if 0 < top_k < logits.shape[-1]:
+        logits[logits < logits.topk(top_k, dim=-1, sorted=True).values[..., -1:]] = float("-inf")
+    if 0 < top_p < 1:
+        s, order = logits.sort(dim=-1)
+        remove = s.softmax(-1).cumsum(-1) <= 1 - top_p
+        remove[..., -1] = False
+        logits[remove.scatter(-1, order, remove)] = float("-inf")
+    return logits
+
+
 def write_ball_and_box_meshes(root: Path, per_class: int = 2) -> Path:
     """A mesh folder ``root/<class>/<class>_<i>.obj`` of two classes (spheres and boxes of growing size)."""
     import trimesh

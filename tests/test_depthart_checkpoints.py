@@ -11,7 +11,6 @@ codes forced in); the fixture README says what each variant is.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np

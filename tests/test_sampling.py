@@ -6,7 +6,9 @@ import torch
 
 from scalear import MultiScaleVQ, ScaleSchedule
 from scalear.sampling import sample
-from scalear.transformer import NextScaleTransformer, TransformerConfig
+from scalear.transformer import NextScaleTransformer
+
+from conftest import small_transformer, transformer_conditions, var_top_k_top_p_filter
 
 SCHED = ScaleSchedule.square((1, 2, 3, 4))
 V = 32
@@ -21,27 +23,11 @@ VARIANTS = {
 
 
 def build(variant: str, schedule: ScaleSchedule = SCHED) -> tuple[NextScaleTransformer, MultiScaleVQ]:
-    cfg = TransformerConfig(vocab_size=V, latent_dim=4, schedule=schedule, depth=2, width=64, num_heads=4,
-                            init_adaln_gamma=0.5, **VARIANTS[variant])
-    model = NextScaleTransformer(cfg).eval()
-    with torch.no_grad():  # make every parameter matter (VAR's init leaves the head tiny)
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-        model.head.weight.mul_(20)  # peaked logits, so that top-k/top-p really filter
-    return model, MultiScaleVQ(V, 4, schedule).eval()
+    return small_transformer(schedule, V, peaked=True, **VARIANTS[variant]), MultiScaleVQ(V, 4, schedule).eval()
 
 
 def conditions(variant: str, B: int) -> dict:
-    v, kw = VARIANTS[variant], {}
-    if "num_classes" in v:
-        kw["label_B"] = torch.randint(0, 10, (B,))
-    if "cond_dim" in v:
-        kw["cond_BD"] = torch.randn(B, 6)
-    if "context_dim" in v:
-        kw["context_BTD"] = torch.randn(B, 5, 12)
-    if "prefix_dim" in v:
-        kw["prefix_BPD"] = torch.randn(B, 9, 12)
-    return kw
+    return transformer_conditions(VARIANTS[variant], B)
 
 
 def sample_both(model, q, B: int, **kw):
@@ -86,19 +72,6 @@ def test_forward_upto_matches_the_teacher_forced_pass_and_checks_lengths():
         model.forward_upto(torch.randn(B, 3, model.C), cond, None, kw["prefix_BPD"])
 
 
-def _reference_filter(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
-    """VAR's ``sample_with_top_k_top_p_`` masking, written out: top-k by a sorted top-k, then top-p."""
-    logits = logits.clone()
-    if 0 < top_k < logits.shape[-1]:
-        logits[logits < logits.topk(top_k, dim=-1, sorted=True).values[..., -1:]] = float("-inf")
-    if 0 < top_p < 1:
-        s, order = logits.sort(dim=-1)
-        remove = s.softmax(-1).cumsum(-1) <= 1 - top_p
-        remove[..., -1] = False
-        logits[remove.scatter(-1, order, remove)] = float("-inf")
-    return logits
-
-
 @pytest.mark.parametrize("top_k, top_p", [(0, 0.0), (5, 0.0), (0, 0.9), (900, 0.96), (7, 0.5)])
 def test_fast_filter_masks_exactly_the_reference_tokens(top_k, top_p):
     """The unsorted top-k + in-place filtering masks the same tokens as the sorted reference, ties included."""
@@ -106,7 +79,7 @@ def test_fast_filter_masks_exactly_the_reference_tokens(top_k, top_p):
 
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(3, 17, 1024, generator=g).round(decimals=1)  # many ties at the k-th value
-    want = _reference_filter(logits, top_k, top_p)
+    want = var_top_k_top_p_filter(logits, top_k, top_p)
     assert torch.equal(top_k_top_p_filter(logits, top_k, top_p), want)
     copy = logits.clone()
     assert torch.equal(top_k_top_p_filter(copy, top_k, top_p, inplace=True), want) and torch.equal(copy, want)

@@ -12,8 +12,10 @@ import torch.nn.functional as F
 import scalear.transformer as transformer
 from scalear import MultiScaleVQ, ScaleSchedule
 from scalear.sampling import sample
-from scalear.transformer import NextScaleTransformer, TransformerConfig, linear
+from scalear.transformer import NextScaleTransformer, linear
 from scalear.vqvae import Upsample2x, _nearest2x_conv3x3, create_vqvae
+
+from conftest import small_transformer, transformer_conditions, var_top_k_top_p_filter
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -28,25 +30,13 @@ VARIANTS = {
 
 def build(variant: str) -> tuple[NextScaleTransformer, MultiScaleVQ]:
     """Wide enough (256) that oneDNN's and BLAS's matmuls round differently."""
-    cfg = TransformerConfig(vocab_size=V, latent_dim=8, schedule=SCHED, depth=2, width=256, num_heads=4,
-                            init_adaln_gamma=0.5, **VARIANTS[variant])
     torch.manual_seed(0)
-    model = NextScaleTransformer(cfg).eval()
-    with torch.no_grad():  # make every parameter matter (VAR's init leaves the head tiny)
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-        model.head.weight.mul_(20)  # peaked logits, so that top-k / top-p really filter
+    model = small_transformer(SCHED, V, latent_dim=8, width=256, peaked=True, **VARIANTS[variant])
     return model, MultiScaleVQ(V, 8, SCHED).eval()
 
 
 def conditions(variant: str, B: int) -> dict:
-    g, v = torch.Generator().manual_seed(1), VARIANTS[variant]
-    kw = {"label_B": torch.randint(0, 10, (B,), generator=g)}
-    if "prefix_dim" in v:
-        kw["prefix_BPD"] = torch.randn(B, 9, 12, generator=g)
-    if "context_dim" in v:
-        kw["context_BTD"] = torch.randn(B, 5, 12, generator=g)
-    return kw
+    return transformer_conditions(VARIANTS[variant], B, torch.Generator().manual_seed(1))
 
 
 def plain(monkeypatch, model, q, B, **kw):
@@ -178,24 +168,13 @@ def test_fast_decoder_equals_the_training_path(dims):
     torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
 
 
-def _plain_filter(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
-    """VAR's masking written out: top-k, then a sort of the whole row for top-p."""
-    logits = logits.clone()
-    logits[logits < logits.topk(top_k, dim=-1).values.amin(dim=-1, keepdim=True)] = float("-inf")
-    s, order = logits.sort(dim=-1)
-    remove = s.softmax(-1).cumsum(-1) <= 1 - top_p
-    remove[..., -1] = False
-    logits[remove.scatter(-1, order, remove)] = float("-inf")
-    return logits
-
-
 @pytest.mark.parametrize("top_k, top_p", [(900, 0.96), (50, 0.9), (3, 0.5), (1, 0.9), (1023, 0.99)])
 def test_top_k_then_top_p_without_a_full_sort_masks_the_plain_tokens(top_k, top_p):
     from scalear.sampling import _top_k_then_top_p_, sample_tokens
 
     g = torch.Generator().manual_seed(top_k)
     logits = torch.randn(3, 40, 1024, generator=g) * 3  # continuous: no tie at the k-th value
-    want = _plain_filter(logits, top_k, top_p)
+    want = var_top_k_top_p_filter(logits, top_k, top_p)
     got = logits.clone()
     assert _top_k_then_top_p_(got, top_k, top_p)  # the fast path was taken
     assert torch.equal(got, want)

@@ -8,6 +8,8 @@ from scalear import MultiScaleVQ, ScaleSchedule
 from scalear.sampling import guidance_weight, sample, sample_tokens, top_k_top_p_filter
 from scalear.transformer import TRANSFORMER_PRESETS, NextScaleTransformer, TransformerConfig, create_transformer
 
+from conftest import small_transformer, transformer_conditions
+
 SCHED = ScaleSchedule.square((1, 2, 3, 4))
 VARIANTS = {
     "class": dict(num_classes=10),
@@ -22,26 +24,11 @@ VARIANTS = {
 
 
 def build(variant: str, schedule: ScaleSchedule = SCHED, V: int = 32) -> NextScaleTransformer:
-    cfg = TransformerConfig(vocab_size=V, latent_dim=4, schedule=schedule, depth=2, width=64, num_heads=4,
-                            init_adaln_gamma=0.5, **VARIANTS[variant])
-    model = NextScaleTransformer(cfg).eval()
-    with torch.no_grad():  # make every parameter matter (VAR's init leaves the head tiny)
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return model
+    return small_transformer(schedule, V, **VARIANTS[variant])
 
 
 def conditions(variant: str, B: int) -> dict:
-    kw = {}
-    if "num_classes" in VARIANTS[variant]:
-        kw["label_B"] = torch.randint(0, 10, (B,))
-    if "cond_dim" in VARIANTS[variant]:
-        kw["cond_BD"] = torch.randn(B, 6)
-    if "context_dim" in VARIANTS[variant]:
-        kw["context_BTD"] = torch.randn(B, 5, 12)
-    if "prefix_dim" in VARIANTS[variant]:
-        kw["prefix_BPD"] = torch.randn(B, 9, 12)
-    return kw
+    return transformer_conditions(VARIANTS[variant], B)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -12,7 +12,6 @@ the tokens, logits, ``f_hat`` and the restored image, then runs ``scalear restor
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
