@@ -1,7 +1,7 @@
 """Checking a config dict against its dataclass before anything is built from it.
 
-Every model config's ``from_dict`` (the path of ``config.json`` in :func:`scalear.io.from_pretrained` and of the
-YAML dicts the training modules receive) calls :func:`check_config`: an unknown key, or a value whose type does not
+Every model config is a :class:`JSONConfig`, whose ``from_dict`` (the path of ``config.json`` in
+:func:`scalear.io.from_pretrained` and of the YAML dicts the training modules receive) calls :func:`check_config`: an unknown key, or a value whose type does not
 fit the field's annotation (a string where an int is expected), is a :class:`~scalear.errors.UsageError` naming the
 key, instead of a ``TypeError`` deep inside a layer's constructor.
 
@@ -20,10 +20,12 @@ Example:
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import types
 import typing
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin
 
 from scalear.errors import UsageError
 
@@ -92,6 +94,44 @@ def check_config(cls: type, d: Mapping[str, Any], what: str = "") -> None:
 
 
 
+C = TypeVar("C", bound="JSONConfig")
+
+
+class JSONConfig:
+    """``to_dict`` / ``from_dict`` of a dataclass model config (what ``config.json`` holds).
+
+    ``to_dict`` is a deep copy of the fields, JSON-able: tuples become lists, values with a ``to_dict`` (a
+    :class:`~scalear.schedules.ScaleSchedule`) their dict. ``from_dict`` renames the keys of older files
+    (:attr:`renamed`), checks the rest (:func:`check_config`, naming the config :attr:`label`) and builds
+    the config from a deep copy."""
+
+    #: keys renamed since files were written: old name -> new name
+    renamed: ClassVar[Mapping[str, str]] = {}
+    #: the config's name in error messages (default: the class name)
+    label: ClassVar[str] = ""
+
+    @classmethod
+    def config_name(cls) -> str:
+        return cls.label or cls.__name__
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = v.to_dict() if hasattr(v, "to_dict") else list(v) if isinstance(v, tuple) else v
+        return copy.deepcopy(out)
+
+    @classmethod
+    def from_dict(cls: type[C], d: Mapping[str, Any]) -> C:
+        d = renamed_keys(d, cls.renamed)
+        check_config(cls, d, cls.config_name())
+        return cls(**copy.deepcopy(d))
+
+    def replace(self: C, **overrides: Any) -> C:
+        """A copy with ``overrides`` applied (validated like :meth:`from_dict`)."""
+        return with_overrides(self, overrides)
+
+
 def with_overrides(config: Any, overrides: Mapping[str, Any]) -> Any:
     """``config`` (a dataclass with ``to_dict`` / ``from_dict``) with ``overrides`` applied and checked by its
     ``from_dict``; ``config`` itself when there are none."""
@@ -104,4 +144,4 @@ def renamed_keys(d: Mapping[str, Any], renames: Mapping[str, str]) -> dict[str, 
     return {renames.get(k, k): v for k, v in d.items()}
 
 
-__all__ = ["check_config", "renamed_keys", "with_overrides"]
+__all__ = ["JSONConfig", "check_config", "renamed_keys", "with_overrides"]

@@ -26,21 +26,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scalear.config_check import check_config
+from scalear.config_check import JSONConfig, check_config
 from scalear.errors import UsageError
 from scalear.schedules import ScaleSchedule
 
 
 # ------------------------------------------------------------------------------------------- config
 @dataclass
-class TransformerConfig:
+class TransformerConfig(JSONConfig):
     """Hyper-parameters of :class:`NextScaleTransformer`; ``None`` fields take VAR's depth rule."""
 
     vocab_size: int = 4096
@@ -81,15 +81,7 @@ class TransformerConfig:
         if self.prefix_dim and self.max_prefix_len <= 0:
             raise ValueError("prefix_dim > 0 needs max_prefix_len > 0 (positions of the prefix)")
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["schedule"] = self.schedule.to_dict()
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TransformerConfig":
-        check_config(cls, d, "transformer config")
-        return cls(**d)
+    label = "transformer config"
 
 
 #: TransformerConfig fields a model takes from its tokenizer's quantizer (:func:`tokenizer_fields`)

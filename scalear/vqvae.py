@@ -28,15 +28,14 @@ Example:
 
 from __future__ import annotations
 
-import copy
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scalear.config_check import check_config, renamed_keys
+from scalear.config_check import JSONConfig
 from scalear.quant import MultiScaleVQ, QuantOutput
 from scalear.schedules import VAR_PATCH_NUMS, ScaleSchedule
 from scalear.transformer import linear
@@ -292,7 +291,7 @@ class Decoder(nn.Module):
 
 # ------------------------------------------------------------------------------ config
 @dataclass
-class VQVAEConfig:
+class VQVAEConfig(JSONConfig):
     """Hyperparameters of :class:`VQVAE`; defaults are VAR's released ``vae_ch160v4096z32`` (256 px, f16).
 
     Args:
@@ -340,6 +339,8 @@ class VQVAEConfig:
     restart_every: int = 0
     dead_threshold: float = 0.03
 
+    renamed = {"quant_resi": "phi_ratio", "share_quant_resi": "phi_share"}  # VAR's names, in older files
+
     def __post_init__(self) -> None:
         self.ch_mult = tuple(int(m) for m in self.ch_mult)
         self.patch_nums = tuple(int(p) for p in self.patch_nums)
@@ -369,22 +370,6 @@ class VQVAEConfig:
     def downsample_ratio(self) -> int:
         return 2 ** (len(self.ch_mult) - 1)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict (tuples become lists)."""
-        d = asdict(self)
-        d["ch_mult"], d["patch_nums"] = list(self.ch_mult), list(self.patch_nums)
-        d["schedule"] = copy.deepcopy(self.schedule)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "VQVAEConfig":
-        d = renamed_keys(d, {"quant_resi": "phi_ratio", "share_quant_resi": "phi_share"})  # VAR's names, older files
-        check_config(cls, d, "VQVAEConfig")
-        return cls(**copy.deepcopy(dict(d)))
-
-    def replace(self, **overrides: Any) -> "VQVAEConfig":
-        """A copy with ``overrides`` applied (validated like :meth:`from_dict`)."""
-        return self.from_dict({**self.to_dict(), **overrides})
 
 
 # ------------------------------------------------------------------------------ model

@@ -125,3 +125,40 @@ def test_vqvae_configs_with_var_phi_names_still_load(tmp_path):
     (tmp_path / "m" / "config.json").write_text(json.dumps(meta))
     back = from_pretrained(tmp_path / "m")
     assert back.config == model.config and back.config.phi_share == 2
+
+
+def test_every_preset_config_round_trips_through_json():
+    """Every model config is a JSONConfig: ``to_dict`` survives JSON and ``from_dict`` gives the same config back;
+    an unknown key is refused naming the config; old key names load (``renamed``)."""
+    import json
+
+    from scalear.config_check import JSONConfig
+    from scalear.domains.depth.dar import DAR_PRESETS, DARConfig
+    from scalear.domains.depth.depthart import DEPTHART_PRESETS
+    from scalear.domains.g3pt.generator import G3PT_GENERATOR_PRESETS
+    from scalear.domains.g3pt.tokenizer import G3PT_TOKENIZER_PRESETS
+    from scalear.domains.restoration.varformer import VARFORMER_PRESETS
+    from scalear.domains.sar3d.generator import GENERATOR_PRESETS
+    from scalear.domains.sar3d.tokenizer import TRIPLANE_PRESETS
+    from scalear.errors import UsageError
+    from scalear.transformer import TRANSFORMER_PRESETS
+    from scalear.vqvae import VQVAE_PRESETS, VQVAEConfig
+
+    configs = [VQVAEConfig.from_dict(d) for d in VQVAE_PRESETS.values()]
+    for presets in (TRANSFORMER_PRESETS, DAR_PRESETS, DEPTHART_PRESETS, VARFORMER_PRESETS, TRIPLANE_PRESETS,
+                    GENERATOR_PRESETS, G3PT_TOKENIZER_PRESETS, G3PT_GENERATOR_PRESETS):
+        configs += presets.values()
+    assert len({type(c) for c in configs}) == 9 and all(isinstance(c, JSONConfig) for c in configs)
+    for cfg in configs:
+        d = cfg.to_dict()
+        assert type(cfg).from_dict(json.loads(json.dumps(d))) == cfg, type(cfg).__name__
+        d["not_a_field"] = 1
+        with pytest.raises(UsageError, match=f"unknown {type(cfg).config_name()} keys \\['not_a_field'\\]"):
+            type(cfg).from_dict(d)
+    with pytest.raises(UsageError, match="unknown DAR config keys"):
+        DARConfig.from_dict({"dept": 2})
+    sar3d = GENERATOR_PRESETS["tiny"]
+    assert type(sar3d).config_name() == "SAR3D generator"
+    old = {("sides" if k == "patch_nums" else k): v for k, v in sar3d.to_dict().items()}
+    assert type(sar3d).from_dict(old) == sar3d
+    assert sar3d.replace(top_k=3).top_k == 3 and sar3d.top_k != 3

@@ -48,13 +48,13 @@ Example:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scalear.config_check import check_config
+from scalear.config_check import JSONConfig
 from scalear.domains.depth.bins import DepthBins
 from scalear.io import load_torch_file, register_model_kind
 from scalear.registry import register_presets
@@ -64,7 +64,7 @@ from scalear.transformer import NextScaleTransformer, TransformerConfig
 
 # ------------------------------------------------------------------------------------------- config
 @dataclass
-class DARConfig:
+class DARConfig(JSONConfig):
     """Hyper-parameters of :class:`DARModel`.
 
     Args:
@@ -115,14 +115,7 @@ class DARConfig:
     def schedule(self) -> ScaleSchedule:
         return ScaleSchedule.square(self.patch_nums)
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        return d | {"patch_nums": list(self.patch_nums), "enc_channels": list(self.enc_channels)}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "DARConfig":
-        check_config(cls, d, "DAR config")
-        return cls(**d)
+    label = "DAR config"
 
 
 #: Named presets. ``tiny`` trains on 2 CPU cores in minutes; ``base`` is a paper-like layout at 256 px with a

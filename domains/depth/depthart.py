@@ -51,8 +51,7 @@ Example:
 
 from __future__ import annotations
 
-import copy
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -60,7 +59,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scalear.config_check import check_config
+from scalear.config_check import JSONConfig
 from scalear.io import register_model_kind
 from scalear.quant import map_to_tokens, tokens_to_map
 from scalear.registry import register_presets
@@ -85,7 +84,7 @@ def tokenizer_output_to_depth(x_B3HW: torch.Tensor, min_value: float = 1e-3) -> 
 
 # ------------------------------------------------------------------------------------------- config
 @dataclass
-class DepthARTConfig:
+class DepthARTConfig(JSONConfig):
     """Hyper-parameters of :class:`DepthARTModel`.
 
     Args:
@@ -133,13 +132,7 @@ class DepthARTConfig:
         return TransformerConfig(**{"cond_drop_rate": 0.0, **self.transformer}, **tokenizer_fields(q), prefix_dim=q.dim,
                                  max_prefix_len=q.schedule.total_tokens)
 
-    def to_dict(self) -> dict:
-        return copy.deepcopy(asdict(self))
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "DepthARTConfig":
-        check_config(cls, d, "DepthART config")
-        return cls(**copy.deepcopy(d))
+    label = "DepthART config"
 
 
 #: Named presets. ``tiny``: 32 px, the ``tiny`` tokenizer (6 scales up to 8x8, 256 codes) and a 4-block

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from scalear.domains.g3pt.tokenizer import G3PTTokenizer
-from scalear.gen3d.conditioning import Condition, ConditionalGenerator, ConditionalGeneratorConfig, ImageEncoder
+from scalear.gen3d.conditioning import ConditionalGenerator, ConditionalGeneratorConfig, ImageEncoder
 from scalear.io import register_model_kind
 from scalear.registry import register_presets
 from scalear.schedules import ScaleSchedule
@@ -62,6 +62,7 @@ class G3PTGeneratorConfig(ConditionalGeneratorConfig):
 
     what = "G3PT"
     renamed = {"sizes": "patch_nums", "cfg": "guidance"}
+    schedule_layout = staticmethod(ScaleSchedule.seq_1d)
 
     vocab_size: int = 1024
     latent_dim: int = 64
@@ -69,14 +70,6 @@ class G3PTGeneratorConfig(ConditionalGeneratorConfig):
     top_k: int = 0
     top_p: float = 0.9
     patch_nums: tuple[int, ...] = (1, 4, 16, 64)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.patch_nums = tuple(int(s) for s in self.patch_nums)
-
-    @property
-    def schedule(self) -> ScaleSchedule:
-        return ScaleSchedule.seq_1d(self.patch_nums)
 
 
 #: ``tiny``: 4 blocks of width 128 (CPU); ``small``: 8 x 384; ``paper``: a guess at G3PT's scale (its scaling study

@@ -103,14 +103,14 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scalear.config_check import check_config, renamed_keys, with_overrides
+from scalear.config_check import JSONConfig, with_overrides
 from scalear.domains.g3pt.lfq import LookupFreeQuantizer
 from scalear.io import register_model_kind
 from scalear.registry import register_presets
@@ -119,7 +119,7 @@ from scalear.schedules import ScaleSchedule
 
 # ------------------------------------------------------------------------------------------- config
 @dataclass
-class G3PTTokenizerConfig:
+class G3PTTokenizerConfig(JSONConfig):
     """Hyper-parameters of :class:`G3PTTokenizer`.
 
     Args:
@@ -170,16 +170,9 @@ class G3PTTokenizerConfig:
     def schedule(self) -> ScaleSchedule:
         return ScaleSchedule.seq_1d(self.patch_nums)
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["patch_nums"] = list(self.patch_nums)
-        return d
+    renamed = {"sizes": "patch_nums"}  # the name in files written before the rename
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "G3PTTokenizerConfig":
-        d = renamed_keys(d, {"sizes": "patch_nums"})  # the name in files written before the rename
-        check_config(cls, d, "G3PT tokenizer")
-        return cls(**d)
+    label = "G3PT tokenizer"
 
 
 #: ``tiny`` trains on a CPU in minutes; ``small`` a GPU-sized model; ``paper`` a guess at G3PT's scale (the paper

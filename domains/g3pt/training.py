@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scalear.domains.g3pt.generator import G3PTGenerator, generator_config
+from scalear.domains.g3pt.generator import create_generator
 from scalear.domains.g3pt.tokenizer import G3PTTokenizer, tokenizer_config
 from scalear.gen3d.training import ConditionalGeneratorModule
 from scalear.training.base import OptimizerConfig, ScalearModule
@@ -97,9 +97,7 @@ class G3PTGeneratorModule(ConditionalGeneratorModule):
     tokenizer_type = G3PTTokenizer
     tokenizer_name = "G3PT tokenizer"
     default_input_key = "points"
-
-    def build_generator(self, preset: str, tokenizer: G3PTTokenizer, **overrides: Any) -> G3PTGenerator:
-        return G3PTGenerator(generator_config(preset, tokenizer, **overrides))
+    create_generator = staticmethod(create_generator)
 
     @torch.no_grad()
     def target_indices(self, batch: dict) -> list[torch.Tensor]:

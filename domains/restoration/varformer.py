@@ -47,9 +47,8 @@ Example:
 
 from __future__ import annotations
 
-import copy
 from collections import ChainMap
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scalear.config_check import check_config
+from scalear.config_check import JSONConfig
 from scalear.io import register_model_kind
 from scalear.registry import register_presets
 from scalear.transformer import (CONDITION_FIELDS, TOKENIZER_FIELDS, NextScaleTransformer, TransformerConfig,
@@ -72,7 +71,7 @@ _DERIVED = TOKENIZER_FIELDS | (CONDITION_FIELDS - {"num_classes"})  # set by the
 
 # ------------------------------------------------------------------------------------------- config
 @dataclass
-class VarformerConfig:
+class VarformerConfig(JSONConfig):
     """Hyper-parameters of :class:`Varformer`.
 
     Args:
@@ -117,15 +116,7 @@ class VarformerConfig:
     def transformer_config(self, tokenizer: VQVAE) -> TransformerConfig:
         return TransformerConfig(**{"cond_drop_rate": 0.0, **self.transformer}, **tokenizer_fields(tokenizer.quantize))
 
-    def to_dict(self) -> dict:
-        d = copy.deepcopy(asdict(self))
-        d["freeze"], d["widths"] = list(self.freeze), list(self.widths)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "VarformerConfig":
-        check_config(cls, d, "Varformer config")
-        return cls(**copy.deepcopy(d))
+    label = "Varformer config"
 
 
 #: ``tiny``: the core's tiny tokenizer (32 px prior, 6 scales, 256 codes), a 4-block transformer and a 3-level

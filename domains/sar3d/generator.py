@@ -42,7 +42,7 @@ import torch
 
 from scalear.domains.sar3d.mesh import EmptyFieldError, extract_mesh, sdf_to_grid
 from scalear.domains.sar3d.tokenizer import TriplaneVQVAE
-from scalear.gen3d.conditioning import Condition, ConditionalGenerator, ConditionalGeneratorConfig, ImageEncoder
+from scalear.gen3d.conditioning import ConditionalGenerator, ConditionalGeneratorConfig, ImageEncoder
 from scalear.io import register_model_kind
 from scalear.registry import register_presets
 from scalear.schedules import ScaleSchedule
@@ -61,6 +61,7 @@ class SAR3DGeneratorConfig(ConditionalGeneratorConfig):
 
     what = "SAR3D"
     renamed = {"sides": "patch_nums", "cfg": "guidance"}
+    schedule_layout = staticmethod(ScaleSchedule.triplane)
 
     vocab_size: int = 512
     latent_dim: int = 8
@@ -69,14 +70,6 @@ class SAR3DGeneratorConfig(ConditionalGeneratorConfig):
     top_k: int = 10
     top_p: float = 0.5
     patch_nums: tuple[int, ...] = (1, 2, 3, 4, 6, 8)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.patch_nums = tuple(int(s) for s in self.patch_nums)
-
-    @property
-    def schedule(self) -> ScaleSchedule:
-        return ScaleSchedule.triplane(self.patch_nums)
 
 
 #: ``tiny``: 4 blocks of width 128 (~1M parameters with the image encoder), CPU-trainable in minutes. ``small``:

@@ -39,15 +39,14 @@ Example:
 
 from __future__ import annotations
 
-import copy
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scalear.config_check import check_config, renamed_keys, with_overrides
+from scalear.config_check import JSONConfig, with_overrides
 from scalear.io import register_model_kind
 from scalear.quant import MultiScaleVQ, QuantOutput
 from scalear.registry import register_presets
@@ -58,7 +57,7 @@ PLANES = ("xy", "xz", "yz")
 
 # ------------------------------------------------------------------------------------------- config
 @dataclass
-class TriplaneVQVAEConfig:
+class TriplaneVQVAEConfig(JSONConfig):
     """Hyper-parameters of :class:`TriplaneVQVAE`.
 
     Args:
@@ -119,16 +118,9 @@ class TriplaneVQVAEConfig:
     def schedule(self) -> ScaleSchedule:
         return ScaleSchedule.triplane(self.patch_nums)
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["patch_nums"], d["enc_channels"] = list(self.patch_nums), list(self.enc_channels)
-        return d
+    renamed = {"sides": "patch_nums"}  # the name in files written before the rename
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TriplaneVQVAEConfig":
-        d = renamed_keys(d, {"sides": "patch_nums"})  # the name in files written before the rename
-        check_config(cls, d, "triplane tokenizer")
-        return cls(**copy.deepcopy(d))
+    label = "triplane tokenizer"
 
 
 #: ``tiny``: 32^3 grids, 8x8 planes, 6 scales (390 tokens), 512 codes, 0.14M parameters, trains on one CPU core

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from scalear.domains.sar3d.generator import SAR3DGenerator, generator_config
+from scalear.domains.sar3d.generator import create_generator
 from scalear.domains.sar3d.tokenizer import TriplaneVQVAE, tokenizer_config
 from scalear.gen3d.training import ConditionalGeneratorModule
 from scalear.training.base import OptimizerConfig, ScalearModule
@@ -96,10 +96,4 @@ class SAR3DGeneratorModule(ConditionalGeneratorModule):
     tokenizer_type = TriplaneVQVAE
     tokenizer_name = "SAR3D triplane tokenizer"
     default_input_key = "grid"
-
-    def build_generator(self, preset: str, tokenizer: TriplaneVQVAE, **overrides: Any) -> SAR3DGenerator:
-        return SAR3DGenerator(generator_config(preset, tokenizer, **overrides))
-
-    @torch.no_grad()
-    def target_indices(self, batch: dict) -> list[torch.Tensor]:
-        return self.tokenizer.grid_to_indices(batch[self.input_key])
+    create_generator = staticmethod(create_generator)  # its tokenizer's img_to_indices is grid_to_indices

@@ -13,15 +13,14 @@ token schedule, conditioned on a class label or on an image, sampled with classi
 
 from __future__ import annotations
 
-import copy
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Literal, Sequence
 
 import torch
 from torch import nn
 
-from scalear.config_check import check_config, renamed_keys
+from scalear.config_check import JSONConfig
 from scalear.quant import MultiScaleQuantizer
 from scalear.sampling import SampleOutput, sample
 from scalear.schedules import ScaleSchedule
@@ -62,7 +61,7 @@ class ImageEncoder(nn.Module):
 
 # ------------------------------------------------------------------------------------------- config
 @dataclass
-class ConditionalGeneratorConfig:
+class ConditionalGeneratorConfig(JSONConfig):
     """Fields shared by the conditional generators (a domain subclass adds its schedule's fields and defaults).
 
     Args:
@@ -77,12 +76,16 @@ class ConditionalGeneratorConfig:
         cond_drop_rate: condition dropout for classifier-free guidance.
         guidance, top_k, top_p, temperature: sampling defaults (``guidance``: classifier-free guidance, VAR's
             "cfg").
+        patch_nums: the tokenizer's scales, in the layout of :attr:`schedule_layout` (set from the tokenizer by the
+            domain's ``generator_config``).
     """
 
     #: the model's name in error messages
     what: ClassVar[str] = "generator"
     #: config keys renamed since files were written: old name -> new name
     renamed: ClassVar[dict[str, str]] = {"cfg": "guidance"}
+    #: the :class:`~scalear.schedules.ScaleSchedule` constructor ``patch_nums`` are given to (the domain's layout)
+    schedule_layout: ClassVar[Callable[[Sequence[int]], ScaleSchedule]] = staticmethod(ScaleSchedule.square)
 
     condition: Condition = "class"
     num_classes: int = 4
@@ -98,8 +101,10 @@ class ConditionalGeneratorConfig:
     top_k: int = 0
     top_p: float = 0.0
     temperature: float = 1.0
+    patch_nums: tuple[int, ...] = (1, 2, 3, 4)
 
     def __post_init__(self) -> None:
+        self.patch_nums = tuple(int(s) for s in self.patch_nums)
         self.encoder_channels = tuple(int(c) for c in self.encoder_channels)
         self.class_names = tuple(str(c) for c in self.class_names)
         self.transformer = dict(self.transformer)
@@ -117,8 +122,8 @@ class ConditionalGeneratorConfig:
 
     @property
     def schedule(self) -> ScaleSchedule:
-        """The tokenizer's token schedule, from ``patch_nums``: each subclass says which kind."""
-        raise NotImplementedError(f"{type(self).__name__} must define the schedule property")
+        """The tokenizer's token schedule: ``patch_nums`` in the domain's :attr:`schedule_layout`."""
+        return self.schedule_layout(self.patch_nums)
 
     def transformer_config(self) -> TransformerConfig:
         """The transformer's config: class embedding, or the image encoder's pooled feature (AdaLN, start token)
@@ -128,14 +133,9 @@ class ConditionalGeneratorConfig:
         return TransformerConfig(**self.transformer, vocab_size=self.vocab_size, latent_dim=self.latent_dim,
                                  schedule=self.schedule, cond_drop_rate=self.cond_drop_rate, **cond)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in copy.deepcopy(asdict(self)).items()}
-
     @classmethod
-    def from_dict(cls, d: dict[str, Any]):
-        d = renamed_keys(d, cls.renamed)
-        check_config(cls, d, f"{cls.what} generator")
-        return cls(**copy.deepcopy(d))
+    def config_name(cls) -> str:
+        return f"{cls.what} generator"
 
     @classmethod
     def from_preset(cls, presets: dict[str, "ConditionalGeneratorConfig"], name: str,

@@ -2,16 +2,16 @@
 frozen tokenizer: the :class:`~scalear.training.nextscale.TeacherForcedModule` recipe (VAR's teacher-forced
 cross-entropy over all tokens, condition dropout for classifier-free guidance), shared by SAR3D and G3PT.
 
-A domain subclasses :class:`ConditionalGeneratorModule` with its tokenizer and generator types
-(:attr:`~ConditionalGeneratorModule.tokenizer_type`, :meth:`~ConditionalGeneratorModule.build_generator`), the
-batch key it tokenizes (:attr:`~ConditionalGeneratorModule.default_input_key`) and
-:meth:`~scalear.training.nextscale.TeacherForcedModule.target_indices`.
+A domain subclasses :class:`ConditionalGeneratorModule` with its tokenizer type and generator builder
+(:attr:`~ConditionalGeneratorModule.tokenizer_type`, :attr:`~ConditionalGeneratorModule.create_generator`), the
+batch key it tokenizes (:attr:`~ConditionalGeneratorModule.default_input_key`) and, unless its tokenizer has VAR's
+``img_to_indices``, :meth:`~scalear.training.nextscale.TeacherForcedModule.target_indices`.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import nn
@@ -40,6 +40,9 @@ class ConditionalGeneratorModule(TeacherForcedModule):
     tokenizer_type: ClassVar[type[nn.Module]] = nn.Module
     tokenizer_name: ClassVar[str] = "tokenizer"
     default_input_key: ClassVar[str] = "image"
+    #: the domain's ``create_generator(preset, tokenizer, **overrides)``: its preset generator matching the tokenizer
+    create_generator: ClassVar[Callable[..., ConditionalGenerator]]
+    trained = "generator"
 
     def __init__(
         self,
@@ -61,15 +64,11 @@ class ConditionalGeneratorModule(TeacherForcedModule):
         if not isinstance(tok, self.tokenizer_type):
             raise ValueError(f"{tokenizer} holds a {type(tok).__name__}, not a {self.tokenizer_name}")
         self.tokenizer = tok.eval().requires_grad_(False)
-        self.generator: ConditionalGenerator = self.build_generator(
+        self.generator: ConditionalGenerator = self.create_generator(
             preset, self.tokenizer, condition=condition, num_classes=num_classes, **dict(generator or {}))
         self.transformer = self.generator.transformer
         self.image_key = image_key
         self.register_levels(self.generator.schedule)
-
-    def build_generator(self, preset: str, tokenizer: nn.Module, **overrides: Any) -> ConditionalGenerator:
-        """The domain's generator of ``preset`` matching ``tokenizer``: each subclass builds its own."""
-        raise NotImplementedError(f"{type(self).__name__} must define build_generator")
 
     def setup(self, stage: str) -> None:
         """Name the classes after the data module's ``classes`` (exported with the generator), checking their
@@ -83,15 +82,6 @@ class ConditionalGeneratorModule(TeacherForcedModule):
             raise ValueError(f"the data has {len(names)} classes {names} but the generator num_classes={cfg.num_classes}; "
                              f"set --model.init_args.num_classes {len(names)}")
         self.generator.cfg = replace(cfg, class_names=tuple(names))  # a copy: never write into a shared config
-
-    def trainable(self) -> nn.Module:
-        return self.generator
-
-    def no_weight_decay(self) -> set[str]:
-        return self.generator.no_weight_decay_names()
-
-    def exported_models(self) -> dict[str, nn.Module]:
-        return {"generator": self.generator, "tokenizer": self.tokenizer}
 
     def condition(self, batch: dict) -> dict[str, torch.Tensor]:
         if self.generator.cfg.condition == "class":

@@ -11,7 +11,7 @@ conditions the model) and :meth:`TeacherForcedModule.target_indices`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +55,9 @@ class TeacherForcedModule(ScalearModule):
 
     tokenizer: nn.Module
     transformer: NextScaleTransformer
+    #: the attribute holding the trained model (the transformer, or a generator wrapping it), also its name among the
+    #: exported models
+    trained: ClassVar[str] = "transformer"
 
     def __init__(self, label_smoothing: float, input_key: str, label_key: str, optimizer: OptimizerConfig,
                  export_dir: str | None):
@@ -69,6 +72,15 @@ class TeacherForcedModule(ScalearModule):
         super().train(mode)
         self.tokenizer.eval()  # frozen: no dropout, no codebook statistics
         return self
+
+    def trainable(self) -> nn.Module:
+        return getattr(self, self.trained)
+
+    def no_weight_decay(self) -> set[str]:
+        return self.trainable().no_weight_decay_names()
+
+    def exported_models(self) -> dict[str, nn.Module]:
+        return {self.trained: self.trainable(), "tokenizer": self.tokenizer}
 
     # ------------------------------------------------------------------ hooks
     @property
@@ -140,15 +152,6 @@ class NextScaleModule(TeacherForcedModule):
         q = self.tokenizer.quantize
         self.transformer = create_transformer(preset, **tokenizer_fields(q), **overrides)
         self.register_levels(q.schedule)
-
-    def trainable(self) -> nn.Module:
-        return self.transformer
-
-    def no_weight_decay(self) -> set[str]:
-        return self.transformer.no_weight_decay_names()
-
-    def exported_models(self) -> dict[str, nn.Module]:
-        return {"transformer": self.transformer, "tokenizer": self.tokenizer}
 
     @torch.no_grad()
     def generate(self, batch_size: int, **kwargs) -> tuple[torch.Tensor, SampleOutput]:
