@@ -273,13 +273,15 @@ def measure_cells(measure: Callable[..., tuple[list[str], dict]], cells: list[tu
                   device: torch.device, warm_cell: tuple, *extra: object, **warm_args: object) -> tuple[list[list[str]], list[dict]]:
     """``measure(*cell, args, device, *extra)`` for each table cell (e.g. ``(preset,)``, ``(model, preset)``), after
     one untimed run of ``warm_cell`` at batch 1 (thread pools, kernels; ``warm_args`` override more arguments of that
-    run); returns the table rows and the numbers."""
+    run); returns the table rows and the numbers. Each cell's models are collected before the next is built."""
     warm = argparse.Namespace(**{**vars(args), "batch": 1, "min_time": 0.0, "repeats": 1, **warm_args})
     measure(*warm_cell, warm, device, *extra)
+    gc.collect()
     rows, results = [], []
     for cell in cells:
         print(f"measuring {' '.join(map(str, cell))} ...", file=sys.stderr, flush=True)
         row, result = measure(*cell, args, device, *extra)
+        gc.collect()
         rows.append(row)
         results.append(result)
     return rows, results

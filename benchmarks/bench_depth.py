@@ -17,7 +17,6 @@ inputs are random images in ``[0, 1]``.
 from __future__ import annotations
 
 import argparse
-import gc
 
 import torch
 
@@ -80,8 +79,6 @@ def measure(model_name: str, preset: str, args: argparse.Namespace, device: torc
         sec = time_runs(predict, device, args.min_time, args.repeats) / args.batch
     params = sum(p.numel() for p in model.parameters())
     row = [model_name, preset, *info, fmt_ms(sec), f"{peak[0]:,.0f}"]
-    del model, image_B3HW
-    gc.collect()
     return row, dict(model=model_name, preset=preset, params=params, sec_per_image=sec, mib=peak[0])
 
 

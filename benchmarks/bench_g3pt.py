@@ -18,7 +18,6 @@ its three stages.
 from __future__ import annotations
 
 import argparse
-import gc
 
 import numpy as np
 import torch
@@ -54,8 +53,6 @@ def measure(preset: str, args: argparse.Namespace, device: torch.device, chair: 
     patch_nums = tok.config.patch_nums
     result = generation_result(preset, f"{len(patch_nums)}: {patch_nums[0]}..{patch_nums[-1]}", sum(patch_nums), tok, gen, times,
                                "sec_per_shape")
-    del tok, gen, indices
-    gc.collect()
     return result
 
 

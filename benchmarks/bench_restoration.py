@@ -20,7 +20,6 @@ CFG branches, main encoder / decoder, resize back.
 from __future__ import annotations
 
 import argparse
-import gc
 
 import torch
 
@@ -76,8 +75,6 @@ def measure(preset: str, use_prior: bool, args: argparse.Namespace, device: torc
     tile = "whole" if args.tile is None else f"{args.tile} / {args.overlap}"
     row = [preset, prior, scales, widths, fmt_params(params), tile,
            f"{mps:,.3f}", fmt_ms(sec), f"{peak[0]:,.0f}"]
-    del model, image_B3HW
-    gc.collect()
     return row, dict(preset=preset, use_prior=use_prior, params=params, sec_per_image=sec, mp_per_s=mps, mib=peak[0])
 
 

@@ -16,7 +16,6 @@ the schedule's vocabulary, latent width and number of classes.
 from __future__ import annotations
 
 import argparse
-import gc
 from dataclasses import dataclass
 
 import torch
@@ -86,8 +85,6 @@ def measure(size: str, sched_name: str, args: argparse.Namespace, device: torch.
     row = [size, f"{sched_name}, {s.num_scales} scales", fmt_params(model.num_params()), str(s.total_tokens),
            fmt_ms(secs[True]), fmt_ms(secs[False]), f"{secs[False] / secs[True]:.2f}x",
            f"{mib[True]:,.0f}", f"{mib[False]:,.0f}"]
-    del model, quantizer
-    gc.collect()
     return row, dict(size=size, schedule=sched_name, sec_cached=secs[True], sec_recompute=secs[False],
                      mib_cached=mib[True], mib_recompute=mib[False])
 

@@ -18,7 +18,6 @@ paper's 0.82 s per object on an A6000 (Chen et al., CVPR 2025, abstract).
 from __future__ import annotations
 
 import argparse
-import gc
 
 import numpy as np
 import torch
@@ -59,8 +58,6 @@ def measure(preset: str, args: argparse.Namespace, device: torch.device, chair: 
     s = tok.schedule
     result = generation_result(preset, f"{s.num_scales}: {s.shapes[0][0]}..{s.shapes[-1][0]}", s.total_tokens, tok,
                                gen, times, "sec_per_object")
-    del tok, gen, indices
-    gc.collect()
     return result
 
 

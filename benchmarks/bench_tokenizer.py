@@ -10,7 +10,6 @@ Runs :meth:`VQVAE.img_to_indices` and :meth:`VQVAE.indices_to_img` of the tokeni
 from __future__ import annotations
 
 import argparse
-import gc
 
 import torch
 
@@ -58,8 +57,6 @@ def measure(preset: str, args: argparse.Namespace, device: torch.device) -> tupl
     latent = "x".join(map(str, (cfg.z_channels, *vqvae.schedule.latent_shape)))
     row = [preset, shape, latent, fmt_params(vqvae.num_params()), str(vqvae.schedule.total_tokens),
            fmt_ms(secs["encode"]), fmt_ms(secs["decode"]), f"{mib['encode']:,.0f}", f"{mib['decode']:,.0f}"]
-    del vqvae, x_BCS, idx_Bl
-    gc.collect()
     return row, dict(preset=preset, sec_encode=secs["encode"], sec_decode=secs["decode"],
                      mib_encode=mib["encode"], mib_decode=mib["decode"])
 

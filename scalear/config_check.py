@@ -1,9 +1,9 @@
 """Checking a config dict against its dataclass before anything is built from it.
 
 Every model config is a :class:`JSONConfig`, whose ``from_dict`` (the path of ``config.json`` in
-:func:`scalear.io.from_pretrained` and of the YAML dicts the training modules receive) calls :func:`check_config`: an unknown key, or a value whose type does not
-fit the field's annotation (a string where an int is expected), is a :class:`~scalear.errors.UsageError` naming the
-key, instead of a ``TypeError`` deep inside a layer's constructor.
+:func:`scalear.io.from_pretrained` and of the YAML dicts the training modules receive) calls :func:`check_config`:
+an unknown key, or a value whose type does not fit the field's annotation (a string where an int is expected), is a
+:class:`~scalear.errors.UsageError` naming the key, instead of a ``TypeError`` deep inside a layer's constructor.
 
 Example:
     >>> from dataclasses import dataclass
@@ -91,7 +91,6 @@ def check_config(cls: type, d: Mapping[str, Any], what: str = "") -> None:
     for key, value in d.items():
         if key in hints and not _fits(value, hints[key]):
             raise UsageError(f"{what} key {key!r} must be {_describe(hints[key])}, got {value!r}")
-
 
 
 C = TypeVar("C", bound="JSONConfig")

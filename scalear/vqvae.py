@@ -371,7 +371,6 @@ class VQVAEConfig(JSONConfig):
         return 2 ** (len(self.ch_mult) - 1)
 
 
-
 # ------------------------------------------------------------------------------ model
 class VQVAE(nn.Module):
     """VAR's multi-scale VQ-VAE tokenizer (VAR Sec. 3.2) on LDM's VQ-GAN autoencoder, for 2D or 3D inputs.

@@ -53,12 +53,8 @@ from scalear.schedules import ScaleSchedule
 class G3PTGeneratorConfig(ConditionalGeneratorConfig):
     """Hyper-parameters of :class:`G3PTGenerator`: the shared fields of
     :class:`~scalear.gen3d.conditioning.ConditionalGeneratorConfig` (``class_names`` included) with G3PT's defaults
-    (sampling cfg 3, top-k 0, top-p 0.9; condition images are the data's 4-channel depth + normal renders of 64 px),
-    plus
-
-    Args:
-        patch_nums: the tokenizer's tokens per level of detail (set from the tokenizer by :func:`generator_config`).
-    """
+    (sampling cfg 3, top-k 0, top-p 0.9; condition images are the data's 4-channel depth + normal renders of 64 px);
+    ``patch_nums`` are the tokenizer's tokens per level of detail (1D schedule)."""
 
     what = "G3PT"
     renamed = {"sizes": "patch_nums", "cfg": "guidance"}

@@ -53,11 +53,8 @@ from scalear.schedules import ScaleSchedule
 class SAR3DGeneratorConfig(ConditionalGeneratorConfig):
     """Hyper-parameters of :class:`SAR3DGenerator`: the shared fields of
     :class:`~scalear.gen3d.conditioning.ConditionalGeneratorConfig` with SAR3D's defaults (4-channel 64 px condition
-    renders; sampling as SAR3D's ``test.py``: cfg 4, top-k 10, top-p 0.5), plus
-
-    Args:
-        patch_nums: the tokenizer's plane patch_nums per scale (set from the tokenizer by :func:`generator_config`).
-    """
+    renders; sampling as SAR3D's ``test.py``: cfg 4, top-k 10, top-p 0.5); ``patch_nums`` are the tokenizer's plane
+    sides per scale (triplane schedule)."""
 
     what = "SAR3D"
     renamed = {"sides": "patch_nums", "cfg": "guidance"}
