@@ -46,7 +46,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 OFFICIAL_HEAD = "b2bc093"
 NULL_CLASS = 1000  #: the official models keep VAR's 1000 ImageNet classes; label 1000 is the null class

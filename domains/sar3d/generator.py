@@ -13,10 +13,10 @@ Two conditions (``condition``):
 * ``"class"``: a class label through the core's class embedding, used as the start token and the AdaLN
   condition (label ``num_classes`` is the null class of classifier-free guidance).
 * ``"image"`` (SAR3D's single-image-to-3D): the 4-channel condition render (depth + normals, the data's
-  ``"image"``) through :class:`ImageEncoder`, whose patch tokens are the cross-attention context of every block
-  (``context_dim``) and whose pooled feature is the start token and AdaLN condition (``cond_dim``). SAR3D uses
-  frozen DINOv2-large patch tokens and ``pooler_output`` (1024-d); **deviation**: no pretrained weights can be
-  downloaded here, so a small CNN is trained jointly with the transformer. SAR3D's block normalises before its
+  ``"image"``) through :class:`~scalear.gen3d.conditioning.ImageEncoder`, whose patch tokens are the
+  cross-attention context of every block (``context_dim``) and whose pooled feature is the start token and
+  AdaLN condition (``cond_dim``). SAR3D uses frozen DINOv2-large patch tokens and ``pooler_output`` (1024-d);
+  **deviation**: no pretrained weights can be downloaded here, so a small CNN is trained jointly with the transformer. SAR3D's block normalises before its
   cross-attention with RMSNorm; the core uses LayerNorm.
 
 Classifier-free guidance: the condition (label, or pooled feature *and* context tokens) is dropped with
@@ -42,7 +42,7 @@ import torch
 
 from scalear.domains.sar3d.mesh import EmptyFieldError, extract_mesh, sdf_to_grid
 from scalear.domains.sar3d.tokenizer import TriplaneVQVAE
-from scalear.gen3d.conditioning import ConditionalGenerator, ConditionalGeneratorConfig, ImageEncoder
+from scalear.gen3d.conditioning import ConditionalGenerator, ConditionalGeneratorConfig
 from scalear.io import register_model_kind
 from scalear.registry import register_presets
 from scalear.schedules import ScaleSchedule
