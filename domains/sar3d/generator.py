@@ -16,8 +16,8 @@ Two conditions (``condition``):
   ``"image"``) through :class:`~scalear.gen3d.conditioning.ImageEncoder`, whose patch tokens are the
   cross-attention context of every block (``context_dim``) and whose pooled feature is the start token and
   AdaLN condition (``cond_dim``). SAR3D uses frozen DINOv2-large patch tokens and ``pooler_output`` (1024-d);
-  **deviation**: no pretrained weights can be downloaded here, so a small CNN is trained jointly with the transformer. SAR3D's block normalises before its
-  cross-attention with RMSNorm; the core uses LayerNorm.
+  **deviation**: no pretrained weights can be downloaded here, so a small CNN is trained jointly with the
+  transformer. SAR3D's block normalises before its cross-attention with RMSNorm; the core uses LayerNorm.
 
 Classifier-free guidance: the condition (label, or pooled feature *and* context tokens) is dropped with
 probability 0.1 in training (``cond_drop_rate``); sampling defaults are SAR3D's ``test.py``: cfg 4 with VAR's
