@@ -288,6 +288,7 @@ def measure_cells(measure: Callable[..., tuple[list[str], dict]], cells: list[tu
 
 
 def measure_presets(measure: Callable[..., tuple[list[str], dict]], args: argparse.Namespace, device: torch.device,
-                    *extra: object) -> tuple[list[list[str]], list[dict]]:
+                    *extra: object, **warm_args: object) -> tuple[list[list[str]], list[dict]]:
     """:func:`measure_cells` over ``args.presets`` (warm-up: ``tiny``)."""
-    return measure_cells(measure, [(x,) for x in args.presets.split(",") if x], args, device, ("tiny",), *extra)
+    return measure_cells(measure, [(x,) for x in args.presets.split(",") if x], args, device, ("tiny",), *extra,
+                         **warm_args)

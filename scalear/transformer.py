@@ -147,10 +147,12 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     Inference in fp32 on the CPU (no autograd, no autocast) goes through oneDNN's matmul with the GELU fused into
     it (``torch.ops.mkldnn._linear_pointwise``) instead of the BLAS ``sgemm`` that ``F.linear`` calls: measured 2x
     faster on an AVX-512 AMD EPYC, where MKL's sgemm runs at half the conv kernels' rate. The results equal
-    ``F.linear``'s up to float rounding. Everywhere else (CUDA, autocast, training) it is plain ``F.linear``.
+    ``F.linear``'s up to float rounding. Everywhere else (CUDA, autocast, training, and inside ``torch.compile``,
+    whose inductor cannot lower the oneDNN op) it is plain ``F.linear``.
     """
     if (_ONEDNN_LINEAR and x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
-            and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu")):
+            and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu")
+            and not torch.compiler.is_compiling()):
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "gelu" if gelu else "none", [], "tanh" if gelu else "")
     y = F.linear(x, weight, bias)
     return F.gelu(y, approximate="tanh") if gelu else y

@@ -29,6 +29,14 @@ def test_bench_tokenizer_runs(bench, capsys):
     assert "Tokenizer" in capsys.readouterr().out
 
 
+@pytest.mark.slow
+def test_bench_tokenizer_compiles(bench, capsys):
+    results = bench("bench_tokenizer").main(["--presets", "tiny", "--min-time", "0", "--repeats", "1", "--compile"])
+    assert results[0]["sec_compile"] > 0 and results[0]["sec_decode"] > 0
+    out = capsys.readouterr().out
+    assert "torch.compile" in out and "compile s" in out
+
+
 def test_bench_metrics3d_runs(bench, capsys):
     rows = bench("bench_metrics3d").main(["--points", "500", "--sets", "3", "--set-points", "64", "--min-time", "0",
                                           "--repeats", "1"])

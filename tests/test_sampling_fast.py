@@ -46,6 +46,17 @@ def plain(monkeypatch, model, q, B, **kw):
         return sample(model, q, B, use_cache=False, return_logits=True, **kw)
 
 
+@pytest.mark.slow
+def test_torch_compile_runs_the_decoder_on_the_cpu():
+    """``torch.compile`` (inductor) of a scalear decoder works on the CPU and gives the eager image: the oneDNN
+    linear of its attention steps aside while compiling (inductor could not lower it)."""
+    vae = create_vqvae("tiny").eval()
+    side = vae.config.patch_nums[-1]
+    f_hat = torch.randn(2, vae.config.z_channels, side, side, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(torch.compile(vae.fhat_to_img)(f_hat), vae.fhat_to_img(f_hat), atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("recipe", [dict(temperature=0.0), dict(top_k=50, top_p=0.9), dict(top_k=0, top_p=0.0)],
                          ids=["greedy", "top_k_top_p", "plain_seeded"])
