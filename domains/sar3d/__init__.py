@@ -12,8 +12,9 @@ from scalear._lazy import lazy_exports
 # imported on first use: ``scalear sar3d --help`` needs neither torch nor the models
 __getattr__, __dir__ = lazy_exports(__name__, {
     "scalear.domains.sar3d.generator": [
-        "GENERATOR_PRESETS", "ImageEncoder", "SAR3DGenerator", "SAR3DGeneratorConfig", "create_generator",
-        "generator_config", "indices_to_meshes", "indices_to_sdf_grids"],
+        "GENERATOR_PRESETS", "SAR3DGenerator", "SAR3DGeneratorConfig", "create_generator", "generator_config",
+        "indices_to_meshes", "indices_to_sdf_grids"],
+    "scalear.gen3d.conditioning": ["ImageEncoder"],
     "scalear.domains.sar3d.mesh": [
         "EmptyFieldError", "export_mesh", "extract_mesh", "load_mesh", "sdf_to_grid"],
     "scalear.domains.sar3d.tokenizer": [
