@@ -33,6 +33,12 @@ from scalear.domains.depth.models import (
 )
 from scalear.io import register_model_kind, save_pretrained
 
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of two uint8-range images (a JPEG against the pixels it encoded)."""
+    return float(10 * np.log10(255.0**2 / np.mean((np.asarray(a, float) - np.asarray(b, float)) ** 2)))
+
+
 # ------------------------------------------------------------------------------------------- constant baseline
 
 
@@ -151,7 +157,7 @@ def test_predict_folder_writes_all_outputs_and_skips_corrupt(photos, tmp_path: P
     assert sorted(p.name for p in folder.iterdir()) == ["astronaut.png", "broken.jpg", "coffee.jpg"]  # inputs untouched
     for stem, img in imgs.items():
         H, W = img.shape[:2]
-        names = [f"{stem}_depth_mm.png", f"{stem}_depth.npy", f"{stem}_depth_color.png", f"{stem}_side_by_side.png",
+        names = [f"{stem}_depth_mm.png", f"{stem}_depth.npy", f"{stem}_depth_color.png", f"{stem}_side_by_side.jpg",
                  f"{stem}_depth.json", f"{stem}.ply"]
         assert all((out / n).is_file() for n in names), sorted(p.name for p in out.iterdir())
         d = np.load(out / f"{stem}_depth.npy")
@@ -159,8 +165,11 @@ def test_predict_folder_writes_all_outputs_and_skips_corrupt(photos, tmp_path: P
         assert np.abs(read_depth_png(out / f"{stem}_depth_mm.png", "mm") - d).max() <= 0.0005 + 1e-6  # < 1 mm
         side = json.loads((out / f"{stem}_depth.json").read_text())
         assert side["png_scale_per_metre"] == 1000.0 and side["intrinsics"]["fx"] == K[0] and side["intrinsics"]["given"]
-        assert np.array(Image.open(out / f"{stem}_side_by_side.png")).shape == (H, 2 * W, 3)
-        color = np.array(Image.open(out / f"{stem}_depth_color.png")).astype(float).sum(-1)
+        color = np.array(Image.open(out / f"{stem}_depth_color.png"))
+        preview = np.array(Image.open(out / f"{stem}_side_by_side.jpg")).astype(int)  # input | colour, JPEG
+        src = np.array(Image.open(folder / ("astronaut.png" if stem == "astronaut" else "coffee.jpg")).convert("RGB"))
+        assert preview.shape == (H, 2 * W, 3) and _psnr(preview, np.concatenate([src, color], 1)) > 35
+        color = color.astype(float).sum(-1)
         near, far = np.unravel_index(d.argmin(), d.shape), np.unravel_index(d.argmax(), d.shape)
         assert color[near] > color[far]  # near = bright
 
@@ -169,7 +178,6 @@ def test_predict_folder_writes_all_outputs_and_skips_corrupt(photos, tmp_path: P
         v, u = H // 3, W // 5  # a hand-picked pixel: vertex v * W + u (row-major)
         z = d[v, u]
         np.testing.assert_allclose(cloud.vertices[v * W + u], [(u - K[2]) * z / K[0], (v - K[3]) * z / K[1], z], rtol=1e-5)
-        src = np.array(Image.open(folder / ("astronaut.png" if stem == "astronaut" else "coffee.jpg")).convert("RGB"))
         assert np.array_equal(cloud.colors[v * W + u, :3], src[v, u])
 
 
@@ -181,7 +189,7 @@ def test_predict_no_pictures_writes_the_same_depth_files_alone(photos, tmp_path:
         assert main(["predict", "--model", str(tmp_path / "model"), "--input", str(folder), "--out", str(out),
                      "--quiet", "--device", "cpu", *flag]) == 1  # broken.jpg skipped
     full, bare = (sorted(p.name for p in out.iterdir()) for out in outs.values())
-    assert bare == [n for n in full if not n.endswith(("_depth_color.png", "_side_by_side.png"))]
+    assert bare == [n for n in full if not n.endswith(("_depth_color.png", "_side_by_side.jpg"))]
     assert len(bare) == 3 * len(imgs)
     for name in bare:  # the depth files are byte for byte those written with the pictures
         a, b = ((out / name).read_bytes() for out in outs.values())
@@ -296,8 +304,8 @@ def test_predict_batches_write_what_one_at_a_time_writes(photos, tmp_path: Path,
                 d = np.load(outs[b] / f"{stem}_depth.npy")
                 color = np.array(Image.open(outs[b] / f"{stem}_depth_color.png"))
                 assert np.array_equal(color, colorize_depth(d)) and np.array_equal(color, _matplotlib_colorize(d))
-                assert np.array_equal(np.array(Image.open(outs[b] / f"{stem}_side_by_side.png")),
-                                      np.concatenate([src, color], 1))
+                preview = np.array(Image.open(outs[b] / f"{stem}_side_by_side.jpg")).astype(int)
+                assert _psnr(preview, np.concatenate([src, color], 1)) > 35  # a JPEG of input | colour
     with pytest.raises(SystemExit) as exit_:
         main(["predict", "--model", "constant:2", "--input", str(folder), "--out", str(tmp_path / "x"), "--batch-size", "0"])
     assert exit_.value.code == 2 and "--batch-size: must be a positive integer" in capsys.readouterr().err

@@ -42,7 +42,7 @@ fit_constant helper for the best one).
 PREDICT_DESCRIPTION = """\
 Per image <name>: <name>_depth_mm.png (16-bit, millimetres, 0 = none; <name>_depth_256.png in 1/256 m if
 some depth exceeds 65.535 m), <name>_depth.json (units, intrinsics), <name>_depth.npy (float32 metres),
-<name>_depth_color.png (magma, near = bright), <name>_side_by_side.png (input | depth) and, with --ply,
+<name>_depth_color.png (magma, near = bright), <name>_side_by_side.jpg (input | depth) and, with --ply,
 <name>.ply (coloured points, OpenCV camera axes); <name> is the image's path below the inputs' common folder
 (photos/a/2.png and photos/b/2.png give <out>/a/2_* and <out>/b/2_*). Unreadable images are named on stderr and
 skipped.
