@@ -1,7 +1,8 @@
 """The inference fast paths (issue 19) change nothing but speed: oneDNN linear layers, the static KV cache, the
 AdaLN modulation kept over a sampling run, and the tokenizer decoder's channels-last / low-resolution upsampling
 path. Each is compared with the plain path it replaces: the same tokens (greedy and seeded), logits and images
-equal to float rounding."""
+equal to float rounding. The tests taking ``device`` also run on CUDA where there is one (CI has none: run this file
+on a lent GPU)."""
 
 from __future__ import annotations
 
@@ -28,15 +29,36 @@ VARIANTS = {
 }
 
 
-def build(variant: str) -> tuple[NextScaleTransformer, MultiScaleVQ]:
+#: where the fast paths are checked: the CPU always, CUDA too where there is one (run this file on a lent GPU)
+DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    """A device of :data:`DEVICES`; on CUDA without TF32 matmuls and convolutions, so that both paths round as
+    fp32 does."""
+    if request.param == "cpu":
+        yield "cpu"
+        return
+    precision = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+            yield "cuda"
+    finally:
+        torch.set_float32_matmul_precision(precision)
+
+
+def build(variant: str, device: str = "cpu") -> tuple[NextScaleTransformer, MultiScaleVQ]:
     """Wide enough (256) that oneDNN's and BLAS's matmuls round differently."""
     torch.manual_seed(0)
     model = small_transformer(SCHED, V, latent_dim=8, width=256, peaked=True, **VARIANTS[variant])
-    return model, MultiScaleVQ(V, 8, SCHED).eval()
+    return model.to(device), MultiScaleVQ(V, 8, SCHED).eval().to(device)
 
 
-def conditions(variant: str, B: int) -> dict:
-    return transformer_conditions(VARIANTS[variant], B, torch.Generator().manual_seed(1))
+def conditions(variant: str, B: int, device: str = "cpu") -> dict:
+    kw = transformer_conditions(VARIANTS[variant], B, torch.Generator().manual_seed(1))
+    return {k: v.to(device) for k, v in kw.items()}
 
 
 def plain(monkeypatch, model, q, B, **kw):
@@ -60,11 +82,11 @@ def test_torch_compile_runs_the_decoder_on_the_cpu():
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("recipe", [dict(temperature=0.0), dict(top_k=50, top_p=0.9), dict(top_k=0, top_p=0.0)],
                          ids=["greedy", "top_k_top_p", "plain_seeded"])
-def test_fast_sampling_draws_the_plain_tokens(monkeypatch, variant, recipe):
-    model, q = build(variant)
-    B, kw = 3, dict(conditions(variant, 3), guidance=1.5, **recipe)
-    fast = sample(model, q, B, return_logits=True, generator=torch.Generator().manual_seed(5), **kw)
-    ref = plain(monkeypatch, model, q, B, generator=torch.Generator().manual_seed(5), **kw)
+def test_fast_sampling_draws_the_plain_tokens(monkeypatch, variant, recipe, device):
+    model, q = build(variant, device)
+    B, kw = 3, dict(conditions(variant, 3, device), guidance=1.5, **recipe)
+    fast = sample(model, q, B, return_logits=True, generator=torch.Generator(device).manual_seed(5), **kw)
+    ref = plain(monkeypatch, model, q, B, generator=torch.Generator(device).manual_seed(5), **kw)
     for k, (a, b) in enumerate(zip(fast.indices, ref.indices)):
         assert torch.equal(a, b), f"scale {k}: the fast path drew other tokens"
     for a, b in zip(fast.logits, ref.logits):
@@ -94,15 +116,15 @@ def test_onednn_linear_equals_f_linear():
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_static_kv_cache_equals_growing_cache_and_full_forward(variant):
+def test_static_kv_cache_equals_growing_cache_and_full_forward(variant, device):
     """Teacher-forced through the cache: the static buffers give exactly the logits of buffers regrown (and
     copied) at every scale, and those of the full teacher-forced forward up to float rounding."""
-    model, q = build(variant)
-    B, kw = 2, conditions(variant, 2)
-    idx = [torch.randint(0, V, (B, n), generator=torch.Generator().manual_seed(k)) for k, n in
+    model, q = build(variant, device)
+    B, kw = 2, conditions(variant, 2, device)
+    idx = [torch.randint(0, V, (B, n), generator=torch.Generator().manual_seed(k)).to(device) for k, n in
            enumerate(SCHED.tokens_per_scale)]
     static = sample(model, q, B, **kw, forced_indices=idx, return_logits=True)
-    full = model(q.teacher_forcing_input(idx), **kw, drop_B=torch.zeros(B, dtype=torch.bool))
+    full = model(q.teacher_forcing_input(idx), **kw, drop_B=torch.zeros(B, dtype=torch.bool, device=device))
     torch.testing.assert_close(torch.cat(static.logits, 1), full, atol=2e-4, rtol=1e-4)
 
     kv_caching = model.kv_caching
@@ -161,7 +183,7 @@ def test_low_resolution_upsample_conv_equals_nearest_then_conv(shape, bias):
 
 
 @pytest.mark.parametrize("dims", [2, 3])
-def test_fast_decoder_equals_the_training_path(dims):
+def test_fast_decoder_equals_the_training_path(dims, device):
     """Without autograd the decoder runs channels-last with the low-resolution upsampling convs; with autograd on
     it is the plain path. Same image up to float rounding, contiguous, for 2D and 3D tokenizers."""
     torch.manual_seed(0)
@@ -170,7 +192,8 @@ def test_fast_decoder_equals_the_training_path(dims):
         for n, p in m.named_parameters():  # unit-variance activations through every layer
             if p.ndim > 1:
                 p.copy_(torch.randn_like(p) / p[0].numel() ** 0.5)
-    f = torch.randn(2, m.config.z_channels, *m.schedule.latent_shape)
+    m = m.to(device)
+    f = torch.randn(2, m.config.z_channels, *m.schedule.latent_shape).to(device)
     with torch.no_grad():
         fast = m.fhat_to_img(f)
     with torch.enable_grad():
