@@ -204,6 +204,41 @@ def test_tokenizer_with_patchgan_and_lpips_trains(tmp_path):
     torch.testing.assert_close(reloaded.vqvae.state_dict()[key], module.vqvae.state_dict()[key])
 
 
+def test_only_unfrozen_modules_in_eval_mode_get_lightnings_warning(tmp_path):
+    """Frozen networks (here LPIPS) are in eval mode on purpose: training starts without Lightning's warning about
+    modules in eval mode; a trainable module left in eval mode still gets it."""
+    import warnings
+
+    from test_losses import random_lpips_heads, random_vgg16_features
+
+    from scalear.datasets.digits import DigitsDataModule
+    from scalear.training.base import unfrozen_eval_modules
+    from scalear.training.tokenizer import TokenizerModule
+
+    torch.save({**random_vgg16_features(), **random_lpips_heads()}, tmp_path / "lpips.pth")
+
+    def eval_mode_warnings(module) -> list[str]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _digits_trainer(tmp_path, 1).fit(module, DigitsDataModule(image_size=16, batch_size=8))
+        return [str(w.message) for w in caught if "in eval mode at the start of training" in str(w.message)]
+
+    def tokenizer_module() -> TokenizerModule:
+        return TokenizerModule(
+            vqvae=dict(in_channels=1, ch=8, norm_groups=4, ch_mult=(1, 2, 2), patch_nums=(1, 2, 4), using_sa=False,
+                       using_mid_sa=False, vocab_size=16),
+            perceptual_weights=str(tmp_path / "lpips.pth"), export_dir=None)
+
+    module = tokenizer_module()
+    assert not module.lpips.training and unfrozen_eval_modules(module) == []
+    assert eval_mode_warnings(module) == []
+    module = tokenizer_module()
+    module.vqvae.decoder.eval()  # trainable, yet in eval mode: worth a warning
+    assert unfrozen_eval_modules(module)[0] == "vqvae.decoder"
+    assert len(eval_mode_warnings(module)) == 1
+    assert not any("eval mode" in str(f[1]) for f in warnings.filters if f[1] is not None)  # nothing left behind
+
+
 def test_ema_weights_are_exported(tmp_path):
     """With Lightning's EMAWeightAveraging callback the exported weights are the averaged ones."""
     from lightning.pytorch.callbacks import EMAWeightAveraging

@@ -367,7 +367,8 @@ class Varformer(nn.Module):
         if self.prior is None:
             return []
         tr, out = self.prior.transformer, []
-        groups = {"tokenizer": [self.prior.tokenizer], "blocks": [tr.blocks, tr.shared_ada_lin],
+        shared_ada = [tr.shared_ada_lin] if tr.cfg.shared_adaln else []  # else an Identity: nothing to freeze
+        groups = {"tokenizer": [self.prior.tokenizer], "blocks": [tr.blocks, *shared_ada],
                   "head": [tr.head_nm, tr.head]}
         for g in self.cfg.freeze:
             out += groups.get(g, [])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import random
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,6 +35,21 @@ def cosine_with_warmup(step: int, warmup_steps: int, total_steps: int, min_ratio
         return step / max(warmup_steps, 1)
     progress = min(1.0, (step - warmup_steps) / max(total_steps - warmup_steps, 1))
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def unfrozen_eval_modules(module: nn.Module) -> list[str]:
+    """Names of the submodules of ``module`` in eval mode that no frozen network holds. A frozen network is a
+    submodule in eval mode with parameters, none of them trainable (a stage-2 tokenizer, LPIPS, Varformer's prior):
+    it and everything inside it are in eval mode on purpose."""
+    frozen = [name for name, m in module.named_modules() if name and not m.training
+              and next(m.parameters(), None) is not None and not any(p.requires_grad for p in m.parameters())]
+    inside = tuple(f"{name}." for name in frozen)
+    return [name for name, m in module.named_modules()
+            if not m.training and name not in frozen and not name.startswith(inside)]
+
+
+#: Lightning's warning about modules in eval mode when training starts (``fit_loop``)
+_EVAL_MODE_WARNING = r"Found \d+ module\(s\) in eval mode at the start of training"
 
 
 def param_groups(module: nn.Module, weight_decay: float, no_decay: set[str] | None = None) -> list[dict]:
@@ -189,7 +205,19 @@ class ScalearModule(L.LightningModule):
         # applied in on_train_start: after Lightning's sanity check, before the first resumed batch
         self._resume_rng = checkpoint.get("scalear_rng")
 
+    def on_fit_start(self) -> None:
+        """Lightning warns when training starts with modules in eval mode. Frozen networks are kept in eval mode on
+        purpose (:func:`unfrozen_eval_modules`), so the warning is silenced until training starts when they are the
+        only ones; any other module in eval mode still gets it."""
+        if not unfrozen_eval_modules(self):
+            self._quiet_eval_warning = warnings.catch_warnings()
+            self._quiet_eval_warning.__enter__()
+            warnings.filterwarnings("ignore", message=_EVAL_MODE_WARNING)
+
     def on_train_start(self) -> None:
+        quiet, self._quiet_eval_warning = getattr(self, "_quiet_eval_warning", None), None
+        if quiet is not None:
+            quiet.__exit__(None, None, None)
         state, self._resume_rng = getattr(self, "_resume_rng", None), None
         if state is not None:
             set_rng_states(state)
