@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence, TypeVar
@@ -121,18 +122,25 @@ def run_in_batches(items: Sequence[T], batch_size: int, read: Callable[[T], V],
 
     ``run`` gets the readable items of ``batch_size`` consecutive inputs with what ``read`` returned and returns
     one result per item (the model call; in the caller's thread, one batch at a time). Worker threads (``workers``,
-    default up to 4) read the next batch and write the previous one meanwhile (image decoding, PNG encoding and
-    zlib release the GIL); at most three batches are held. Any other error of ``read``, ``run`` or ``write``
-    propagates after the writes already started have finished."""
+    default up to 4) read the next batch and write the earlier ones meanwhile (image decoding, PNG encoding and
+    zlib release the GIL). Writes of up to ``max(workers, batch_size)`` items are under way at once besides the
+    current batch's, so that when writing an image takes longer than the model (a tiny model, large pictures)
+    several images are written in parallel instead of the model waiting for one. Any other error of ``read``,
+    ``run`` or ``write`` propagates after the writes already started have finished."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     workers = workers or max(1, min(4, os.cpu_count() or 1))
+    in_flight = max(workers, batch_size)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scalear-files") as pool:
         def read_batch(start: int) -> list[tuple[T, Future]]:
             return [(item, pool.submit(read, item)) for item in items[start : start + batch_size]]
 
+        def outcome(pending: tuple[T, Future | BaseException]) -> tuple[T, W | BaseException]:
+            item, written = pending
+            return item, written.result() if isinstance(written, Future) else written
+
         reads = read_batch(0)
-        written: list[tuple[T, Future | BaseException]] = []
+        written: deque[tuple[T, Future | BaseException]] = deque()  # in input order
         for start in range(0, len(items), batch_size):
             batch, reads = reads, read_batch(start + batch_size)
             loaded: list[tuple[T, V]] = []
@@ -147,8 +155,8 @@ def run_in_batches(items: Sequence[T], batch_size: int, read: Callable[[T], V],
             if len(results) != len(loaded):
                 raise ValueError(f"run returned {len(results)} results for {len(loaded)} inputs")
             writes = [pool.submit(write, item, value, result) for (item, value), result in zip(loaded, results)]
-            for item, outcome in written:  # the previous batch, written while the model ran on this one
-                yield item, outcome.result() if isinstance(outcome, Future) else outcome
-            written = [(item, writes[k] if isinstance(k, int) else k) for item, k in order]
-        for item, outcome in written:
-            yield item, outcome.result() if isinstance(outcome, Future) else outcome
+            while len(written) > in_flight or (written and not isinstance(written[0][1], Future)):
+                yield outcome(written.popleft())  # the oldest, written while the model ran on later batches
+            written.extend((item, writes[k] if isinstance(k, int) else k) for item, k in order)
+        while written:
+            yield outcome(written.popleft())
