@@ -112,6 +112,10 @@ def resolve_device(name: str | torch.device) -> torch.device:
 __all__ = ["collect_inputs", "unique_stems", "check_output_folder", "resolve_device"]
 
 
+def _done(written: Future | BaseException) -> bool:
+    return not isinstance(written, Future) or written.done()
+
+
 def run_in_batches(items: Sequence[T], batch_size: int, read: Callable[[T], V],
                    run: Callable[[list[tuple[T, V]]], list[P]], write: Callable[[T, V, P], W], *,
                    skip: tuple[type[BaseException], ...] = (), workers: int | None = None
@@ -155,8 +159,9 @@ def run_in_batches(items: Sequence[T], batch_size: int, read: Callable[[T], V],
             if len(results) != len(loaded):
                 raise ValueError(f"run returned {len(results)} results for {len(loaded)} inputs")
             writes = [pool.submit(write, item, value, result) for (item, value), result in zip(loaded, results)]
-            while len(written) > in_flight or (written and not isinstance(written[0][1], Future)):
-                yield outcome(written.popleft())  # the oldest, written while the model ran on later batches
+            # the oldest first: when too many are under way, and as long as they are done (a progress bar moves)
+            while written and (len(written) > in_flight or _done(written[0][1])):
+                yield outcome(written.popleft())
             written.extend((item, writes[k] if isinstance(k, int) else k) for item, k in order)
         while written:
             yield outcome(written.popleft())
