@@ -207,17 +207,24 @@ class ScalearModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         """Lightning warns when training starts with modules in eval mode. Frozen networks are kept in eval mode on
-        purpose (:func:`unfrozen_eval_modules`), so the warning is silenced until training starts when they are the
-        only ones; any other module in eval mode still gets it."""
+        purpose (:func:`unfrozen_eval_modules`), so the warning is silenced until training starts (or the fit ends,
+        when a finished run has nothing left to train) when they are the only ones; any other module in eval mode
+        still gets it."""
         if not unfrozen_eval_modules(self):
             self._quiet_eval_warning = warnings.catch_warnings()
             self._quiet_eval_warning.__enter__()
             warnings.filterwarnings("ignore", message=_EVAL_MODE_WARNING)
 
-    def on_train_start(self) -> None:
+    def _restore_warnings(self) -> None:
         quiet, self._quiet_eval_warning = getattr(self, "_quiet_eval_warning", None), None
         if quiet is not None:
             quiet.__exit__(None, None, None)
+
+    def on_fit_end(self) -> None:
+        self._restore_warnings()
+
+    def on_train_start(self) -> None:
+        self._restore_warnings()
         state, self._resume_rng = getattr(self, "_resume_rng", None), None
         if state is not None:
             set_rng_states(state)
