@@ -40,6 +40,27 @@ def single_thread():
     torch.set_num_threads(n)
 
 
+#: where device-dependent checks run: the CPU always, CUDA too where there is one (CI has none: run the tests that
+#: take the ``device`` fixture on a lent GPU)
+DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    """A device of :data:`DEVICES`; on CUDA without TF32 matmuls and convolutions, so that results round as fp32
+    does on the CPU."""
+    if request.param == "cpu":
+        yield "cpu"
+        return
+    precision = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+            yield "cuda"
+    finally:
+        torch.set_float32_matmul_precision(precision)
+
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 

@@ -29,26 +29,6 @@ VARIANTS = {
 }
 
 
-#: where the fast paths are checked: the CPU always, CUDA too where there is one (run this file on a lent GPU)
-DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
-
-
-@pytest.fixture(params=DEVICES)
-def device(request):
-    """A device of :data:`DEVICES`; on CUDA without TF32 matmuls and convolutions, so that both paths round as
-    fp32 does."""
-    if request.param == "cpu":
-        yield "cpu"
-        return
-    precision = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("highest")
-    try:
-        with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
-            yield "cuda"
-    finally:
-        torch.set_float32_matmul_precision(precision)
-
-
 def build(variant: str, device: str = "cpu") -> tuple[NextScaleTransformer, MultiScaleVQ]:
     """Wide enough (256) that oneDNN's and BLAS's matmuls round differently."""
     torch.manual_seed(0)
