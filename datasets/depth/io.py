@@ -89,7 +89,7 @@ def read_rgb(path: str | Path, exif_transpose: bool = False) -> np.ndarray:
         raise ImageReadError(f"expected an 8-bit colour image; {path} is mode {im.mode} — is this a depth map?")
     if exif_transpose:
         im = ImageOps.exif_transpose(im)
-    return np.array(im.convert("RGB"))  # a writable copy
+    return np.array(im if im.mode == "RGB" else im.convert("RGB"))  # a writable copy (convert() would add another)
 
 
 def png_bit_depth(path: str | Path) -> tuple[int, int]:

@@ -57,7 +57,7 @@ def _read_pil(path: Path, exif_transpose: bool) -> np.ndarray:
         return v.astype(np.uint16)
     if im.mode == "F":
         raise ImageReadError(f"{path}: floating-point image (mode F); expected an 8- or 16-bit photo")
-    return np.asarray(im.convert("RGB"))
+    return np.asarray(im if im.mode == "RGB" else im.convert("RGB"))  # one copy: convert() would add another
 
 
 def read_image(path: str | Path, exif_transpose: bool = False) -> np.ndarray:
