@@ -46,8 +46,9 @@ def measure(preset: str, args: argparse.Namespace, device: torch.device) -> tupl
     t = time.perf_counter()
     with autocast(device, args.dtype):
         idx_Bl = vqvae.img_to_indices(x_BCS)
-        vqvae.indices_to_img(idx_Bl)
-    compile_s = time.perf_counter() - t  # the first calls compile (with --compile)
+        if args.compile:
+            vqvae.indices_to_img(idx_Bl)
+    compile_s = time.perf_counter() - t  # with --compile, the first calls compile
 
     def encode() -> None:
         with autocast(device, args.dtype):
@@ -81,7 +82,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     columns = ["preset", "input", "latent", "params", "tokens", "encode\nms/img", "decode\nms/img",
                "encode\npeak MiB", "decode\npeak MiB"] + (["compile s"] if args.compile else [])
     caption = (f"{environment(device, args.dtype)}{' | torch.compile' if args.compile else ''}\n"
-               f"batch {args.batch}; encode = img_to_indices, decode = indices_to_img; median of up to {args.repeats} runs after a warm-up\n"
+               f"batch {args.batch}; encode = img_to_indices, decode = indices_to_img; median of up to {args.repeats} "
+               "runs after a warm-up\n"
                f"peak MiB: {memory_method(device)}")
     print_table("Tokenizer: image -> indices -> image", columns, rows, caption, text_columns=3)
     return results

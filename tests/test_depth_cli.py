@@ -35,8 +35,11 @@ from scalear.io import register_model_kind, save_pretrained
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB of two uint8-range images (a JPEG against the pixels it encoded)."""
-    return float(10 * np.log10(255.0**2 / np.mean((np.asarray(a, float) - np.asarray(b, float)) ** 2)))
+    """PSNR in dB of two uint8-range images (a JPEG against the pixels it encoded), by kornia."""
+    import kornia
+
+    return float(kornia.metrics.psnr(torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64),
+                                     255.0))
 
 
 # ------------------------------------------------------------------------------------------- constant baseline
