@@ -12,11 +12,12 @@ their own. Anything that is not plain weights is read with ``torch.load(weights_
 
 from __future__ import annotations
 
-import glob
+import functools
 import json
 import math
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -64,7 +65,8 @@ def atomic_write(path: str | Path, write: Callable[[str], Any]) -> Path:
     The temporary file is hidden beside ``path`` (``.<name>.<pid>.<random>.tmp``) and removed on any exception or
     KeyboardInterrupt (and on SIGTERM in the ``scalear`` command, which turns it into an exit). A process killed
     with SIGKILL cannot remove it: the next write of ``path`` removes the leftovers of processes that no longer
-    run (input folders skip hidden files meanwhile)."""
+    run (input folders skip hidden files meanwhile). The folder is listed for such leftovers once per process, at
+    its first write there, not at every write (a folder of thousands of outputs made each write list them all)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(path)
@@ -72,9 +74,7 @@ def atomic_write(path: str | Path, write: Callable[[str], Any]) -> Path:
     os.close(fd)
     try:
         write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # the usual permissions, not mkstemp's 0600
+        os.chmod(tmp, 0o666 & ~_umask())  # the usual permissions, not mkstemp's 0600
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -82,14 +82,42 @@ def atomic_write(path: str | Path, write: Callable[[str], Any]) -> Path:
     return path
 
 
+@functools.cache
+def _umask() -> int:
+    """The process's umask (read once: reading it means setting it, which races with other threads' writes)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+#: folder -> {output name: temporaries of processes that no longer run}, listed at the first write into the folder
+_STALE: dict[Path, dict[str, list[Path]]] = {}
+_STALE_LOCK = threading.Lock()
+
+
 def _remove_stale_temporaries(path: Path) -> None:
-    """Remove ``.<name>.<pid>.*.tmp`` files of :func:`atomic_write` beside ``path`` whose process is gone (POSIX)."""
+    """Remove ``.<name>.<pid>.<random>.tmp`` files of :func:`atomic_write` beside ``path`` whose process is gone
+    (POSIX), from the folder's listing taken at this process's first write into it."""
     if os.name != "posix":
         return
-    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
-        if pid.isdigit() and not _process_runs(int(pid)):
-            tmp.unlink(missing_ok=True)
+    with _STALE_LOCK:
+        if path.parent not in _STALE:
+            _STALE[path.parent] = _list_stale_temporaries(path.parent)
+        stale = _STALE[path.parent].pop(path.name, [])
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+
+
+def _list_stale_temporaries(folder: Path) -> dict[str, list[Path]]:
+    found: dict[str, list[Path]] = {}
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if not (entry.name.startswith(".") and entry.name.endswith(".tmp")):
+                continue
+            parts = entry.name[1:-4].rsplit(".", 2)  # name (may hold dots), pid, mkstemp's random part (no dots)
+            if len(parts) == 3 and parts[1].isdigit() and not _process_runs(int(parts[1])):
+                found.setdefault(parts[0], []).append(Path(entry.path))
+    return found
 
 
 def _process_runs(pid: int) -> bool:

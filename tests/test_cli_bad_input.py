@@ -351,6 +351,27 @@ def test_atomic_write_removes_what_a_killed_write_left(tmp_path):
     assert target.read_text() == "done" and not stale.exists() and live.exists()
 
 
+def test_atomic_write_lists_a_folder_once_and_removes_only_its_outputs_leftovers(tmp_path, monkeypatch):
+    import scalear.io as sio
+
+    dead = _dead_pid()
+    dotted = tmp_path / f".a.b_depth.png.{dead}.k2x_9q.tmp"  # an output name with dots
+    other = tmp_path / f".c_depth.png.{dead}.zz81ab.tmp"
+    mine = tmp_path / ".notes.tmp"  # a user's hidden file, not a temporary of atomic_write
+    for f in (dotted, other, mine):
+        f.write_text("half")
+    listings = []
+    monkeypatch.setattr(sio, "_list_stale_temporaries",
+                        lambda folder, list_=sio._list_stale_temporaries: listings.append(folder) or list_(folder))
+    for i in range(20):
+        atomic_write(tmp_path / f"{i}.txt", lambda p: Path(p).write_text("x"))
+    assert listings == [tmp_path]  # not once per write: a folder of thousands of outputs made every write slow
+    assert dotted.exists() and other.exists()  # only a write of their output removes them
+    atomic_write(tmp_path / "a.b_depth.png", lambda p: Path(p).write_text("done"))
+    assert not dotted.exists() and other.exists() and mine.exists()
+    assert oct((tmp_path / "a.b_depth.png").stat().st_mode & 0o777) == oct(0o666 & ~sio._umask())
+
+
 WRITER = """
 import sys, time
 from pathlib import Path
