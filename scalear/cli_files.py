@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence, TypeVar
@@ -56,7 +56,8 @@ def unique_stems(inputs: Sequence[Path]) -> list[str]:
     root = Path(os.path.commonpath([str(p.parent) for p in absolute]))
     rel = [p.relative_to(root) for p in absolute]
     stems = [r.with_suffix("").as_posix() for r in rel]
-    names = [f"{s}_{r.suffix.lstrip('.').lower()}" if stems.count(s) > 1 else s for s, r in zip(stems, rel)]
+    count = Counter(stems)  # not stems.count(s) per input: quadratic, 3 s for a 20k-image folder
+    names = [f"{s}_{r.suffix.lstrip('.').lower()}" if count[s] > 1 else s for s, r in zip(stems, rel)]
     taken: set[str] = set()
     unique = []
     for name in names:
@@ -76,8 +77,8 @@ def check_output_folder(out: Path, inputs: Sequence[Path]) -> None:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; give an output folder")
     input_dirs = {Path(p).resolve().parent: p for p in inputs}
-    for stem in unique_stems(inputs):
-        if (folder := (out / stem).parent.resolve()) in input_dirs:
+    for folder in {(out / stem).parent for stem in unique_stems(inputs)}:
+        if (folder := folder.resolve()) in input_dirs:
             raise UsageError(f"--out {out} would put outputs next to input {input_dirs[folder]}; choose another "
                              "folder so inputs are never overwritten")
 
