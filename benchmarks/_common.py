@@ -203,6 +203,19 @@ def procedural_sdf_grid(resolution: int, shape: str = "chair") -> "np.ndarray":
     return sdf_grid(make_shape(shape, np.random.default_rng(0)), resolution)
 
 
+def load_sdf_grid(args: argparse.Namespace) -> "np.ndarray":
+    """The grid marching cubes is timed on: ``--sdf-grid`` (an ``.npy`` file of a resolution^3 grid, for a machine
+    without open3d), else the procedural chair's at ``--resolution``."""
+    import numpy as np
+
+    if args.sdf_grid is None:
+        return procedural_sdf_grid(args.resolution)
+    grid = np.load(args.sdf_grid)
+    if grid.shape != (args.resolution,) * 3:
+        raise SystemExit(f"--sdf-grid {args.sdf_grid} has shape {grid.shape}, not --resolution {args.resolution} cubed")
+    return grid
+
+
 def time_generation_stages(tokens: Callable[[], object], decode: Callable[[], object], sdf_grid: "np.ndarray",
                            batch: int, device: torch.device, args: argparse.Namespace) -> tuple[float, float, float]:
     """Seconds per object of a 3D generator's three stages: sampling the tokens, decoding the field (both for
@@ -234,7 +247,7 @@ def run_generation_benchmark(measure: Callable[..., tuple[list[str], dict]], arg
     grid) and print the table: stages in ms per ``unit``, ``steps`` the scales / levels column, ``recipe`` the
     sampling in the caption. Returns the numbers."""
     device = setup(args)
-    rows, results = measure_presets(measure, args, device, procedural_sdf_grid(args.resolution))
+    rows, results = measure_presets(measure, args, device, load_sdf_grid(args))
     columns = ["preset", steps, "tokens", "tokenizer\nparams", "generator\nparams", f"tokens\nms/{unit}",
                f"decoding\nms/{unit}", f"mesh\nms/{unit}", f"total\ns/{unit}"]
     caption = (f"{environment(device, args.dtype)}\nbatch {args.batch}, {recipe}; marching cubes on the CPU (skimage) of "
@@ -254,6 +267,9 @@ def generation_parser(doc: str, presets: list[str], noun: str, field: str) -> ar
     p.add_argument("--resolution", type=int, default=64,
                    help=f"{field} grid side for decoding and marching cubes (default: 64)")
     p.add_argument("--batch", type=int, default=1, help=f"{noun}s per call (default: 1)")
+    p.add_argument("--sdf-grid", type=Path, default=None,
+                   help="an .npy SDF grid of --resolution^3 to time marching cubes on, instead of computing the "
+                        "procedural chair's (which needs open3d)")
     add_common_args(p)
     return p
 

@@ -18,15 +18,14 @@ Without ``--var-checkout`` the script says so and exits 0 (it is a developer-sid
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
+import time
 import types
 from pathlib import Path
 
 import torch
-
-import statistics
-import time
 
 from _common import add_common_args, environment, print_table, setup, synchronize
 

@@ -163,3 +163,41 @@ def test_bench_cli_runs(bench, capsys):
                                             ("scalear restore", "1"), ("scalear restore", "2")]
     assert all(float(r[3]) > 0 and float(r[4].replace(",", "")) > 0 for r in rows)
     assert "model vs command time per image" in capsys.readouterr().out
+
+
+def test_gpu_checks_script_runs_the_benchmarks_with_arguments_they_accept(bench):
+    """benchmarks/gpu_checks.sh (a device run) calls the benchmarks with flags they parse, and the fast-path tests."""
+    import shlex
+    import shutil
+    import subprocess
+
+    if shutil.which("bash") is None:
+        pytest.skip("no bash")
+    script = BENCH / "gpu_checks.sh"
+    printed = subprocess.run(["bash", str(script), "run"], env={"DRY": "1", "PATH": "/usr/bin:/bin"},
+                             capture_output=True, text=True, check=True).stdout.splitlines()
+    commands = [shlex.split(line) for line in printed]
+    scripts = [c[1] for c in commands if c[1].startswith("benchmarks/")]
+    assert scripts == ["benchmarks/bench_sampling.py", "benchmarks/bench_vs_var.py", "benchmarks/bench_depth.py",
+                       "benchmarks/bench_sar3d.py", "benchmarks/bench_g3pt.py", "benchmarks/bench_tokenizer.py"]
+    for command in commands:
+        if command[1].startswith("benchmarks/"):
+            args = bench(Path(command[1]).stem).parse_args(command[2:])
+            assert args.device == "cuda"
+        else:
+            assert command[-1] == "tests/test_sampling_fast.py" and (BENCH.parent / command[-1]).is_file()
+    assert subprocess.run(["bash", str(script)], capture_output=True).returncode == 2  # usage
+
+
+def test_generation_benchmarks_take_a_saved_sdf_grid(bench, capsys, tmp_path):
+    """--sdf-grid: marching cubes on a saved grid (a GPU machine without open3d), refused at another resolution."""
+    import numpy as np
+
+    common = bench("_common")
+    grid = common.procedural_sdf_grid(16)
+    np.save(tmp_path / "chair.npy", grid)
+    args = bench("bench_g3pt").parse_args(["--resolution", "16", "--sdf-grid", str(tmp_path / "chair.npy")])
+    assert np.array_equal(common.load_sdf_grid(args), grid)
+    args.resolution = 24
+    with pytest.raises(SystemExit, match="not --resolution 24"):
+        common.load_sdf_grid(args)
