@@ -93,6 +93,8 @@ def _umask() -> int:
 #: folder -> {output name: temporaries of processes that no longer run}, listed at the first write into the folder
 _STALE: dict[Path, dict[str, list[Path]]] = {}
 _STALE_LOCK = threading.Lock()
+if hasattr(os, "register_at_fork"):  # a fork while another thread holds the lock must not leave the child stuck
+    os.register_at_fork(after_in_child=lambda: globals().update(_STALE_LOCK=threading.Lock()))
 
 
 def _remove_stale_temporaries(path: Path) -> None:

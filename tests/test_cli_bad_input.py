@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import lightning.pytorch  # noqa: F401  (imported here, its log handler writes to pytest's stderr, not to a test's capsys)
@@ -451,3 +452,23 @@ def test_restore_under_a_memory_limit_exits_2_suggesting_tiles(s, tmp_path):
                        capture_output=True, text=True, timeout=300)
     _assert_one_line(r.returncode, r.stderr, "big.png")
     assert "3000x3000" in r.stderr and "--tile" in r.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_atomic_write_in_a_child_forked_while_another_thread_held_its_lock(tmp_path):
+    import scalear.io as sio
+
+    with sio._STALE_LOCK:  # as if another thread were listing a folder at the fork
+        pid = os.fork()
+        if pid == 0:  # the child: its write must not wait for a lock nobody will release
+            try:
+                atomic_write(tmp_path / "child.txt", lambda p: Path(p).write_text("child"))
+            finally:
+                os._exit(0)
+    deadline = time.monotonic() + 30
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if done[0] == 0:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    assert (tmp_path / "child.txt").read_text() == "child"
