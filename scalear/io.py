@@ -93,6 +93,7 @@ def _umask() -> int:
 #: folder -> {output name: temporaries of processes that no longer run}, listed at the first write into the folder
 _STALE: dict[Path, dict[str, list[Path]]] = {}
 _STALE_LOCK = threading.Lock()
+_STALE_FOLDERS = 4096  #: folders remembered at most (a long-lived process may write into very many)
 if hasattr(os, "register_at_fork"):  # a fork while another thread holds the lock must not leave the child stuck
     os.register_at_fork(after_in_child=lambda: globals().update(_STALE_LOCK=threading.Lock()))
 
@@ -104,6 +105,8 @@ def _remove_stale_temporaries(path: Path) -> None:
         return
     with _STALE_LOCK:
         if path.parent not in _STALE:
+            while len(_STALE) >= _STALE_FOLDERS:  # forget the oldest folders (listed again at their next write)
+                del _STALE[next(iter(_STALE))]
             _STALE[path.parent] = _list_stale_temporaries(path.parent)
         stale = _STALE[path.parent].pop(path.name, [])
     for tmp in stale:

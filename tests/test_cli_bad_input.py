@@ -371,6 +371,11 @@ def test_atomic_write_lists_a_folder_once_and_removes_only_its_outputs_leftovers
     atomic_write(tmp_path / "a.b_depth.png", lambda p: Path(p).write_text("done"))
     assert not dotted.exists() and other.exists() and mine.exists()
     assert oct((tmp_path / "a.b_depth.png").stat().st_mode & 0o777) == oct(0o666 & ~sio._umask())
+    monkeypatch.setattr(sio, "_STALE_FOLDERS", 2)  # a bounded memory of folders: the oldest is listed again
+    listings.clear()
+    for name in ("x", "y", "x", "z", "x"):
+        atomic_write(tmp_path / name / "out.txt", lambda p: Path(p).write_text("x"))
+    assert listings == [tmp_path / n for n in ("x", "y", "z", "x")] and len(sio._STALE) == 2
 
 
 WRITER = """
