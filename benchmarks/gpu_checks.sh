@@ -3,13 +3,13 @@
 # benchmarks/README.md (bf16 sampling of var-d16/d30 at batch 64, scalear vs VAR on the same weights, depth
 # inference at 480x640, SAR3D / G3PT seconds per object, torch.compile of the tokenizer).
 #
-#   bash benchmarks/gpu_checks.sh prepare [VAR_CHECKOUT]   # here: fills .gpu/ (git-ignored), about 1 min
+#   bash benchmarks/gpu_checks.sh prepare [VAR_CHECKOUT]   # here: fills .gpu/ (git-ignored), seconds
 #   bash benchmarks/gpu_checks.sh run                      # there: at most 9.5 min (each step has a limit)
 #
 # The device image has torch, numpy, scipy, lightning, safetensors, h5py, scikit-image and pytest but no package
 # index and none of kornia, kornia-rs, trimesh and jsonargparse: `prepare` downloads their wheels for the image's
 # Python (GPU_PYTHON, default 3.12) at the versions of this environment, builds scalear's wheel, copies a VAR
-# checkout (for bench_vs_var.py) and computes the procedural chair's SDF grids (open3d, absent there). With the
+# checkout (for bench_vs_var.py) and computes the procedural chair's SDF grid (open3d, absent there). With the
 # device tool: run(command="OUT=$OUT bash benchmarks/gpu_checks.sh run", carry=[".gpu"], timeout_s=600).
 # `run` installs the wheels without dependencies, then writes each step's output to $OUT/<step>.txt (default
 # /tmp/gpu_checks) and its tail to stdout; a step that fails or runs past its limit does not stop the others.
@@ -33,7 +33,7 @@ EOF
     # shellcheck disable=SC2086
     python -m pip download -q --no-deps --only-binary=:all: --python-version "$py" \
         --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 -d "$wheels" $pins
-    if [ -n "${1:-}" ]; then  # without it, bench_vs_var.py says so and exits 0
+    if [ -n "${1:-}" ]; then  # without it, the vs_var step fails (the others run)
         rm -rf .gpu/VAR && mkdir -p .gpu/VAR && cp -r "$1"/models "$1"/dist.py .gpu/VAR/
     fi
     python - <<'EOF'
