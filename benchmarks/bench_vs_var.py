@@ -147,24 +147,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 return sample(model, tok.quantize, args.batch, label_B=labels, guidance=args.guidance, top_k=args.top_k,
                               top_p=args.top_p, generator=torch.Generator(device).manual_seed(args.seed))
 
-        def decode(f_hat: torch.Tensor) -> torch.Tensor:
+        def decode(vae: torch.nn.Module, f_hat: torch.Tensor) -> torch.Tensor:  # autoregressive_infer_cfg's last step
             with torch.inference_mode():
-                return tok.fhat_to_img(f_hat).add(1).mul(0.5)
+                return vae.fhat_to_img(f_hat).add_(1).mul_(0.5)
 
         def run_scalear() -> torch.Tensor:
-            return decode(run_tokens().f_hat)
-
-        def var_decode(f_hat: torch.Tensor) -> torch.Tensor:  # the last step of autoregressive_infer_cfg
-            with torch.inference_mode():
-                return var.vae_proxy[0].fhat_to_img(f_hat).add_(1).mul_(0.5)
+            return decode(tok, run_tokens().f_hat)
 
         same_tokens = var_tokens_equal(models, run_var, model, tok, labels, args)
         same = (run_var() - run_scalear()).abs().max().item()
         print(f"timing VAR-d{depth} ...", file=sys.stderr, flush=True)
         f_hat = run_tokens().f_hat
         t = time_interleaved({"var": run_var, "scalear": run_scalear, "tokens": run_tokens,
-                              "decode": lambda: decode(f_hat), "var_decode": lambda: var_decode(f_hat)},
-                             device, args.repeats)
+                              "decode": lambda: decode(tok, f_hat),
+                              "var_decode": lambda: decode(var.vae_proxy[0], f_hat)}, device, args.repeats)
         t = {k: v / args.batch for k, v in t.items()}
         var_tokens = t["var"] - t["var_decode"]  # its sampler decodes inside: its decoder timed on its own
         rows.append([f"VAR-d{depth}", f"{t['var'] * 1e3:,.0f}", f"{var_tokens * 1e3:,.0f} + {t['var_decode'] * 1e3:,.0f}",
