@@ -10,7 +10,9 @@ the transformer over all tokens of scales ``0..k`` at scale ``k``, the baseline 
         --device cuda --dtype bf16
 
 Every size (a transformer preset: ``tiny``, ``small``, ``var-d16`` ... ``var-d30``) runs at every schedule, with
-the schedule's vocabulary, latent width and number of classes.
+the schedule's vocabulary, latent width and number of classes. ``--cuda-graphs`` (CUDA) also times the cached
+sampler with each scale's step replayed as a CUDA graph (``sample(..., cuda_graphs=True)``, captured in the warm-up
+run) and checks that it draws the eager sampler's tokens.
 """
 
 from __future__ import annotations
@@ -51,8 +53,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--schedule", default="digits,256",
                    help=f"comma-separated schedules, from {sorted(SCHEDULES)} (default: %(default)s)")
     p.add_argument("--batch", type=int, default=1, help="images per sampling call (default: 1)")
+    p.add_argument("--cuda-graphs", action="store_true", help="also time the cached sampler with CUDA graphs (CUDA)")
     add_common_args(p)
     args = p.parse_args(argv)
+    if args.cuda_graphs and not args.device.startswith("cuda"):
+        p.error("--cuda-graphs needs --device cuda")
     for name, known in (("sizes", TRANSFORMER_PRESETS), ("schedule", SCHEDULES)):
         bad = [v for v in getattr(args, name).split(",") if v not in known]
         if bad:
@@ -70,11 +75,11 @@ def measure(size: str, sched_name: str, args: argparse.Namespace, device: torch.
     quantizer = MultiScaleVQ(spec.vocab_size, spec.latent_dim, spec.schedule).to(device).eval()
     labels_B = torch.arange(args.batch, device=device) % spec.num_classes
 
-    def run(use_cache: bool) -> None:
+    def run(use_cache: bool, cuda_graphs: bool = False) -> list[torch.Tensor]:
         gen = torch.Generator(device).manual_seed(0)
         with autocast(device, args.dtype):
-            sample(model, quantizer, args.batch, label_B=labels_B, guidance=1.5, top_k=900, top_p=0.96,
-                   generator=gen, use_cache=use_cache)
+            return sample(model, quantizer, args.batch, label_B=labels_B, guidance=1.5, top_k=900, top_p=0.96,
+                          generator=gen, use_cache=use_cache, cuda_graphs=cuda_graphs).indices
 
     secs, mib = {}, {}
     for use_cache in (True, False):
@@ -85,8 +90,17 @@ def measure(size: str, sched_name: str, args: argparse.Namespace, device: torch.
     row = [size, f"{sched_name}, {s.num_scales} scales", fmt_params(model.num_params()), str(s.total_tokens),
            fmt_ms(secs[True]), fmt_ms(secs[False]), f"{secs[False] / secs[True]:.2f}x",
            f"{mib[True]:,.0f}", f"{mib[False]:,.0f}"]
-    return row, dict(size=size, schedule=sched_name, sec_cached=secs[True], sec_recompute=secs[False],
-                     mib_cached=mib[True], mib_recompute=mib[False])
+    result = dict(size=size, schedule=sched_name, sec_cached=secs[True], sec_recompute=secs[False],
+                  mib_cached=mib[True], mib_recompute=mib[False])
+    if args.cuda_graphs:
+        from scalear.cuda_graphs import release
+
+        same = all(torch.equal(a, b) for a, b in zip(run(True), run(True, cuda_graphs=True)))  # captures too
+        graphed = time_runs(lambda: run(True, cuda_graphs=True), device, args.min_time, args.repeats) / args.batch
+        release(model)
+        row += [fmt_ms(graphed), f"{secs[True] / graphed:.2f}x", "yes" if same else "NO"]
+        result.update(sec_graphed=graphed, graphed_same_tokens=same)
+    return row, result
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -97,6 +111,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows, results = measure_cells(measure, cells, args, device, ("tiny", "digits"))
     columns = ["model", "schedule", "params", "tokens", "cached\nms/img", "recompute\nms/img", "speed-up",
                "cached\npeak MiB", "recompute\npeak MiB"]
+    if args.cuda_graphs:
+        columns += ["CUDA graphs\nms/img", "graphs\nspeed-up", "same\ntokens"]
     caption = (f"{environment(device, args.dtype)}\nbatch {args.batch} (x2 with CFG), CFG 1.5, top-k 900, top-p 0.96; "
                f"median of up to {args.repeats} runs after a warm-up\npeak MiB: {memory_method(device)}")
     print_table("Sampling: KV cache vs recomputing the prefix", columns, rows, caption, text_columns=2)

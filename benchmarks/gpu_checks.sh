@@ -71,14 +71,14 @@ run() {
         } 2>&1 | tee "$OUT/device.txt"
     fi
     step tests 90 "$py" -P -m pytest -q -p no:cacheprovider -n 0 tests/test_sampling_fast.py  # -P: the installed scalear
-    step sampling 120 "$py" benchmarks/bench_sampling.py --sizes var-d16,var-d30 --schedule 256 --batch 64 \
-        --dtype bf16 "${common[@]}"
-    step vs_var 90 "$py" benchmarks/bench_vs_var.py --var-checkout .gpu/VAR --depth 16 --batch 16 "${common[@]}"
+    step sampling 150 "$py" benchmarks/bench_sampling.py --sizes var-d16,var-d30 --schedule 256 --batch 64 \
+        --dtype bf16 --cuda-graphs "${common[@]}"
+    step vs_var 75 "$py" benchmarks/bench_vs_var.py --var-checkout .gpu/VAR --depth 16 --batch 16 "${common[@]}"
     step depth 75 "$py" benchmarks/bench_depth.py --presets tiny,small,base --depthart-presets tiny,small --batch 8 \
         --dtype bf16 "${common[@]}"
     step sar3d 45 "$py" benchmarks/bench_sar3d.py --sdf-grid .gpu/chair_64.npy --dtype bf16 "${common[@]}"
     step g3pt 45 "$py" benchmarks/bench_g3pt.py --sdf-grid .gpu/chair_64.npy --dtype bf16 "${common[@]}"
-    step compile 120 "$py" benchmarks/bench_tokenizer.py --presets var-f16 --batch 16 --compile --dtype bf16 \
+    step compile 90 "$py" benchmarks/bench_tokenizer.py --presets var-f16 --batch 16 --compile --dtype bf16 \
         "${common[@]}"
 }
 

@@ -9,7 +9,8 @@ temperature scaling, top-k then top-p filtering, with an optional seeded :class:
 
 ``use_cache=False`` instead reruns the transformer over all tokens of scales ``0..k`` (and the prefix condition
 tokens) under the block-causal mask at every scale: the same samples for more compute, the baseline the cache
-is measured against (``benchmarks/bench_sampling.py``).
+is measured against (``benchmarks/bench_sampling.py``). ``cuda_graphs=True`` replays each scale's cached step as
+a CUDA graph (:mod:`scalear.cuda_graphs`), captured at the first run with a batch size and condition shapes.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from scalear.cuda_graphs import graphed_steps
 from scalear.quant import MultiScaleQuantizer, tokens_to_map
 from scalear.transformer import NextScaleTransformer
 
@@ -122,6 +124,7 @@ def sample(
     forced_indices: list[torch.Tensor] | None = None,
     return_logits: bool = False,
     use_cache: bool = True,
+    cuda_graphs: bool = False,
 ) -> SampleOutput:
     """Generate all scales coarse to fine, with a KV cache unless ``use_cache=False``.
 
@@ -140,11 +143,19 @@ def sample(
         return_logits: also return the (guided) logits of every scale.
         use_cache: False recomputes all coarser scales at every scale (:meth:`NextScaleTransformer.forward_upto`)
             instead of reading them from the KV cache; the samples are the same up to float rounding.
+        cuda_graphs: replay each scale's transformer step as a CUDA graph (a CUDA model in eval mode, with the KV
+            cache): the first run with a batch size, dtype and condition shapes captures them, later ones replay
+            them with one launch per scale. The same tokens as without; the model keeps the graphs' memory (its
+            KV cache) until :func:`scalear.cuda_graphs.release`.
     """
     sched = model.cfg.schedule
     if sched != quantizer.schedule:
         raise ValueError(f"transformer schedule {sched} differs from the quantizer's {quantizer.schedule}")
     device = next(model.parameters()).device
+    if cuda_graphs and not use_cache:
+        raise ValueError("cuda_graphs replays the KV-cached steps: it needs use_cache=True")
+    if cuda_graphs and device.type != "cuda":
+        raise ValueError(f"cuda_graphs needs a model on a CUDA device; this one is on {device}")
     guided = guidance > 0 and model.has_guidance()
     B2 = 2 * batch_size if guided else batch_size
 
@@ -162,11 +173,15 @@ def sample(
     f_hat = quantizer.empty_fhat(batch_size, device)
     indices, all_logits = [], []
     x_scales: list[torch.Tensor] = []  # uncached: embedded inputs (B2, n_j, C) of scales 0..k
-    model.kv_caching(use_cache)
+    model.kv_caching(use_cache and not cuda_graphs)
     try:
         x = model.embed_scale(0, cond)
+        graphs = graphed_steps(model, x, cond, context, prefix_BPD) if cuda_graphs else None
         for k in range(sched.num_scales):
-            if use_cache and k == 0:
+            if graphs is not None:  # a buffer the next run overwrites: copied if returned unchanged
+                logits = graphs.step(k, x)
+                logits = logits.clone() if return_logits and not guided else logits
+            elif use_cache and k == 0:
                 logits = model.forward_first_scale(x, cond, context, prefix_BPD)
             elif use_cache:
                 logits = model.forward_scale(x, cond, context)

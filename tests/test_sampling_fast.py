@@ -1,6 +1,6 @@
 """The inference fast paths (issue 19) change nothing but speed: oneDNN linear layers, the static KV cache, the
-AdaLN modulation kept over a sampling run, and the tokenizer decoder's channels-last / low-resolution upsampling
-path. Each is compared with the plain path it replaces: the same tokens (greedy and seeded), logits and images
+AdaLN modulation kept over a sampling run, the tokenizer decoder's channels-last / low-resolution upsampling
+path, and CUDA graphs of the sampling steps (CUDA only). Each is compared with the plain path it replaces: the same tokens (greedy and seeded), logits and images
 equal to float rounding. The tests taking ``device`` also run on CUDA where there is one (CI has none: run this file
 on a lent GPU)."""
 
@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import scalear.cuda_graphs as cuda_graphs
 import scalear.transformer as transformer
 from scalear import MultiScaleVQ, ScaleSchedule
 from scalear.sampling import sample
@@ -201,3 +202,69 @@ def test_top_k_then_top_p_without_a_full_sort_masks_the_plain_tokens(top_k, top_
     tied[0, 0, kth[-1]] = tied[0, 0, kth[-2]]
     before = tied.clone()
     assert not _top_k_then_top_p_(tied, top_k, top_p) and torch.equal(tied, before)
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device (run this file on a GPU)")
+
+
+def test_cuda_graphs_are_refused_where_they_cannot_run():
+    model, q = build("class")
+    with pytest.raises(ValueError, match="CUDA device; this one is on cpu"):
+        sample(model, q, 2, label_B=torch.tensor([1, 2]), cuda_graphs=True)
+    with pytest.raises(ValueError, match="needs use_cache=True"):
+        sample(model, q, 2, label_B=torch.tensor([1, 2]), cuda_graphs=True, use_cache=False)
+    assert not any(block.attn.caching for block in model.blocks)
+
+
+@needs_cuda
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("recipe", [dict(temperature=0.0), dict(top_k=50, top_p=0.9)], ids=["greedy", "top_k_top_p"])
+def test_cuda_graphs_draw_the_eager_tokens(variant, recipe, device):
+    """Replayed graphs give the eager sampler's logits and tokens, also for a second run with other conditions (the
+    same graphs, new inputs) and after a change of batch size (a new capture)."""
+    if device != "cuda":
+        pytest.skip("CUDA only")
+    model, q = build(variant, device)
+    captures = []
+    try:
+        for B, seed in ((3, 1), (3, 2), (2, 3)):  # the second run replays the first one's graphs
+            cond = conditions(variant, B, device)
+            cond = {k: (v + seed) % 10 if k == "label_B" else v * seed for k, v in cond.items()}  # other values
+            kw = dict(cond, guidance=1.5, return_logits=True, **recipe)
+            eager = sample(model, q, B, generator=torch.Generator(device).manual_seed(seed), **kw)
+            graphed = sample(model, q, B, generator=torch.Generator(device).manual_seed(seed), cuda_graphs=True, **kw)
+            for k, (a, b) in enumerate(zip(eager.indices, graphed.indices)):
+                assert torch.equal(a, b), f"batch {B}, seed {seed}, scale {k}: the graphs drew other tokens"
+            for a, b in zip(eager.logits, graphed.logits):
+                torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(graphed.f_hat, eager.f_hat)
+            captures.append(cuda_graphs._CAPTURED[model])
+        assert captures[1] is captures[0] and captures[2] is not captures[0]
+        assert not any(block.attn.caching or block._ada_memo for block in model.blocks)
+    finally:
+        cuda_graphs.release(model)
+    assert model not in cuda_graphs._CAPTURED
+
+
+@needs_cuda
+def test_cuda_graphs_under_bf16_autocast_and_without_guidance():
+    """bf16 autocast (the graphs cast the weights themselves: autocast's cache is off inside a capture) and an
+    unguided run, whose returned logits are copies of the graphs' output buffers."""
+    model, q = build("class", "cuda")
+    label = torch.tensor([1, 4], device="cuda")
+    try:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            eager = sample(model, q, 2, label_B=label, guidance=1.5, temperature=0.0)
+            graphed = sample(model, q, 2, label_B=label, guidance=1.5, temperature=0.0, cuda_graphs=True)
+        assert all(torch.equal(a, b) for a, b in zip(eager.indices, graphed.indices))
+        first = sample(model, q, 2, label_B=label, temperature=0.0, return_logits=True, cuda_graphs=True)
+        again = sample(model, q, 2, label_B=label.flip(0), temperature=0.0, return_logits=True, cuda_graphs=True)
+        eager = sample(model, q, 2, label_B=label, temperature=0.0, return_logits=True)
+        for a, b in zip(first.logits, eager.logits):  # not overwritten by the second run's replays
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+        assert not all(torch.equal(a, b) for a, b in zip(first.logits, again.logits))
+        model.train()
+        with pytest.raises(ValueError, match="model.eval"):
+            sample(model, q, 2, label_B=label, cuda_graphs=True)
+    finally:
+        cuda_graphs.release(model)
