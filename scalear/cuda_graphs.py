@@ -47,15 +47,13 @@ class ScaleStepGraphs:
     then :meth:`~NextScaleTransformer.forward_scale`), with the static input and output buffers they use.
 
     Args:
-        model: a CUDA transformer in eval mode.
+        model: a CUDA transformer in eval mode (:func:`graphed_steps` checks both).
         x0, cond, context, prefix: the first step's embedded tokens and the run's conditions, as
             :func:`scalear.sampling.sample` passes them; their shapes and dtypes are captured (the values are not).
     """
 
     def __init__(self, model: NextScaleTransformer, x0: torch.Tensor, cond: torch.Tensor,
                  context: torch.Tensor | None = None, prefix: torch.Tensor | None = None):
-        if x0.device.type != "cuda":
-            raise ValueError(f"CUDA graphs need a model on a CUDA device; this one is on {x0.device}")
         self.signature = _signature(model, x0, cond, context, prefix)
         B2, C = x0.shape[0], x0.shape[2]
         with torch.inference_mode():
@@ -130,6 +128,8 @@ def graphed_steps(model: NextScaleTransformer, x0: torch.Tensor, cond: torch.Ten
                   context: torch.Tensor | None = None, prefix: torch.Tensor | None = None) -> ScaleStepGraphs:
     """The model's captured steps for these inputs, loaded with their conditions: the last capture if it matches,
     else a new one (the old one is freed first)."""
+    if x0.device.type != "cuda":
+        raise ValueError(f"CUDA graphs need a model on a CUDA device; this one is on {x0.device}")
     if model.training:  # dropout and drop-path draw at every step; the graphs are captured in eval mode
         raise ValueError("CUDA graphs replay inference steps: call model.eval() first")
     graphs = _CAPTURED.get(model)

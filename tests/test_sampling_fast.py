@@ -1,7 +1,7 @@
 """The inference fast paths (issue 19) change nothing but speed: oneDNN linear layers, the static KV cache, the
 AdaLN modulation kept over a sampling run, the tokenizer decoder's channels-last / low-resolution upsampling
-path, and CUDA graphs of the sampling steps (CUDA only). Each is compared with the plain path it replaces: the same tokens (greedy and seeded), logits and images
-equal to float rounding. The tests taking ``device`` also run on CUDA where there is one (CI has none: run this file
+path, and CUDA graphs of the sampling steps (CUDA only). Each is compared with the plain path it replaces: the
+same tokens (greedy and seeded), logits and images equal to float rounding. The tests taking ``device`` also run on CUDA where there is one (CI has none: run this file
 on a lent GPU)."""
 
 from __future__ import annotations
